@@ -1,0 +1,1 @@
+"""Detector and recognizer implementations behind one small interface (see base.py)."""

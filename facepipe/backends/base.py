@@ -1,0 +1,31 @@
+"""The two interfaces every backend implements. The pipeline and the CLI see nothing else."""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from facepipe.align import Template
+from facepipe.types import Detection
+
+
+class Detector(Protocol):
+    name: str
+    fingerprint: str
+    provider: str  # where it actually runs, e.g. "dlib (CPU)", "CUDAExecutionProvider"
+    default_threshold: float
+
+    def detect(self, image: np.ndarray, threshold: float | None = None) -> list[Detection]:
+        """RGB uint8 image -> faces in original pixels, best first, with 5 standard landmarks."""
+
+
+class Recognizer(Protocol):
+    name: str
+    fingerprint: str  # identifies the embedding space: galleries refuse other fingerprints
+    provider: str
+    template: Template  # where the 5 landmarks go in the chips it takes
+    embedding_size: int
+    threshold: float  # calibrated cosine threshold for a verification decision
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        """N x H x W x 3 RGB uint8 aligned chips -> N x D float32 L2-normalised embeddings."""

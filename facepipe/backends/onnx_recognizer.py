@@ -1,0 +1,48 @@
+"""Any recognizer exported to ONNX with facepipe metadata (facepipe-trained or dlib's converted ResNet)."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from facepipe.align import Template
+from facepipe.backends.onnx_session import open_session
+from facepipe.backends.preprocess import l2_normalize, to_network_input
+from facepipe.errors import ModelError
+
+
+def file_fingerprint(path: str | Path, name: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{name}:{digest.hexdigest()[:16]}"
+
+
+class OnnxRecognizer:
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None,
+                 batch_size: int = 16, fingerprint: str | None = None):
+        self.session, meta, self.provider = open_session(path, device, threads)
+        if meta.get("facepipe.kind") != "recognizer":
+            raise ModelError(f"{path}: not a facepipe recognizer (its ONNX metadata has no facepipe.kind=recognizer)")
+        self.meta = meta
+        self.name = str(meta.get("name", Path(path).stem))
+        self.fingerprint = fingerprint or meta.get("fingerprint") or file_fingerprint(path, self.name)
+        width, height = meta.get("input_size", [112, 112])
+        self.template = Template(np.asarray(meta["template"], dtype=np.float32), (int(width), int(height)))
+        self.embedding_size = int(meta["embedding_size"])
+        self.threshold = float(meta.get("threshold", 0.3))
+        self.batch_size = batch_size
+        self._input = self.session.get_inputs()[0].name
+        self._fixed_batch = isinstance(self.session.get_inputs()[0].shape[0], int)
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        if len(chips) == 0:
+            return np.zeros((0, self.embedding_size), dtype=np.float32)
+        step = 1 if self._fixed_batch else self.batch_size
+        out = []
+        for i in range(0, len(chips), step):
+            x = to_network_input(chips[i:i + step], self.meta.get("color", "RGB"), self.meta["mean"], self.meta["std"])
+            out.append(self.session.run(None, {self._input: x})[0])
+        return l2_normalize(np.concatenate(out))

@@ -1,0 +1,47 @@
+"""ONNX Runtime sessions that say where they really run.
+
+onnxruntime-gpu quietly falls back to the CPU when CUDA libraries are missing; we check the providers
+the session actually got and warn loudly when CUDA was asked for and not obtained.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from facepipe import log
+from facepipe.errors import ModelError
+from facepipe.onnx_meta import decode_metadata
+
+
+def default_threads() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def open_session(path: str | Path, device: str = "cpu", threads: int | None = None):
+    """Open an ONNX model on `device` ("cpu", "cuda" or "auto"); return (session, metadata, provider)."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found")
+    available = ort.get_available_providers()
+    want_cuda = device in ("cuda", "auto")
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda and "CUDAExecutionProvider" in available \
+        else ["CPUExecutionProvider"]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or default_threads()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: not a usable ONNX model ({first[:200]})") from None
+    used = session.get_providers()[0]
+    if device == "cuda" and used != "CUDAExecutionProvider":
+        log.warn(
+            f"CUDA was requested for {path.name} but ONNX Runtime is running it on {used} "
+            f"(available providers: {', '.join(available)}). Install onnxruntime-gpu with a matching CUDA, "
+            "or pass --device cpu to silence this."
+        )
+    meta = decode_metadata(session.get_modelmeta().custom_metadata_map)
+    return session, meta, used

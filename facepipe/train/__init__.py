@@ -1,0 +1,1 @@
+"""What the detector and recognizer trainers share: config, checkpoints, DDP set-up, run folders."""

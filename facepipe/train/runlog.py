@@ -1,0 +1,56 @@
+"""A run folder: config used, metrics as JSONL, plots as PNG."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from facepipe.train.config import save_config
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.path / "metrics.jsonl"
+
+    def save_config(self, config: Any) -> None:
+        save_config(config, self.path / "config.yaml")
+
+    def log(self, record: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def truncate_metrics_after(self, key: str, value: float) -> None:
+        """On resume, drop records logged after the checkpoint we restart from."""
+        kept = [r for r in self.read_metrics() if r.get(key, 0) <= value]
+        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+
+
+def plot_metrics(records: list[dict[str, Any]], x: str, panels: list[list[str]], path: str | Path, title: str = "") -> None:
+    """One subplot per panel (a list of metric names sharing an axis), written as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, keys in zip(axes[0], panels):
+        for key in keys:
+            pts = [(r[x], r[key]) for r in records if key in r and r[key] is not None]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, label=key)
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

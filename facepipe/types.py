@@ -1,0 +1,56 @@
+"""The small records that travel through the pipeline."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Detection:
+    """One face found by a detector, in original image pixels.
+
+    landmarks: 5x2 float32 in the standard order (image-left eye, image-right eye, nose tip,
+    image-left mouth corner, image-right mouth corner), or None when the detector gives none.
+    """
+
+    box: np.ndarray  # (4,) float32 x1, y1, x2, y2
+    score: float
+    landmarks: np.ndarray | None = None
+
+    @property
+    def area(self) -> float:
+        x1, y1, x2, y2 = self.box
+        return float(max(0.0, x2 - x1) * max(0.0, y2 - y1))
+
+
+@dataclass
+class Candidate:
+    identity: str
+    similarity: float
+
+
+@dataclass
+class Face(Detection):
+    """A detection with its embedding and, after matching, its identity (None = unknown)."""
+
+    embedding: np.ndarray | None = None
+    identity: str | None = None
+    similarity: float | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+
+    def to_json(self, with_identity: bool = True) -> dict:
+        out = {
+            "box": [round(float(v), 2) for v in self.box],
+            "score": round(float(self.score), 4),
+            "landmarks": None if self.landmarks is None
+            else [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
+        }
+        if with_identity:
+            out["identity"] = self.identity
+            out["similarity"] = None if self.similarity is None else round(float(self.similarity), 4)
+            out["candidates"] = [
+                {"identity": c.identity, "similarity": round(float(c.similarity), 4)}
+                for c in self.candidates
+            ]
+        return out
