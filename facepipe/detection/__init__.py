@@ -1,0 +1,13 @@
+"""The trainable face detector: a CenterNet-style MobileNetV2 (CenterFace design) with 5 landmarks.
+
+model.py    MobileNetV2 backbone + FPN neck to stride 4 + heads hm 1 / wh 2 / off 2 / lm 10
+targets.py  ground truth -> heatmap and regression maps (and the exact inverse, for tests)
+losses.py   penalty-reduced focal loss + masked L1
+decode.py   network outputs -> boxes, scores, landmarks (numpy; the same for PyTorch and ONNX)
+inference.py  sizing/padding an image for the network and the shared detect() of both backends
+data.py     WIDER / RetinaFace label.txt / dlib imglab XML -> samples
+augment.py  crops, flips, colour jitter, letterbox
+train.py    the training loop; evaluate.py AP / PR curve / NME; export.py ONNX + parity check
+
+Importing this package does not import torch: the ONNX backend uses decode/inference only.
+"""

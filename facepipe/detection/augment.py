@@ -1,0 +1,116 @@
+"""Training augmentation that keeps boxes and landmarks consistent (numpy + OpenCV, worker-safe).
+
+Every function takes and returns (image, boxes N x 4, landmarks N x 5 x 2, landmark_valid N x 5) and
+draws randomness only from the numpy Generator it is given, so a sample's augmentation is a pure
+function of (seed, epoch, index): resuming a run replays it exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from facepipe.detection.inference import pad_value
+
+# horizontal flip: image-left eye <-> image-right eye, nose stays, mouth corners swap
+FLIP_ORDER = [1, 0, 2, 4, 3]
+
+
+@dataclass
+class AugmentConfig:
+    crop_scales: list[float] = field(default_factory=lambda: [0.3, 0.45, 0.6, 0.8, 1.0])
+    crop_prob: float = 1.0  # else: the whole image, letterboxed
+    flip: bool = True
+    color_jitter: float = 0.5  # strength 0..1 (0 = off)
+
+
+def _keep(boxes, landmarks, valid, mask):
+    return boxes[mask], landmarks[mask], valid[mask]
+
+
+def random_square_crop(image, boxes, landmarks, valid, rng: np.random.Generator, scales, tries: int = 50):
+    """RetinaFace-style: a square of side scale * short side at a random place, keeping faces whose
+    centre falls inside (clipped to the crop). After `tries` crops with no face centre inside, the
+    image is returned unchanged."""
+    h, w = image.shape[:2]
+    short = min(h, w)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    for _ in range(tries):
+        side = max(1, int(float(rng.choice(scales)) * short))
+        left = int(rng.integers(0, w - side + 1))
+        top = int(rng.integers(0, h - side + 1))
+        inside = ((centres[:, 0] >= left) & (centres[:, 0] < left + side)
+                  & (centres[:, 1] >= top) & (centres[:, 1] < top + side))
+        if len(boxes) and not inside.any():
+            continue
+        b, l, v = _keep(boxes, landmarks, valid, inside)
+        shift = np.array([left, top], np.float32)
+        b = np.clip(b - np.tile(shift, 2), 0, side).astype(np.float32)
+        l = (l - shift).astype(np.float32)
+        ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+        b, l, v = _keep(b, l, v, ok)
+        return np.ascontiguousarray(image[top:top + side, left:left + side]), b, l, v
+    return image, boxes, landmarks, valid
+
+
+def hflip(image, boxes, landmarks, valid):
+    """Mirror left-right; landmark order is swapped so 'image-left eye' stays image-left."""
+    w = image.shape[1]
+    image = np.ascontiguousarray(image[:, ::-1])
+    boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1).astype(np.float32)
+    landmarks = landmarks[:, FLIP_ORDER].copy()
+    landmarks[..., 0] = w - landmarks[..., 0]
+    return image, boxes, landmarks.astype(np.float32), valid[:, FLIP_ORDER].copy()
+
+
+def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Brightness, contrast, saturation and hue, each applied with probability 0.5."""
+    img = image.astype(np.float32)
+    if rng.random() < 0.5:
+        img += rng.uniform(-32, 32) * strength
+    if rng.random() < 0.5:
+        img = (img - img.mean()) * rng.uniform(1 - 0.5 * strength, 1 + 0.5 * strength) + img.mean()
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    if rng.random() < 0.5:
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.float32)
+        hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(1 - 0.5 * strength, 1 + 0.5 * strength), 0, 255)
+        hsv[..., 0] = (hsv[..., 0] + rng.uniform(-18, 18) * strength) % 180
+        img = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
+    return img
+
+
+def _resize_long_side(image, boxes, landmarks, size: int):
+    h, w = image.shape[:2]
+    s = size / max(h, w)
+    nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else image
+    scale = np.array([nw / w, nh / h], np.float32)
+    return resized, (boxes * np.tile(scale, 2)).astype(np.float32), (landmarks * scale).astype(np.float32)
+
+
+def _pad_square(image, size: int, mean) -> np.ndarray:
+    out = np.empty((size, size, 3), np.uint8)
+    out[:] = pad_value(mean)
+    out[:image.shape[0], :image.shape[1]] = image
+    return out
+
+
+def letterbox(image, boxes, landmarks, valid, size: int, mean):
+    """Resize so the long side is `size` (up or down), pad bottom/right to size x size with the mean colour
+    (the same placement as inference.resize_and_pad)."""
+    image, boxes, landmarks = _resize_long_side(image, boxes, landmarks, size)
+    return _pad_square(image, size, mean), boxes, landmarks, valid
+
+
+def train_transform(image, boxes, landmarks, valid, size: int, cfg: AugmentConfig, rng: np.random.Generator, mean):
+    """Crop -> flip -> resize -> colour jitter -> pad (padding stays the plain mean colour, bottom/right)."""
+    if cfg.crop_scales and rng.random() < cfg.crop_prob:
+        image, boxes, landmarks, valid = random_square_crop(image, boxes, landmarks, valid, rng, cfg.crop_scales)
+    if cfg.flip and rng.random() < 0.5:
+        image, boxes, landmarks, valid = hflip(image, boxes, landmarks, valid)
+    image, boxes, landmarks = _resize_long_side(image, boxes, landmarks, size)
+    if cfg.color_jitter > 0:
+        image = color_jitter(image, rng, cfg.color_jitter)
+    return _pad_square(image, size, mean), boxes, landmarks, valid

@@ -1,0 +1,46 @@
+"""FacePipeline: image -> faces (box, score, 5 landmarks) -> aligned chips -> embeddings."""
+from __future__ import annotations
+
+import numpy as np
+
+from facepipe.align import align_face
+from facepipe.backends.base import Detector, Recognizer
+from facepipe.types import Detection, Face
+
+# Where the 5 standard landmarks sit, on average, inside a face box (fractions of width/height);
+# used only for detectors that give no landmarks, so their faces can still be aligned roughly.
+_MEAN_LANDMARKS_IN_BOX = np.array([[0.31, 0.40], [0.69, 0.40], [0.50, 0.58], [0.35, 0.78], [0.65, 0.78]], dtype=np.float32)
+
+
+def landmarks_from_box(box: np.ndarray) -> np.ndarray:
+    x1, y1, x2, y2 = box
+    return _MEAN_LANDMARKS_IN_BOX * np.array([x2 - x1, y2 - y1], dtype=np.float32) + np.array([x1, y1], dtype=np.float32)
+
+
+class FacePipeline:
+    def __init__(self, detector: Detector, recognizer: Recognizer | None = None):
+        self.detector = detector
+        self.recognizer = recognizer
+
+    def detect(self, image: np.ndarray, threshold: float | None = None) -> list[Face]:
+        return [Face(box=d.box, score=d.score, landmarks=d.landmarks) for d in self.detector.detect(image, threshold)]
+
+    def chips(self, image: np.ndarray, faces: list[Detection]) -> np.ndarray:
+        template = self.recognizer.template
+        out = np.empty((len(faces), template.size[1], template.size[0], 3), dtype=np.uint8)
+        for i, face in enumerate(faces):
+            points = face.landmarks if face.landmarks is not None else landmarks_from_box(face.box)
+            out[i] = align_face(image, points, template)
+        return out
+
+    def embed(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
+        """Fill each face's embedding (in place) and return the faces."""
+        if faces:
+            embeddings = self.recognizer.embed(self.chips(image, faces))
+            for face, emb in zip(faces, embeddings):
+                face.embedding = emb
+        return faces
+
+    def analyze(self, image: np.ndarray, threshold: float | None = None) -> list[Face]:
+        """Detect every face and embed it."""
+        return self.embed(image, self.detect(image, threshold))

@@ -1,0 +1,68 @@
+"""Nearest-neighbour search over gallery embeddings: exact numpy when small, faiss IVF when large.
+
+Embeddings are unit vectors, so inner product = cosine similarity. Below `IVF_MIN` vectors an exact
+matrix product is fast enough (well under a millisecond per query at 10k x 512); above it an inverted-file
+index probes the few clusters nearest to the query. `nprobe` trades speed for exactness; the benchmark
+(benchmarks/search_bench.py) measures both.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+IVF_MIN = 50_000
+
+
+class EmbeddingIndex:
+    def __init__(self, embeddings: np.ndarray, nprobe: int | None = None):
+        self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        self.size = len(self.embeddings)
+        self.kind = "numpy" if self.size < IVF_MIN else "faiss-ivf"
+        self._faiss = None
+        if self.kind == "faiss-ivf":
+            self._faiss = self._build_ivf(nprobe)
+
+    def _build_ivf(self, nprobe: int | None):
+        import faiss
+
+        dim = self.embeddings.shape[1]
+        nlist = int(4 * math.sqrt(self.size))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)
+        sample = self.embeddings[rng.choice(self.size, size=min(self.size, 64 * nlist), replace=False)]
+        index.train(sample)
+        index.add(self.embeddings)
+        index.nprobe = nprobe or max(8, nlist // 64)
+        return index
+
+    @property
+    def nprobe(self) -> int | None:
+        return None if self._faiss is None else self._faiss.nprobe
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        if self._faiss is not None:
+            self._faiss.nprobe = value
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (similarities, indices) per query, best first; -1 indices pad short results."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = min(k, self.size)
+        if self.size == 0 or k == 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        if self._faiss is not None:
+            sims, idx = self._faiss.search(queries, k)
+            return sims, idx
+        return exact_search(self.embeddings, queries, k)
+
+
+def exact_search(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force top-k by inner product (also the ground truth for the benchmark)."""
+    sims = np.atleast_2d(queries) @ embeddings.T
+    k = min(k, sims.shape[1])
+    part = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(np.arange(sims.shape[1]), (len(sims), 1))
+    part_sims = np.take_along_axis(sims, part, axis=1)
+    order = np.argsort(-part_sims, axis=1, kind="stable")
+    return np.take_along_axis(part_sims, order, axis=1), np.take_along_axis(part, order, axis=1)
