@@ -38,6 +38,10 @@ class OnnxRecognizer:
         self._fixed_batch = isinstance(self.session.get_inputs()[0].shape[0], int)
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
+        return l2_normalize(self.embed_raw(chips))
+
+    def embed_raw(self, chips: np.ndarray) -> np.ndarray:
+        """The network's output before L2 normalisation (dlib's descriptors are ~1.49 long)."""
         if len(chips) == 0:
             return np.zeros((0, self.embedding_size), dtype=np.float32)
         step = 1 if self._fixed_batch else self.batch_size
@@ -45,4 +49,4 @@ class OnnxRecognizer:
         for i in range(0, len(chips), step):
             x = to_network_input(chips[i:i + step], self.meta.get("color", "RGB"), self.meta["mean"], self.meta["std"])
             out.append(self.session.run(None, {self._input: x})[0])
-        return l2_normalize(np.concatenate(out))
+        return np.concatenate(out)

@@ -48,7 +48,8 @@ def plot_metrics(records: list[dict[str, Any]], x: str, panels: list[list[str]],
                 ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, label=key)
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # no empty legends (and no matplotlib warning)
+            ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -1,0 +1,61 @@
+"""Helpers the benchmark scripts share: where the data is, and cached embeddings of a photo set."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path:
+    root = Path(os.environ.get("FACEPIPE_DATA", REPO.parent / "shared" / "data"))
+    if not root.is_dir():
+        sys.exit(f"benchmark data not found at {root}: set FACEPIPE_DATA to the shared data folder")
+    return root
+
+
+def cache_dir() -> Path:
+    path = REPO / "models" / "cache"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def identity_photos(folder: Path, min_photos: int = 1) -> dict[str, list[Path]]:
+    out = {}
+    for person in sorted(p for p in folder.iterdir() if p.is_dir()):
+        photos = sorted(person.glob("*.jpg"))
+        if len(photos) >= min_photos:
+            out[person.name] = photos
+    return out
+
+
+def embed_photos(photos: list[Path], cache_name: str) -> np.ndarray:
+    """Raw (unnormalised) embedding of the largest face of each photo with the default models;
+    a NaN row where no face is found. Cached under models/cache by name."""
+    from rich.progress import track
+
+    from facepipe.batch import ModelSpec, build_pipeline
+    from facepipe.errors import FacepipeError
+    from facepipe.image import read_image
+
+    cache = cache_dir() / f"{cache_name}.npz"
+    keys = np.array([str(p) for p in photos])
+    if cache.exists():
+        saved = np.load(cache)
+        if saved["keys"].shape == keys.shape and (saved["keys"] == keys).all():
+            return saved["embeddings"]
+    pipeline = build_pipeline(ModelSpec())
+    out = np.full((len(photos), pipeline.recognizer.embedding_size), np.nan, np.float32)
+    for i, path in enumerate(track(photos, description=f"embedding {cache_name}")):
+        try:
+            faces = pipeline.detect(read_image(path))
+        except FacepipeError:
+            continue
+        if faces:
+            largest = max(faces, key=lambda f: f.area)
+            out[i] = pipeline.recognizer.embed_raw(pipeline.chips(read_image(path), [largest]))[0]
+    np.savez(cache, keys=keys, embeddings=out)
+    return out

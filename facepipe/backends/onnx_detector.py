@@ -1,0 +1,27 @@
+"""A facepipe detector exported to ONNX; preprocessing and decoding come from its metadata."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facepipe.backends.onnx_recognizer import file_fingerprint
+from facepipe.backends.onnx_session import open_session
+from facepipe.detection.inference import CenterNetDetector, DetectorSpec
+
+OUTPUT_NAMES = ["hm", "wh", "off", "lm"]
+
+
+class OnnxDetector(CenterNetDetector):
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
+        self.session, meta, self.provider = open_session(path, device, threads)
+        self.spec = DetectorSpec.from_metadata(meta, str(path))
+        self.name = self.spec.name
+        self.fingerprint = meta.get("fingerprint") or file_fingerprint(path, self.name)
+        self._input = self.session.get_inputs()[0].name
+        have = [o.name for o in self.session.get_outputs()]
+        # outputs by name when the exporter kept them, else in the documented order
+        self._outputs = OUTPUT_NAMES if set(OUTPUT_NAMES) <= set(have) else have[:4]
+
+    def _forward(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self._outputs, {self._input: x})

@@ -1,0 +1,61 @@
+"""A facepipe recognizer straight from a training checkpoint (.pt), run by PyTorch.
+
+Same contract as OnnxRecognizer: preprocessing, template and threshold come from the checkpoint, and the
+fingerprint is that of the weights, so a gallery filled with the .pt also accepts its ONNX export.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facepipe.align import Template
+from facepipe.backends.preprocess import l2_normalize, to_network_input
+
+DEFAULT_THRESHOLD = 0.3
+
+
+class TorchRecognizer:
+    def __init__(self, path: str | Path, device: str = "cpu", batch_size: int = 32):
+        import torch
+
+        from facepipe.recognition.checkpoint import build_backbone_from, load_recognizer_checkpoint, weights_fingerprint
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            from facepipe import log
+
+            log.warn(f"CUDA was requested for {Path(path).name} but torch sees no GPU: running on the CPU")
+            device = "cpu"
+        self.device = torch.device(device)
+        state = load_recognizer_checkpoint(path, map_location="cpu")
+        self.model = build_backbone_from(state, path).to(self.device)
+        pre = state["preprocess"]
+        self.color, self.mean, self.std = pre["color"], pre["mean"], pre["std"]
+        width, height = (int(v) for v in pre["input_size"])
+        self.template = Template(np.asarray(pre["template"], dtype=np.float32), (width, height))
+        self.embedding_size = int(state["embedding_size"])
+        self.name = str(state["backbone"])
+        self.fingerprint = weights_fingerprint(self.name, state["model"])
+        ver = state.get("verification") or {}
+        self.threshold = float(ver["threshold"]) if ver.get("threshold") is not None else DEFAULT_THRESHOLD
+        self.provider = f"torch ({self.device.type.upper()})"
+        self.batch_size = batch_size
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        """N x H x W x 3 RGB uint8 chips aligned to self.template -> N x D L2-normalised float32."""
+        import torch
+
+        if len(chips) == 0:
+            return np.zeros((0, self.embedding_size), dtype=np.float32)
+        size = self.template.size
+        if (chips.shape[2], chips.shape[1]) != size:
+            chips = np.stack([cv2.resize(c, size, interpolation=cv2.INTER_AREA) for c in chips])
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(chips), self.batch_size):
+                x = to_network_input(chips[i:i + self.batch_size], self.color, self.mean, self.std)
+                out.append(self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy())
+        return l2_normalize(np.concatenate(out))

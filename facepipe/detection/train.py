@@ -1,0 +1,284 @@
+"""`facepipe train-detector`: the training loop of the CenterNet face detector.
+
+One process or many under torchrun (DDP); AMP on CUDA; a run folder models/<run>/ with config.yaml,
+last.pt / best.pt, metrics.jsonl, training.png (loss and AP per epoch) and pr_curve.png. An
+interrupted run continues exactly where its last checkpoint left it with `resume=true` (model,
+optimizer, scheduler, grad scaler, epoch, RNG; augmentation is a pure function of seed/epoch/index).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from facepipe import log
+from facepipe.detection.augment import AugmentConfig
+from facepipe.detection.checkpoint import detector_state
+from facepipe.detection.data import DetectionDataset, load_datasets
+from facepipe.detection.inference import DetectorSpec
+from facepipe.detection.losses import LossWeights, detector_loss
+from facepipe.detection.model import build_detector
+from facepipe.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from facepipe.train.config import ConfigError, config_to_dict
+from facepipe.train.distributed import DistInfo, cleanup_distributed, setup_distributed
+from facepipe.train.progress import make_progress
+from facepipe.train.runlog import RunDir, plot_metrics
+
+ARCH_KEYS = ("width_mult", "neck_channels", "head_channels")
+
+
+@dataclass
+class DetectorConfig:
+    run: str = "detector"  # the run folder is <out_dir>/<run>
+    out_dir: str = "models"
+    train_data: list[Any] = field(default_factory=list)  # label files, or {labels, images, split, holdout, seed}
+    val_data: list[Any] = field(default_factory=list)
+    repeat: int = 1  # passes over the training set per epoch (small sets)
+    # network
+    arch: str = "centerface_mbv2"
+    width_mult: float = 0.25
+    neck_channels: int = 24
+    head_channels: int = 24
+    # input and augmentation
+    input_size: int = 320
+    crop_scales: list[float] = field(default_factory=lambda: [0.3, 0.45, 0.6, 0.8, 1.0])
+    crop_prob: float = 1.0
+    flip: bool = True
+    color_jitter: float = 0.5
+    # optimisation
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.02
+    grad_clip: float = 10.0
+    hm_weight: float = 1.0
+    wh_weight: float = 1.0
+    off_weight: float = 1.0
+    lm_weight: float = 0.5
+    lm_smooth_beta: float = 0.0
+    # inference settings stored with the model
+    max_side: int = 640
+    score_threshold: float = 0.4
+    nms_iou: float = 0.4
+    # runtime
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    workers: int = 2
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    seed: int = 0
+    resume: bool = False
+    eval_every: int = 1
+    save_every: int = 0  # also keep epoch_NNN.pt every N epochs (0: only last.pt and best.pt)
+    progress: bool = True
+
+    def arch_args(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ARCH_KEYS}
+
+    def spec(self) -> DetectorSpec:
+        return DetectorSpec(name=self.arch, max_side=self.max_side, score_threshold=self.score_threshold, nms_iou=self.nms_iou)
+
+    def augment(self) -> AugmentConfig:
+        return AugmentConfig(list(self.crop_scales), self.crop_prob, self.flip, self.color_jitter)
+
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(self.hm_weight, self.wh_weight, self.off_weight, self.lm_weight, self.lm_smooth_beta)
+
+
+class RepeatDataset:
+    """The dataset `times` times over; index i and i + n are different augmentations of the same image."""
+
+    def __init__(self, dataset: DetectionDataset, times: int):
+        self.dataset, self.times = dataset, max(1, times)
+
+    def __len__(self) -> int:
+        return len(self.dataset) * self.times
+
+    def __getitem__(self, i: int):
+        return self.dataset.getitem(i % len(self.dataset), i)
+
+
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up, then cosine decay to min_ratio."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def validate(model: torch.nn.Module, samples, spec: DetectorSpec, device: torch.device) -> tuple[dict[str, Any], Any]:
+    from facepipe.backends.torch_detector import TorchDetector
+    from facepipe.detection.evaluate import evaluate, run_detector
+
+    det = TorchDetector.from_model(model, spec, device)
+    report = evaluate(samples, run_detector(det.detect, samples, threshold=0.05), spec.score_threshold)
+    model.train()
+    return {"ap_all": report.curves["all"].ap, "ap_min16": report.curves["min16"].ap, "nme": report.nme}, report
+
+
+def _check_resume(ckpt: dict[str, Any], config: DetectorConfig, path: Path) -> None:
+    if ckpt.get("kind") != "detector":
+        raise ConfigError(f"{path}: not a detector checkpoint, cannot resume from it")
+    if ckpt.get("arch") != config.arch or ckpt.get("arch_args") != config.arch_args():
+        raise ConfigError(f"{path} was trained as {ckpt.get('arch')} {ckpt.get('arch_args')}, the config asks for "
+                          f"{config.arch} {config.arch_args()}: resume with the same network settings")
+
+
+def train(config: DetectorConfig, on_epoch_end: Callable[[int, dict], None] | None = None) -> Path:
+    """Train (or resume) a detector; returns the run folder."""
+    dist = setup_distributed(config.device)
+    try:
+        return _train(config, dist, on_epoch_end)
+    finally:
+        cleanup_distributed()
+
+
+def _train(config: DetectorConfig, dist: DistInfo, on_epoch_end) -> Path:
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    if not config.train_data:
+        raise ConfigError("train_data is empty: give at least one annotation file")
+    run = RunDir(Path(config.out_dir) / config.run) if dist.is_main else None
+    run_path = Path(config.out_dir) / config.run
+    last_path = run_path / "last.pt"
+    if last_path.exists() and not config.resume:
+        raise ConfigError(f"{run_path} already holds a training run (last.pt): pass resume=true to continue it, "
+                          "or run=<new name>")
+
+    train_samples, summary = load_datasets(config.train_data, "train_data")
+    val_samples, val_summary = load_datasets(config.val_data, "val_data") if config.val_data else ([], None)
+    if dist.is_main:
+        summary.report()
+        log.info(f"training data: {summary.line()}")
+        if val_summary:
+            val_summary.report()
+            log.info(f"validation data: {val_summary.line()}")
+    if not train_samples:
+        raise ConfigError("no usable training images (see the warnings above)")
+
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    spec = config.spec()
+    model = build_detector(config.arch, **config.arch_args()).to(dist.device)
+    use_amp = config.amp and dist.device.type == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    dataset = DetectionDataset(train_samples, config.input_size, config.augment(), spec.stride, config.seed,
+                               spec.mean, spec.std)
+    data = RepeatDataset(dataset, config.repeat)
+    sampler = torch.utils.data.DistributedSampler(data, num_replicas=dist.world_size, rank=dist.rank,
+                                                  shuffle=True, seed=config.seed, drop_last=False)
+    per_rank = math.ceil(len(data) / dist.world_size)
+    drop_last = per_rank > config.batch_size
+    steps_per_epoch = per_rank // config.batch_size if drop_last else 1
+    total_steps = steps_per_epoch * config.epochs
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, warmup, config.min_lr_ratio))
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, best_ap = 0, -1.0
+    if last_path.exists():
+        ckpt = load_checkpoint(last_path, map_location="cpu")
+        _check_resume(ckpt, config, last_path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, best_ap = int(ckpt["epoch"]), float(ckpt.get("best_ap", -1.0))
+        restore_rng(ckpt["rng"])
+        if run:
+            run.truncate_metrics_after("epoch", start_epoch)
+            log.info(f"resuming {run_path} after epoch {start_epoch}")
+    elif config.resume and dist.is_main:
+        log.warn(f"resume=true but {last_path} does not exist: starting a new run")
+    if run:
+        run.save_config(config)
+
+    net: torch.nn.Module = model
+    if dist.distributed:
+        if dist.device.type == "cuda":
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers, drop_last=drop_last,
+        pin_memory=dist.device.type == "cuda", persistent_workers=False)
+    weights = config.loss_weights()
+
+    for epoch in range(start_epoch, config.epochs):
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)  # workers are started per epoch, so they see it
+        net.train()
+        sums = torch.zeros(7, dtype=torch.float64)  # loss hm wh off lm, batches, images
+        started = time.perf_counter()
+        with make_progress("img", disable=not (dist.is_main and config.progress)) as bar:
+            task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}",
+                                total=steps_per_epoch * config.batch_size if drop_last else per_rank, status="")
+            for batch in loader:
+                batch = {k: v.to(dist.device, non_blocking=True) for k, v in batch.items()}
+                with torch.autocast(device_type=dist.device.type, dtype=torch.float16, enabled=use_amp):
+                    outputs = net(batch["image"])
+                parts = detector_loss(outputs, batch, weights)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(parts["loss"]).backward()
+                scaler.unscale_(optimizer)
+                if config.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                values = torch.stack([parts[k].detach().float().cpu() for k in ("loss", "hm", "wh", "off", "lm")])
+                sums += torch.cat([values.double(), torch.tensor([1.0, len(batch["image"])], dtype=torch.float64)])
+                bar.update(task, advance=len(batch["image"]), status=f"loss {parts['loss'].item():.3f}")
+        elapsed = time.perf_counter() - started
+        if dist.distributed:
+            sums = sums.to(dist.device)
+            torch.distributed.all_reduce(sums)
+            sums = sums.cpu()
+        n = max(1.0, float(sums[5]))
+        record: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                                  **{k: float(sums[i]) / n for i, k in enumerate(("loss", "hm", "wh", "off", "lm"))},
+                                  "images_per_s": float(sums[6]) / max(elapsed, 1e-9),
+                                  "epoch_s": elapsed}
+        if dist.is_main:
+            last_epoch = epoch + 1 == config.epochs
+            if val_samples and ((epoch + 1) % config.eval_every == 0 or last_epoch):
+                metrics, report = validate(model, val_samples, spec, dist.device)
+                record.update(metrics)
+                from facepipe.detection.evaluate import plot_pr
+
+                plot_pr({f"{k} (epoch {epoch + 1})": c for k, c in report.curves.items()}, run.path / "pr_curve.png")
+                if metrics["ap_all"] > best_ap:
+                    best_ap = metrics["ap_all"]
+                    save_checkpoint(_state(model, config, spec, optimizer, scheduler, scaler, epoch + 1, best_ap),
+                                    run.path / "best.pt")
+            run.log(record)
+            state = _state(model, config, spec, optimizer, scheduler, scaler, epoch + 1, best_ap)
+            save_checkpoint(state, last_path)
+            if config.save_every and (epoch + 1) % config.save_every == 0:
+                save_checkpoint(state, run.path / f"epoch_{epoch + 1:03d}.pt")
+            plot_metrics(run.read_metrics(), "epoch", [["loss", "hm", "wh", "off", "lm"], ["ap_all", "ap_min16"]],
+                         run.path / "training.png", title=f"{config.run}: loss and validation AP")
+            log.info(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
+                              if v is not None))
+        if dist.distributed:
+            torch.distributed.barrier()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, record)
+    if dist.is_main and not val_samples:
+        # without validation data, best.pt is the last model
+        save_checkpoint(load_checkpoint(last_path), run_path / "best.pt")
+    return run_path
+
+
+def _state(model, config, spec, optimizer, scheduler, scaler, epoch: int, best_ap: float) -> dict[str, Any]:
+    return detector_state(model, config.arch, config.arch_args(), spec, optimizer=optimizer.state_dict(),
+                          scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), epoch=epoch,
+                          best_ap=best_ap, rng=capture_rng(), config=config_to_dict(config))

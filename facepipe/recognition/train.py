@@ -1,0 +1,446 @@
+"""`facepipe train-recognizer`: the training loop that wires backbone, Partial FC / triplet loss, data and verification.
+
+Runs as one process (CPU or one GPU) or under torchrun (DDP on the backbone, class centres sharded by
+Partial FC; NCCL on CUDA, gloo on CPU). Everything lands in <output_dir>/<name>/: config.yaml,
+step_*.pt + last.pt checkpoints, metrics.jsonl, loss.png / accuracy.png, roc_<set>.png.
+Resuming restores model, head shards, optimizer, AMP scaler, step and RNG states; the data order is a
+function of (seed, epoch), so an interrupted run continues exactly as if it had not stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from facepipe import log
+from facepipe.align import ARCFACE_TEMPLATE, DLIB_TEMPLATE
+from facepipe.backends.preprocess import to_network_input
+from facepipe.errors import ModelError
+from facepipe.recognition import checkpoint as ckpt
+from facepipe.recognition.backbones import BACKBONES, build_backbone
+from facepipe.recognition.config import RecognizerConfig
+from facepipe.recognition.data import (DataError, FaceDataset, FaceTransform, SyntheticDataset, contiguous_labels,
+                                       open_source, split_indices)
+from facepipe.recognition.losses import TripletLoss
+from facepipe.recognition.margins import CombinedMargin
+from facepipe.recognition.partial_fc import PartialFC
+from facepipe.recognition.sampler import EpochBatchSampler, IdentityBalancedBatchSampler
+from facepipe.recognition.verification import PairSet, evaluate_pair_set, load_pair_set, make_pairs, plot_roc
+from facepipe.train.checkpoint import capture_rng, restore_rng, save_checkpoint
+from facepipe.train.config import ConfigError
+from facepipe.train.distributed import DistInfo, cleanup_distributed, setup_distributed
+from facepipe.train.progress import make_progress
+from facepipe.train.runlog import RunDir, plot_metrics
+
+TEMPLATES = {"arcface": ARCFACE_TEMPLATE, "dlib": DLIB_TEMPLATE}
+
+
+def check_config(cfg: RecognizerConfig) -> None:
+    """Errors a user can fix, before anything is loaded."""
+    choices = {"backbone": BACKBONES, "loss": ("margin", "triplet"), "optimizer": ("sgd", "adamw"),
+               "schedule": ("poly", "cosine", "step", "constant"), "amp": ("none", "fp16", "bf16"),
+               "color": ("RGB", "BGR", "GRAY"), "template": TEMPLATES, "softmax_loss": ("ce", "focal"),
+               "split": ("none", "identity", "image"), "triplet_mining": ("hard", "semi-hard"),
+               "data_format": ("auto", "folder", "recordio", "synthetic"), "device": ("auto", "cpu", "cuda")}
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(f"config key {key!r}: {getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
+    channels = 1 if cfg.color == "GRAY" else 3
+    if len(cfg.mean) != channels or len(cfg.std) != channels:
+        raise ConfigError(f"color {cfg.color} needs {channels} mean and std values (got {len(cfg.mean)} and {len(cfg.std)})")
+    if len(cfg.input_size) != 2 or any(v % 16 for v in cfg.input_size):
+        raise ConfigError(f"input_size must be [width, height], multiples of 16 (got {cfg.input_size})")
+    if cfg.data_format != "synthetic" and not cfg.data:
+        raise ConfigError("config key 'data' is empty: give a folder of identity folders or a RecordIO prefix")
+    if cfg.split != "none" and not 0 < cfg.val_fraction < 1:
+        raise ConfigError(f"split={cfg.split} needs 0 < val_fraction < 1 (got {cfg.val_fraction})")
+    if not 0 < cfg.sample_rate <= 1:
+        raise ConfigError(f"sample_rate must be in (0, 1] (got {cfg.sample_rate})")
+
+
+def backbone_args(cfg: RecognizerConfig) -> dict[str, Any]:
+    args: dict[str, Any] = {"embedding_size": cfg.embedding_size, "in_channels": 1 if cfg.color == "GRAY" else 3,
+                            "input_size": [int(v) for v in cfg.input_size]}
+    if cfg.backbone.startswith("r") and cfg.dropout:
+        args["dropout"] = cfg.dropout
+    return args
+
+
+def preprocess_meta(cfg: RecognizerConfig) -> dict[str, Any]:
+    w, h = (int(v) for v in cfg.input_size)
+    return {"color": cfg.color, "mean": [float(v) for v in cfg.mean], "std": [float(v) for v in cfg.std],
+            "input_size": [w, h], "template": TEMPLATES[cfg.template].scaled_to(w, h).points.tolist()}
+
+
+def lr_factor(step: int, total: int, cfg: RecognizerConfig) -> float:
+    """Multiplier of the base learning rates at `step`: linear warmup, then the schedule."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, total - cfg.warmup_steps)
+    t = min(1.0, (step - cfg.warmup_steps) / span)
+    if cfg.schedule == "poly":
+        return (1.0 - t) ** cfg.poly_power
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    if cfg.schedule == "step":
+        return cfg.step_gamma ** sum(step >= m * total for m in cfg.step_milestones)
+    return 1.0
+
+
+def make_embedder(model: torch.nn.Module, cfg: RecognizerConfig, device: torch.device,
+                  batch_size: int = 128) -> Callable[[np.ndarray], np.ndarray]:
+    """RGB uint8 chips -> embeddings, preprocessed exactly as the exported model will be."""
+
+    @torch.no_grad()
+    def embed(chips: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(chips), batch_size):
+            x = torch.from_numpy(to_network_input(chips[i:i + batch_size], cfg.color, cfg.mean, cfg.std)).to(device)
+            out.append(model(x).float().cpu().numpy())
+        return np.concatenate(out)
+
+    return embed
+
+
+@dataclasses.dataclass
+class Data:
+    train: Any
+    num_classes: int
+    val: FaceDataset | None = None  # split by image: classification accuracy on held-out images
+    pair_sets: list[PairSet] = dataclasses.field(default_factory=list)
+
+
+def build_data(cfg: RecognizerConfig) -> Data:
+    size = tuple(int(v) for v in cfg.input_size)
+    channels = 1 if cfg.color == "GRAY" else 3
+    if cfg.data_format == "synthetic":
+        return Data(SyntheticDataset(cfg.synthetic_samples, cfg.synthetic_classes, size, channels, cfg.seed),
+                    cfg.synthetic_classes)
+    source = open_source(cfg.data, cfg.data_format)
+    train_idx, val_idx = split_indices(source.labels, cfg.split, cfg.val_fraction, cfg.split_seed)
+    label_map = contiguous_labels(source.labels[train_idx])
+    train_tf = FaceTransform(size, cfg.color, cfg.mean, cfg.std, True, cfg.flip, cfg.color_jitter, cfg.mask_prob,
+                             TEMPLATES[cfg.template])
+    eval_tf = FaceTransform(size, cfg.color, cfg.mean, cfg.std, train=False)
+    data = Data(FaceDataset(source, train_idx, train_tf, label_map), len(label_map))
+    if len(val_idx):
+        if cfg.split == "image":
+            data.val = FaceDataset(source, val_idx, eval_tf, label_map)
+        labels = source.labels[val_idx]
+        try:
+            left, right, same = make_pairs(labels, cfg.val_pairs, cfg.split_seed)
+        except Exception as exc:
+            log.warn(f"no verification pairs from the validation split: {exc}")
+        else:
+            used = np.unique(np.concatenate([left, right]))
+            pos = {int(u): k for k, u in enumerate(used)}
+            images = [eval_tf_resize(source.load(int(val_idx[u])), size) for u in used]
+            data.pair_sets.append(PairSet(f"val-{cfg.split}", np.stack(images), np.array([pos[int(v)] for v in left]),
+                                          np.array([pos[int(v)] for v in right]), same))
+    for spec in cfg.verify:
+        data.pair_sets.append(load_pair_set(spec, size=size))
+    return data
+
+
+def eval_tf_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    if (image.shape[1], image.shape[0]) == size:
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if image.shape[1] > size[0] else cv2.INTER_LINEAR)
+
+
+def _stages(model: torch.nn.Module) -> torch.nn.Sequential:
+    return model.body  # every registered backbone keeps its stages (stem first) in .body
+
+
+class Trainer:
+    def __init__(self, cfg: RecognizerConfig):
+        check_config(cfg)
+        self.cfg = cfg
+        self.dist: DistInfo = setup_distributed(cfg.device)
+        self.device = self.dist.device
+        if cfg.cpu_threads > 0:
+            torch.set_num_threads(cfg.cpu_threads)
+        torch.manual_seed(cfg.seed + self.dist.rank)
+        np.random.seed((cfg.seed + self.dist.rank) % 2**32)
+        self.run = RunDir(Path(cfg.output_dir) / cfg.name) if self.dist.is_main else None
+        self.run_path = Path(cfg.output_dir) / cfg.name
+        self.data = build_data(cfg)
+        self.backbone = build_backbone(cfg.backbone, **backbone_args(cfg)).to(self.device)
+        if cfg.init_from:
+            self._init_from(cfg.init_from)
+        for p in _stages(self.backbone)[:cfg.freeze_stages].parameters():
+            p.requires_grad = False
+        if cfg.loss == "margin":
+            margin = CombinedMargin(cfg.scale, cfg.margin_m1, cfg.margin_m2, cfg.margin_m3, cfg.easy_margin)
+            self.head: torch.nn.Module = PartialFC(cfg.embedding_size, self.data.num_classes, margin, cfg.sample_rate,
+                                                   cfg.softmax_loss, cfg.focal_gamma).to(self.device)
+        else:
+            self.head = TripletLoss(cfg.triplet_margin, cfg.triplet_mining)
+        self.model = self.backbone
+        if self.dist.distributed:
+            ids = [self.dist.local_rank] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.backbone, device_ids=ids)
+        groups = [{"params": [p for p in self.backbone.parameters() if p.requires_grad], "base_lr": cfg.lr * cfg.backbone_lr_mult}]
+        if any(True for _ in self.head.parameters()):
+            groups.append({"params": list(self.head.parameters()), "base_lr": cfg.lr})
+        if cfg.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self.sampler = self._sampler()
+        self.steps_per_epoch = len(self.sampler)
+        self.total_steps = cfg.max_steps or max(1, int(math.ceil(cfg.epochs * self.steps_per_epoch)))
+        self.step = 0
+        self.verification: dict[str, Any] | None = None
+        self._resume()
+
+    # --- set-up -------------------------------------------------------------------------------------
+    def _sampler(self):
+        cfg, d = self.cfg, self.dist
+        if cfg.loss == "triplet":
+            return IdentityBalancedBatchSampler(self.data.train.labels, cfg.identities_per_batch,
+                                                cfg.images_per_identity, cfg.seed, d.rank, d.world_size)
+        try:
+            return EpochBatchSampler(len(self.data.train), cfg.batch_size, cfg.seed, d.rank, d.world_size)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+
+    def _init_from(self, path: str) -> None:
+        """Fine-tuning: the backbone of another run (same architecture), a new head."""
+        state = ckpt.load_recognizer_checkpoint(path, self.cfg.backbone, self.cfg.embedding_size)
+        mine = backbone_args(self.cfg)
+        theirs = state["backbone_args"]
+        for key in ("in_channels", "input_size"):
+            if list(np.atleast_1d(theirs.get(key))) != list(np.atleast_1d(mine[key])):
+                raise ModelError(f"{path}: checkpoint was made for {key} {theirs.get(key)} (this run uses {mine[key]})")
+        self.backbone.load_state_dict(state["model"])
+        if state.get("preprocess", {}).get("template") != preprocess_meta(self.cfg)["template"]:
+            log.warn(f"{path} was trained on chips aligned differently (template) from this run's")
+
+    def _resume(self) -> None:
+        cfg = self.cfg
+        if cfg.resume == "never":
+            return
+        path = self.run_path / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
+        if cfg.resume == "auto" and not path.is_file():
+            return
+        state = ckpt.load_recognizer_checkpoint(ckpt.rank_path(path, self.dist.rank), cfg.backbone, cfg.embedding_size,
+                                                map_location=self.device)
+        if int(state.get("world_size", 1)) != self.dist.world_size:
+            raise ModelError(f"{path}: made with {state.get('world_size')} processes; resume with the same number "
+                             "(or start a new run with init_from to fine-tune from it)")
+        if "optimizer" not in state:
+            raise ModelError(f"{path}: holds no training state to resume (an exported or stripped checkpoint)")
+        self.backbone.load_state_dict(state["model"])
+        if "head" in state:
+            self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.verification = state.get("verification")
+        restore_rng(state["rng"])
+        if self.run:
+            self.run.truncate_metrics_after("step", self.step)
+        log.info(f"resumed from {path} at step {self.step}")
+
+    # --- checkpoints --------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "kind": ckpt.KIND, "format": ckpt.FORMAT,
+            "backbone": self.cfg.backbone, "backbone_args": backbone_args(self.cfg),
+            "embedding_size": self.cfg.embedding_size, "preprocess": preprocess_meta(self.cfg),
+            "model": self.backbone.state_dict(), "head": self.head.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "step": self.step, "epoch": self.step / max(1, self.steps_per_epoch), "rng": capture_rng(),
+            "world_size": self.dist.world_size, "num_classes": self.data.num_classes,
+            "verification": self.verification, "config": dataclasses.asdict(self.cfg),
+        }
+
+    def save(self) -> Path:
+        path = self.run_path / f"step_{self.step:07d}.pt"
+        save_checkpoint(self.state(), ckpt.rank_path(path, self.dist.rank))
+        if self.dist.distributed:
+            dist.barrier()
+        src, dst = ckpt.rank_path(path, self.dist.rank), ckpt.rank_path(self.run_path / "last.pt", self.dist.rank)
+        tmp = dst.with_suffix(".pt.tmp")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dst)
+        if self.cfg.keep_checkpoints > 0 and self.dist.is_main:
+            numbered = sorted(self.run_path.glob("step_*.pt"))
+            numbered = [p for p in numbered if ".rank" not in p.name]
+            for old in numbered[:-self.cfg.keep_checkpoints]:
+                for extra in [old, *old.parent.glob(f"{old.stem}.rank*.pt")]:
+                    extra.unlink(missing_ok=True)
+        return self.run_path / "last.pt"
+
+    # --- evaluation ---------------------------------------------------------------------------------
+    def _set_train_mode(self) -> None:
+        self.model.train()
+        _stages(self.backbone)[:self.cfg.freeze_stages].eval()  # frozen stages keep their BN statistics
+
+    @torch.no_grad()
+    def classification_accuracy(self, dataset) -> float:
+        """Nearest class centre (over all ranks) of each image, no augmentation, eval mode."""
+        self.backbone.eval()
+        loader = DataLoader(dataset, batch_size=256, num_workers=0)
+        correct = total = 0
+        for x, y in loader:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                e = self.backbone(x.to(self.device))
+            pred = self.head.predict(e.float())
+            correct += int((pred.cpu() == y).sum())
+            total += len(y)
+        self._set_train_mode()
+        return correct / max(1, total)
+
+    def evaluate(self) -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        if isinstance(self.head, PartialFC) and 0 < self._train_eval_size() <= self.cfg.train_eval_max:
+            record["train_eval_acc"] = self.train_eval_accuracy()
+        if self.data.val is not None and isinstance(self.head, PartialFC):
+            record["val_acc"] = self.classification_accuracy(self.data.val)
+        if self.dist.is_main and self.data.pair_sets:
+            self.backbone.eval()
+            embed = make_embedder(self.backbone, self.cfg, self.device)
+            first = None
+            for pairs in self.data.pair_sets:
+                result, scores = evaluate_pair_set(embed, pairs, flip=self.cfg.flip_test)
+                record[f"{pairs.name}_acc"] = result["accuracy"]
+                record[f"{pairs.name}_tar@far1e-3"] = result["tar_at_far"]["0.001"]
+                plot_roc({f"{pairs.name} step {self.step}": (scores, pairs.same)},
+                         self.run_path / f"roc_{pairs.name}.png", title=f"{self.cfg.name}: {pairs.name}")
+                first = first or result
+            self.verification = {k: v for k, v in first.items() if k != "roc"}
+            record["threshold"] = first["threshold"]
+            self._set_train_mode()
+        if self.dist.distributed:
+            dist.barrier()
+        return record
+
+    # --- the loop -----------------------------------------------------------------------------------
+    def _loader(self, epoch: int, start_batch: int) -> DataLoader:
+        self.sampler.set_epoch(epoch, start_batch)
+        return DataLoader(self.data.train, batch_sampler=self.sampler, num_workers=self.cfg.num_workers,
+                          pin_memory=self.device.type == "cuda", generator=torch.Generator(),
+                          persistent_workers=False)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        cfg = self.cfg
+        factor = lr_factor(self.step, self.total_steps, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            embeddings = self.model(x)
+        loss = self.head(embeddings.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        acc = self.head.last_accuracy if isinstance(self.head, PartialFC) else self.head.last_active
+        return float(loss.detach()), float(acc)
+
+    def fit(self) -> dict[str, Any]:
+        cfg, d = self.cfg, self.dist
+        if self.run:
+            self.run.save_config(cfg)
+        eval_every = cfg.eval_every or self.steps_per_epoch
+        ckpt_every = cfg.checkpoint_every or self.steps_per_epoch
+        global_batch = self.sampler.batch_size * d.world_size
+        interactive = sys.stderr.isatty()
+        progress = make_progress("samples", disable=not (d.is_main and cfg.progress and interactive))
+        window: list[tuple[float, float]] = []
+        t_window, n_window = time.perf_counter(), 0
+        self._set_train_mode()
+        last: dict[str, Any] = {}
+        last_eval: dict[str, Any] = {}
+        with progress:
+            task = progress.add_task(cfg.name, total=self.total_steps * global_batch,
+                                     completed=self.step * global_batch, status="")
+            while self.step < self.total_steps:
+                epoch, start = divmod(self.step, self.steps_per_epoch)
+                for x, y in self._loader(epoch, start):
+                    if self.step >= self.total_steps:
+                        break
+                    loss, acc = self.train_step(x.to(self.device, non_blocking=True), y.to(self.device))
+                    self.step += 1
+                    window.append((loss, acc))
+                    n_window += global_batch
+                    progress.update(task, advance=global_batch,
+                                    status=f"epoch {self.step / self.steps_per_epoch:.2f} loss {loss:.3f} acc {acc:.3f}")
+                    if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                        rate = n_window / max(1e-9, time.perf_counter() - t_window)
+                        last = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4),
+                                "loss": float(np.mean([w[0] for w in window])),
+                                "train_acc": float(np.mean([w[1] for w in window])),
+                                "lr": self.optimizer.param_groups[-1]["lr"], "samples_per_s": round(rate, 1)}
+                        window, t_window, n_window = [], time.perf_counter(), 0
+                        if self.run:
+                            self.run.log(last)
+                            if not interactive and cfg.progress:
+                                log.info(f"step {self.step}/{self.total_steps} loss {last['loss']:.4f} "
+                                         f"acc {last['train_acc']:.3f} lr {last['lr']:.4g} {rate:.1f} samples/s")
+                    done = self.step == self.total_steps
+                    if self.step % eval_every == 0 or done:
+                        record = last_eval = self.evaluate()
+                        if record and self.run:
+                            self.run.log({"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), **record})
+                            if not interactive and cfg.progress:
+                                log.info(f"step {self.step} eval " + " ".join(
+                                    f"{k} {v:.4f}" for k, v in record.items() if isinstance(v, float)))
+                        self.plot()
+                    if self.step % ckpt_every == 0 or done:
+                        self.save()
+        summary = {"run_dir": str(self.run_path), "checkpoint": str(self.run_path / "last.pt"),
+                   "step": self.step, "last": last, "verification": self.verification}
+        if last_eval.get("train_eval_acc") is not None:
+            summary["train_eval_acc"] = last_eval["train_eval_acc"]
+        return summary
+
+    def _train_eval_size(self) -> int:
+        return len(self.data.train) if isinstance(self.data.train, FaceDataset) else 0
+
+    def train_eval_accuracy(self) -> float:
+        """Accuracy on the training images themselves, eval mode, no augmentation."""
+        cfg = self.cfg
+        plain = FaceTransform(tuple(cfg.input_size), cfg.color, cfg.mean, cfg.std, train=False)
+        return self.classification_accuracy(self.data.train.with_transform(plain))
+
+    def plot(self) -> None:
+        if not self.run:
+            return
+        records = self.run.read_metrics()
+        plot_metrics(records, "step", [["loss"], ["lr"]], self.run_path / "loss.png", title=f"{self.cfg.name}: loss")
+        acc_keys = sorted({k for r in records for k in r if k.endswith("_acc")} - {"train_acc"})
+        tar_keys = sorted({k for r in records for k in r if "tar@" in k})
+        panels = [["train_acc", *[k for k in acc_keys if k.startswith("train_")]]]
+        if [k for k in acc_keys if not k.startswith("train_")]:
+            panels.append([k for k in acc_keys if not k.startswith("train_")])
+        if tar_keys:
+            panels.append(tar_keys)
+        plot_metrics(records, "step", panels, self.run_path / "accuracy.png", title=f"{self.cfg.name}: accuracy")
+
+
+def train(cfg: RecognizerConfig) -> dict[str, Any]:
+    """Train (or resume) a recognizer; returns a summary with the run folder and final metrics."""
+    try:
+        return Trainer(cfg).fit()
+    finally:
+        cleanup_distributed()
