@@ -81,7 +81,7 @@ def _render_hygiene(report, limit: int = 10) -> None:
     if report.outliers:
         t = Table(title=f"images that may be someone else: {len(report.outliers)} (first {min(limit, len(report.outliers))}; "
                         f"all in outliers.csv)")
-        for col in ("chip", "own identity", "nearest other identity", "why"):
+        for col in ("chip", "similarity to own identity", "nearest other identity", "why"):
             t.add_column(col)
         for o in report.outliers[:limit]:
             t.add_row(o["output"], f"{o['own_similarity']:.3f}",
@@ -90,6 +90,13 @@ def _render_hygiene(report, limit: int = 10) -> None:
     else:
         console.print(f"no outlier images (all have similarity >= {th.outlier} to their own identity, and none is "
                       f"more than {th.outlier_margin} closer to another)")
+    for checked in report.overlap_sets:
+        near = checked.get("closest")
+        console.print(f"evaluation set {checked['path']}: {checked['identities']} identities "
+                      f"({checked['images']} faces embedded, {checked['photos_hashed']} photos hashed); "
+                      f"{checked['overlapping']} identities of this set found in it (centroid similarity >= {th.overlap}"
+                      " or the same file)" + (f"; closest: {near['identity']} ~ {near['other_identity']} at "
+                                              f"{near['similarity']:.3f}" if near else ""), highlight=False)
     if report.overlap:
         t = Table(title="identities also in an evaluation set: excluded from the training set")
         for col in ("identity", "evaluation set", "its identity", "similarity", "found by"):

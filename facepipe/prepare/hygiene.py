@@ -55,6 +55,7 @@ class HygieneReport:
     nearest_pairs: list[dict] = field(default_factory=list)  # the closest pairs, flagged or not (for a look)
     outliers: list[dict] = field(default_factory=list)
     overlap: list[dict] = field(default_factory=list)  # identities found in evaluation sets
+    overlap_sets: list[dict] = field(default_factory=list)  # the evaluation sets checked: path, identities, images
     similarity_stats: dict = field(default_factory=dict)
 
 
@@ -177,6 +178,16 @@ def overlap_identities(groups: dict[str, IdentityGroup], reference, threshold: f
                 found[name] = {"identity": name, "other_set": str(reference.path), "other_identity": reference.names[j],
                                "similarity": round(s, 4), "by": "embedding", "example": None}
     return sorted(found.values(), key=lambda d: d["identity"])
+
+
+def closest_pair(groups: dict[str, IdentityGroup], reference) -> dict | None:
+    """The most alike (this set's identity, evaluation identity) pair: how close the nearest miss was."""
+    names, c = centroid_matrix(groups)
+    if not names or not reference.names:
+        return None
+    sim = c @ reference.centroids.T
+    i, j = np.unravel_index(int(np.argmax(sim)), sim.shape)
+    return {"identity": names[i], "other_identity": reference.names[j], "similarity": round(float(sim[i, j]), 4)}
 
 
 def write_reports(dst: Path, report: HygieneReport) -> list[Path]:

@@ -18,7 +18,7 @@ from typing import Callable
 from facepipe.batch import ModelSpec
 from facepipe.prepare.config import CONFIG_FILE, PrepareConfig, PrepareError, check_compatible
 from facepipe.prepare.contact_sheet import make_contact_sheet
-from facepipe.prepare.hygiene import (HygieneReport, HygieneThresholds, identity_groups, outlier_images,
+from facepipe.prepare.hygiene import (HygieneReport, HygieneThresholds, closest_pair, identity_groups, outlier_images,
                                       overlap_identities, same_person_pairs, similarity_stats, write_reports)
 from facepipe.prepare.manifest import MANIFEST_FILE, Manifest, record_outputs
 from facepipe.prepare.outputs import is_prepare_output, move_record_outputs, sweep_orphans
@@ -28,6 +28,7 @@ from facepipe.prepare.summary import Summary, summarize, write_summary
 from facepipe.prepare.worker import Job, WorkerSpec, run_jobs
 
 RECORDIO_FILES = ("train.rec", "train.idx", "property", "labels.tsv")
+RUNS_FILE = "runs.jsonl"
 
 
 @dataclass
@@ -206,7 +207,11 @@ def _finish(result: PrepareResult, manifest: Manifest, config: PrepareConfig, si
             stage(f"embedding the evaluation set {other}")
             ref = load_reference(other, config.embedding_fingerprint, model, options.workers,
                                  pipeline if options.workers == 1 else None)
-            report.overlap += overlap_identities(groups, ref, th.overlap, records)
+            found = overlap_identities(groups, ref, th.overlap, records)
+            report.overlap += found
+            report.overlap_sets.append({"path": str(other), "identities": len(ref.names), "images": ref.images,
+                                        "photos_hashed": len(ref.hashes), "from_manifest": ref.from_manifest,
+                                        "overlapping": len(found), "closest": closest_pair(groups, ref)})
         changed |= _apply_exclusions(dst, records, report.overlap, bool(options.exclude_overlap_with), result)
         result.hygiene = report
         result.reports += write_reports(dst, report)
@@ -229,6 +234,10 @@ def _finish(result: PrepareResult, manifest: Manifest, config: PrepareConfig, si
              "images_per_second": round(result.rate, 2), "workers": options.workers,
              "non_images_skipped": len(result.scan.non_images), "loose_files_skipped": len(result.scan.loose_files)}
     result.reports += write_summary(dst, result.summary, extra)
+    with open(dst / RUNS_FILE, "a", encoding="utf-8") as f:  # one line per run: what each run did, how fast
+        f.write(json.dumps({"finished_at": round(time.time(), 1), **extra, "format": options.format,
+                            "exclude_overlap_with": [str(p) for p in options.exclude_overlap_with]}) + "\n")
+    result.reports.append(dst / RUNS_FILE)
     if options.contact_sheet:
         stage("contact sheet")
         s = result.summary

@@ -1,7 +1,8 @@
 """Face verification: LFW / CFP-FP / AgeDB `.bin` sets, pairs lists over folders, 10-fold accuracy, TAR@FAR, ROC.
 
 `.bin` files (insightface) are a pickle of (list of JPEG bytes, list of bools). They are read with a
-restricted unpickler that resolves no class or function at all, so only plain data (bytes, str, lists,
+restricted unpickler that resolves no class or function (only a latin1-only stand-in for the
+_codecs.encode that Python 3 protocol-2 pickles use for bytes), so only plain data (bytes, str, lists,
 tuples, bools, ints, floats, None) can come out of it; anything else — the way a malicious pickle runs
 code — raises `VerificationSetError`. The result is then checked to be exactly (bytes..., bools...).
 
@@ -33,10 +34,20 @@ class VerificationSetError(FacepipeError):
     pass
 
 
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """What Python 3 pickles of bytes at protocol <= 2 call (_codecs.encode(str, 'latin1')), and nothing else."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise VerificationSetError("refusing _codecs.encode with anything but (str, 'latin1')")
+    return text.encode("latin1")
+
+
 class _PlainDataUnpickler(pickle.Unpickler):
-    """Resolves no global: no class, no function, so no REDUCE/BUILD/INST can execute anything."""
+    """Resolves no class or function (so REDUCE/BUILD/INST can execute nothing), except a latin1-only
+    stand-in for _codecs.encode, which Python 3 protocol-2 pickles use to store bytes."""
 
     def find_class(self, module: str, name: str):
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_bytes
         raise VerificationSetError(f"refusing to load {module}.{name}: verification .bin files may only hold "
                                    "bytes, lists and bools (this file may be malicious)")
 
@@ -78,7 +89,7 @@ def load_bin(path: str | Path) -> tuple[list[bytes], np.ndarray]:
 def save_bin(path: str | Path, blobs: list[bytes], same) -> None:
     """Write a .bin in insightface's format (for tests and for exporting pair sets)."""
     with open(path, "wb") as f:
-        pickle.dump((list(blobs), [bool(s) for s in same]), f, protocol=2)
+        pickle.dump((list(blobs), [bool(s) for s in same]), f, protocol=4)
 
 
 @dataclass

@@ -1,0 +1,132 @@
+import multiprocessing as mp
+import stat
+
+import numpy as np
+import pytest
+
+from facepipe.calibration import open_set_threshold
+from facepipe.errors import GalleryError
+from facepipe.gallery import Gallery, best_per_person
+from facepipe.search import EmbeddingIndex, exact_search
+
+
+def unit(rng, n, d=16):
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_gallery_file_is_private_and_duplicates_are_no_ops(tmp_path):
+    rng = np.random.default_rng(0)
+    with Gallery(tmp_path / "sub" / "g.db") as g:
+        g.check_model("m1", 16)
+        emb = unit(rng, 2)
+        assert g.add_face("ann", "/a.jpg", "h1", [0, 0, 10, 10], 1.0, emb[0]) == "added"
+        assert g.add_face("ann", "/a.jpg", "h1", [0, 0, 10, 10], 1.0, emb[0]) == "duplicate"
+        assert g.add_face("bob", "/b.jpg", "h1", [0, 0, 10, 10], 1.0, emb[1]) == "duplicate"
+        assert [(p.name, p.faces) for p in g.persons()] == [("ann", 1)]  # no empty "bob" left behind
+        assert g.person_of_hash("h1") == "ann"
+    mode = stat.S_IMODE((tmp_path / "sub" / "g.db").stat().st_mode)
+    assert mode == 0o600
+
+
+def test_other_model_is_refused(tmp_path):
+    with Gallery(tmp_path / "g.db") as g:
+        g.check_model("m1", 16)
+        g.add_face("ann", "/a.jpg", "h1", [0, 0, 1, 1], 1.0, unit(np.random.default_rng(0), 1)[0])
+        with pytest.raises(GalleryError, match="model 'm1', not 'm2'"):
+            g.check_model("m2", 16)
+        with pytest.raises(GalleryError, match="embedding size 8"):
+            g.add_face("ann", "/b.jpg", "h2", [0, 0, 1, 1], 1.0, np.ones(8, np.float32))
+
+
+def test_missing_and_invalid_galleries(tmp_path):
+    with pytest.raises(GalleryError, match="no gallery here"):
+        Gallery(tmp_path / "nothing.db", create=False)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(GalleryError, match="junk.db: not a facepipe gallery"):
+        Gallery(junk)
+    assert junk.read_bytes() == b"not a database at all" * 100  # left as it was
+
+
+def test_match_ranks_persons_and_says_unknown(tmp_path):
+    rng = np.random.default_rng(1)
+    centres = unit(rng, 3)
+    with Gallery(tmp_path / "g.db") as g:
+        g.check_model("m", 16)
+        for i, name in enumerate(["ann", "bob", "cy"]):
+            for j in range(3):
+                noisy = centres[i] + 0.1 * rng.normal(size=16)
+                g.add_face(name, f"/{name}{j}", f"{name}{j}", [0, 0, 1, 1], 1.0, noisy / np.linalg.norm(noisy))
+        known, stranger = g.match(np.stack([centres[1], unit(rng, 1)[0]]), threshold=0.8, top_k=3)
+    assert known.identity == "bob" and known.similarity > 0.8
+    assert [c.identity for c in known.candidates][0] == "bob" and len(known.candidates) == 3
+    assert stranger.identity is None and len(stranger.candidates) == 3  # candidates even when unknown
+    sims = [c.similarity for c in stranger.candidates]
+    assert sims == sorted(sims, reverse=True)
+
+
+def test_best_per_person_is_exact_when_one_person_fills_the_top():
+    rng = np.random.default_rng(2)
+    crowd = unit(rng, 200)
+    query = crowd[0]
+    # 100 near-copies of the query belong to person 0: the other persons appear only deep in the ranking.
+    near = query + 0.01 * rng.normal(size=(100, 16)).astype(np.float32)
+    matrix = np.vstack([near / np.linalg.norm(near, axis=1, keepdims=True), crowd[1:]])
+    labels = np.array([0] * 100 + list(range(1, 200)))
+    ranked = best_per_person(EmbeddingIndex(matrix), labels, query, top_k=3)
+    sims = matrix @ query
+    expected = sorted(((p, sims[labels == p].max()) for p in range(200)), key=lambda t: -t[1])[:3]
+    assert [p for p, _ in ranked] == [p for p, _ in expected]
+
+
+def test_ivf_index_finds_the_exact_neighbour_on_clustered_data():
+    rng = np.random.default_rng(3)
+    centres = unit(rng, 12_000, 64)
+    faces = np.repeat(centres, 5, axis=0) + 0.08 * rng.normal(size=(60_000, 64)).astype(np.float32)
+    faces /= np.linalg.norm(faces, axis=1, keepdims=True)
+    index = EmbeddingIndex(faces)
+    assert index.kind == "faiss-ivf"
+    queries = centres[:200] + 0.08 * rng.normal(size=(200, 64)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    _, got = index.search(queries, 1)
+    _, truth = exact_search(faces, queries, 1)
+    assert (got[:, 0] == truth[:, 0]).mean() >= 0.99
+
+
+def test_open_set_threshold_tracks_the_impostor_tail():
+    rng = np.random.default_rng(4)
+    centres = unit(rng, 60, 32)
+    matrix = np.repeat(centres, 3, axis=0) + 0.15 * rng.normal(size=(180, 32)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(60), 3)
+    t = open_set_threshold(matrix, labels, EmbeddingIndex(matrix), target_fpir=0.01)
+    strangers = unit(rng, 2000, 32) + 0.0
+    best = (strangers @ matrix.T).max(1)
+    assert 0.0 < (best >= t).mean() < 0.05  # about 1% of fresh strangers clear it
+    assert open_set_threshold(matrix[:9], labels[:9], EmbeddingIndex(matrix[:9])) is None  # 3 persons: no claim
+
+
+def _writer(path, start, count, queue):
+    rng = np.random.default_rng(start)
+    with Gallery(path) as g:
+        g.check_model("m", 16)
+        for i in range(start, start + count):
+            g.add_face(f"p{i % 7}", f"/{i}", f"h{i}", [0, 0, 1, 1], 1.0, unit(rng, 1)[0])
+    queue.put(count)
+
+
+def test_two_writers_at_once_keep_the_gallery_consistent(tmp_path):
+    path = tmp_path / "g.db"
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_writer, args=(path, s, 60, queue)) for s in (0, 1000)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    with Gallery(path) as g:
+        assert g.face_count() == 120
+        assert g.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert g.embeddings()[0].shape == (120, 16)
