@@ -211,8 +211,12 @@ def prepare_command(
                          thresholds=HygieneThresholds(same_person_threshold, outlier_threshold, overlap_threshold, outlier_margin),
                          contact_sheet=contact_sheet, device=device)
     reporter = _Reporter()
-    with reporter.bar:
-        result = prepare(src, dst, config, options, Events(reporter.start, reporter.records, reporter.stage))
+    try:
+        with reporter.bar:
+            result = prepare(src, dst, config, options, Events(reporter.start, reporter.records, reporter.stage))
+    except KeyboardInterrupt:
+        err.print(f"interrupted after {reporter.done} images; run the same command again to resume", highlight=False)
+        raise typer.Exit(130) from None
     _render_summary(result)
     _render_identities(result)
     if result.hygiene is not None:

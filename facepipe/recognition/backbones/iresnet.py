@@ -56,8 +56,8 @@ class IResNet(nn.Module):
             features,
         )
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0, 0.1)
+            if isinstance(m, nn.Conv2d):  # unit-variance activations: BN running statistics are right from step 1
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)

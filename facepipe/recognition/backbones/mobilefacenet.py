@@ -74,12 +74,12 @@ class MobileFaceNet(nn.Module):
 def _init_weights(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")  # activations ~ unit variance: BN running stats (init 1) are right from the start
         elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.normal_(m.weight, 0, m.in_features ** -0.5)
 
 
 def mobilefacenet(embedding_size: int = 512, in_channels: int = 3, input_size=(112, 112)) -> MobileFaceNet:

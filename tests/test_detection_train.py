@@ -1,0 +1,150 @@
+"""Training config, exact resume, checkpoint safety, and the backends' error messages."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facepipe.detection.checkpoint import detector_state, load_detector_checkpoint
+from facepipe.detection.inference import DetectorSpec
+from facepipe.detection.model import CenterFace, DetectorInference, build_detector
+from facepipe.detection.train import DetectorConfig, train
+from facepipe.errors import FacepipeError, ModelError
+from facepipe.train.checkpoint import save_checkpoint
+from facepipe.train.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_model_output_shapes_and_registry():
+    model = build_detector("centerface_mbv2", width_mult=0.25, neck_channels=8, head_channels=8).eval()
+    hm, wh, off, lm = model(torch.zeros(2, 3, 96, 128))
+    assert hm.shape == (2, 1, 24, 32) and wh.shape == (2, 2, 24, 32) and off.shape == (2, 2, 24, 32)
+    assert lm.shape == (2, 10, 24, 32)
+    with torch.no_grad():
+        probs = DetectorInference(model)(torch.zeros(1, 3, 64, 64))[0]
+    assert float(probs.min()) >= 0 and float(probs.max()) <= 1
+    with pytest.raises(ModelError, match="unknown detector architecture 'nope'"):
+        build_detector("nope")
+
+
+def test_unknown_config_key_is_an_error_naming_it(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epochs: 3\nwidht_mult: 0.5\n")
+    with pytest.raises(ConfigError, match="'widht_mult'.*did you mean 'width_mult'"):
+        load_config(DetectorConfig, cfg)
+    with pytest.raises(ConfigError, match="'lr_rate'"):
+        load_config(DetectorConfig, None, ["lr_rate=0.1"])
+    assert load_config(DetectorConfig, None, ["epochs=7", "crop_scales=[0.5,1.0]"]).crop_scales == [0.5, 1.0]
+
+
+def test_shipped_configs_load():
+    for path in sorted((REPO / "configs" / "detector").glob("*.yaml")):
+        cfg = load_config(DetectorConfig, path)
+        assert cfg.train_data, path
+        assert cfg.input_size % 32 == 0
+
+
+def _tiny_config(data_dir: Path, out: Path, **kw) -> DetectorConfig:
+    label = str(data_dir / "dlib-faces" / "training_with_face_landmarks.xml")
+    base = dict(run="r", out_dir=str(out), train_data=[label], width_mult=0.25, neck_channels=8, head_channels=8,
+                input_size=64, batch_size=2, epochs=2, workers=0, threads=1, progress=False, lr=0.01,
+                crop_scales=[0.5, 1.0], color_jitter=0.5, flip=True)
+    base.update(kw)
+    return DetectorConfig(**base)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_resume_restores_state_exactly(data_dir, tmp_path):
+    straight = train(_tiny_config(data_dir, tmp_path / "a"))
+
+    def crash_after_first_epoch(epoch, record):
+        if epoch == 1:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        train(_tiny_config(data_dir, tmp_path / "b"), on_epoch_end=crash_after_first_epoch)
+    with pytest.raises(ConfigError, match="resume=true"):
+        train(_tiny_config(data_dir, tmp_path / "b"))  # an existing run is never overwritten silently
+    resumed = train(_tiny_config(data_dir, tmp_path / "b", resume=True))
+
+    a = torch.load(straight / "last.pt", weights_only=True)
+    b = torch.load(resumed / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    records = [line for line in (resumed / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    assert len(records) == 2  # epoch 1 once, not twice
+    assert (resumed / "config.yaml").is_file() and (resumed / "training.png").is_file()
+
+
+def _checkpoint(tmp_path: Path, **extra) -> Path:
+    model = CenterFace(0.25, 8, 8)
+    state = detector_state(model, "centerface_mbv2", {"width_mult": 0.25, "neck_channels": 8, "head_channels": 8},
+                           DetectorSpec(), **extra)
+    path = tmp_path / "det.pt"
+    save_checkpoint(state, path)
+    return path
+
+
+def test_checkpoint_round_trip_with_weights_only(tmp_path):
+    path = _checkpoint(tmp_path)
+    model, ckpt = load_detector_checkpoint(path)
+    assert ckpt["kind"] == "detector" and isinstance(model, CenterFace) and not model.training
+
+
+def test_checkpoint_with_pickled_objects_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"kind": "detector", "payload": Evil()}, path)
+    with pytest.raises(ModelError, match="evil.pt"):
+        load_detector_checkpoint(path)
+
+
+def test_checkpoint_of_another_architecture_says_which(tmp_path):
+    path = tmp_path / "rec.pt"
+    save_checkpoint({"kind": "recognizer", "arch": "iresnet50", "model": {}}, path)
+    with pytest.raises(ModelError, match="a recognizer checkpoint \\(architecture 'iresnet50'\\), not a detector"):
+        load_detector_checkpoint(path)
+    path2 = tmp_path / "other.pt"
+    save_checkpoint({"kind": "detector", "arch": "retinaface_r50", "model": {}}, path2)
+    with pytest.raises(ModelError, match="'retinaface_r50' is not one this facepipe knows"):
+        load_detector_checkpoint(path2)
+
+
+def test_backends_refuse_non_model_files_naming_them(tmp_path):
+    from facepipe.backends.onnx_detector import OnnxDetector
+    from facepipe.backends.torch_detector import TorchDetector
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ModelError, match="junk.onnx"):
+        OnnxDetector(junk)
+    pt = tmp_path / "junk.pt"
+    pt.write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(ModelError, match="junk.pt"):
+        TorchDetector(pt)
+
+
+def test_torch_detector_implements_the_protocol(tmp_path):
+    from facepipe.backends.torch_detector import TorchDetector
+
+    det = TorchDetector(_checkpoint(tmp_path))
+    assert det.name == "centerface_mbv2" and det.fingerprint.startswith("centerface_mbv2:")
+    assert det.provider.startswith("PyTorch") and 0 < det.default_threshold < 1
+    faces = det.detect(np.zeros((50, 70, 3), np.uint8), threshold=0.0)  # untrained: anything, but well-formed
+    assert faces and all(f.box.shape == (4,) and f.landmarks.shape == (5, 2) for f in faces)
+    assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
+    assert all(0 <= f.box[0] <= f.box[2] <= 70 and 0 <= f.box[1] <= f.box[3] <= 50 for f in faces)
+    with pytest.raises(FacepipeError):
+        det.detect(np.zeros((10, 10, 3), np.float32))
