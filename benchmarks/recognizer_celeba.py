@@ -93,7 +93,8 @@ def align(args: argparse.Namespace) -> None:
 
 
 def make_pairs(paths: list[str], max_per_kind: int, seed: int) -> list[tuple[str, str, bool]]:
-    """All positive pairs (up to max_per_kind, sampled) and as many random negatives, fixed seed."""
+    """All positive pairs (up to max_per_kind, sampled) and as many random negatives, fixed seed, shuffled
+    (the 10 folds run in file order). Kept as it was when models/celeba-aligned was made (same pairs)."""
     rng = np.random.default_rng(seed)
     ident = [p.split("/")[1] for p in paths]
     pos = [(i, j) for i in range(len(paths)) for j in range(i + 1, len(paths)) if ident[i] == ident[j]]
@@ -105,7 +106,7 @@ def make_pairs(paths: list[str], max_per_kind: int, seed: int) -> list[tuple[str
         if ident[i] != ident[j]:
             neg.add((int(i), int(j)))
     pairs = [(paths[i], paths[j], True) for i, j in pos] + [(paths[i], paths[j], False) for i, j in sorted(neg)]
-    order = rng.permutation(len(pairs))  # interleave so that the 10 folds mix positives and negatives
+    order = rng.permutation(len(pairs))
     return [pairs[k] for k in order]
 
 
@@ -129,16 +130,15 @@ def compare(args: argparse.Namespace) -> None:
     i1 = np.array([index[str(Path(a).relative_to(aligned))] for a, _, _ in pairs.pairs])
     i2 = np.array([index[str(Path(b).relative_to(aligned))] for _, b, _ in pairs.pairs])
     same = np.array([s for _, _, s in pairs.pairs])
-    results = {}
+    results, curves = {}, {}
 
-    d = dl["descriptors"]
-    dist = np.linalg.norm(d[i1] - d[i2], axis=1)
-    results["dlib_resnet_v1 (euclidean)"] = evaluate_scores(-dist, same)
+    d = dl["descriptors"]  # dlib's model is trained for euclidean distance (threshold 0.6); report both
+    results["dlib_resnet_v1 (euclidean)"] = evaluate_scores(-np.linalg.norm(d[i1] - d[i2], axis=1), same)
+    results["dlib_resnet_v1 (euclidean)"]["rank1"] = _rank1_dist(d, labels)
     dn = d / np.linalg.norm(d, axis=1, keepdims=True)
-    results["dlib_resnet_v1 (euclidean)"]["rank1"] = _rank1(-np.linalg.norm(d[:, None] - d[None], axis=2), labels) \
-        if False else _rank1_dist(d, labels)
     results["dlib_resnet_v1 (cosine)"] = evaluate_scores((dn[i1] * dn[i2]).sum(1), same)
     results["dlib_resnet_v1 (cosine)"]["rank1"] = _rank1(dn, labels)
+    curves["dlib_resnet_v1 (euclidean)"] = (-np.linalg.norm(d[i1] - d[i2], axis=1), same)
 
     from facepipe.recognition.verification import embed_images, load_recognizer_any
 
@@ -148,7 +148,9 @@ def compare(args: argparse.Namespace) -> None:
         emb = embed_images(rec.embed, np.stack(chips), flip=True, size=tuple(rec.template.size))
         r = evaluate_scores((emb[i1] * emb[i2]).sum(1), same)
         r["rank1"] = _rank1(emb, labels)
-        results[f"{Path(model_path).parent.name}/{Path(model_path).name}"] = r
+        name = f"{Path(model_path).parent.name}/{Path(model_path).name}"
+        results[name] = r
+        curves[name] = ((emb[i1] * emb[i2]).sum(1), same)
 
     print(f"held-out: {len(paths)} chips of {len(set(labels))} identities, {len(same)} pairs "
           f"({int(same.sum())} same)")
@@ -159,6 +161,11 @@ def compare(args: argparse.Namespace) -> None:
               f"{'n/a' if tar is None else f'{tar * 100:.1f} %':>13s} {r['rank1'] * 100:6.2f} %")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=float), encoding="utf-8")
+    if args.roc:
+        from facepipe.recognition.verification import plot_roc
+
+        plot_roc(curves, args.roc, title="celeba-dev held-out identities (same pairs)")
+        print(f"ROC: {args.roc}")
 
 
 def _rank1_dist(d: np.ndarray, labels: list[str]) -> float:
@@ -181,6 +188,7 @@ def main() -> None:
     c.add_argument("--aligned", default="models/celeba-aligned")
     c.add_argument("--model", nargs="*", default=[], help=".pt checkpoints or .onnx recognizers")
     c.add_argument("--json", default="")
+    c.add_argument("--roc", default="", help="PNG with the ROC curves of all models on the same pairs")
     args = parser.parse_args()
     align(args) if args.cmd == "align" else compare(args)
 

@@ -158,3 +158,22 @@ def test_dataset_item_shapes_and_determinism(tmp_path):
         ds.set_epoch(epoch)
         others.append(ds[0]["image"])
     assert any(not np.array_equal(a["image"], o) for o in others)  # other epochs, other augmentations
+
+
+def test_pseudo_label_boxes_from_68_points_follow_the_wider_convention(data_dir):
+    """dlib's 68 points -> a box spanning the jaw, from above the brows to the chin, holding the 5 points."""
+    import xml.etree.ElementTree as ET
+
+    from facepipe.align import reduce_68_to_5
+    from facepipe.detection.pseudo_labels import box_from_68
+
+    root = ET.parse(data_dir / "dlib-faces" / "training_with_face_landmarks.xml").getroot()
+    box = next(root.iter("box"))
+    pts = np.zeros((68, 2), np.float32)
+    for p in box.findall("part"):
+        pts[int(p.get("name"))] = (float(p.get("x")), float(p.get("y")))
+    b = box_from_68(pts)
+    five = reduce_68_to_5(pts)
+    assert b[0] < five[:, 0].min() and five[:, 0].max() < b[2]
+    assert b[1] < pts[17:27, 1].min() - 5 and b[3] == pytest.approx(pts[0:17, 1].max())
+    assert (b[1] + b[3]) / 2 < five[2, 1]  # the nose sits below the box centre: the forehead is in the box

@@ -195,3 +195,26 @@ def test_samplers_are_functions_of_seed_epoch_and_rank():
     pk = IdentityBalancedBatchSampler(labels, 4, 2, seed=0)
     batch = next(iter(pk))
     assert len(batch) == 8 and len({labels[i] for i, _ in batch}) == 4
+
+
+def test_online_mask_augmentation_hook(monkeypatch):
+    import sys
+
+    from facepipe.align import DLIB_TEMPLATE
+    from facepipe.recognition.data import DataError, FaceTransform
+
+    chip = np.full((112, 112, 3), 128, dtype=np.uint8)
+    plain = FaceTransform(mask_prob=0.0, flip=False)(chip, seed=1)
+    pytest.importorskip("facepipe.prepare.masks")
+    masked = FaceTransform(mask_prob=1.0, flip=False)(chip, seed=1)
+    assert not np.allclose(masked.numpy(), plain.numpy())  # a mask was drawn on the lower face
+    diff = (masked - plain).abs().numpy()
+    lower, upper = diff[:, 70:, :], diff[:, :40, :]
+    assert lower.mean() > upper.mean()
+    FaceTransform(mask_prob=1.0, template=DLIB_TEMPLATE)(chip, seed=2)  # other templates are passed through
+    import facepipe.prepare
+
+    monkeypatch.setitem(sys.modules, "facepipe.prepare.masks", None)  # the preparation module absent
+    monkeypatch.delattr(facepipe.prepare, "masks", raising=False)
+    with pytest.raises(DataError, match="mask_prob > 0 needs facepipe.prepare.masks"):
+        FaceTransform(mask_prob=0.5)

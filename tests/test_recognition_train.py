@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import cv2
@@ -120,17 +121,26 @@ def test_triplet_and_synthetic_runs(tiny_run, tmp_path):
     data, _, summary = tiny_run
     out = train(_tiny_config(data, tmp_path, name="trip", loss="triplet", identities_per_batch=2, images_per_identity=2,
                              max_steps=2, split="none", init_from=summary["checkpoint"], optimizer="adamw", lr=1e-3))
-    records = [r for r in map(eval_json, (Path(out["run_dir"]) / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    records = [r for r in map(json.loads, (Path(out["run_dir"]) / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
     assert len(records) == 2 and all(np.isfinite(r["loss"]) for r in records)
-    syn = train(_tiny_config(data, tmp_path, name="syn", data="", data_format="synthetic", synthetic_classes=10,
+    syn = train(_tiny_config("", tmp_path, name="syn", data_format="synthetic", synthetic_classes=10,
                              synthetic_samples=16, max_steps=2, split="none", amp="bf16"))
     assert syn["step"] == 2
 
 
-def eval_json(line):
-    import json
+def test_recordio_training_with_worker_processes(tmp_path):
+    from facepipe.recognition.recordio import RecordIOWriter
 
-    return json.loads(line)
+    folder = _tiny_folder(tmp_path / "f", identities=3, per_identity=6)
+    with RecordIOWriter(tmp_path / "rec" / "train") as w:
+        for label, ident in enumerate(sorted(folder.iterdir())):
+            for img in sorted(ident.iterdir()):
+                w.write(cv2.imread(str(img))[:, :, ::-1], label)
+    out = train(_tiny_config(tmp_path / "rec", tmp_path, name="rec", split="image", val_fraction=0.34,
+                             num_workers=1, max_steps=2, eval_every=2))
+    assert out["step"] == 2 and 0.0 <= out["train_eval_acc"] <= 1.0
+    metrics = (Path(out["run_dir"]) / "metrics.jsonl").read_text()
+    assert '"val_acc"' in metrics and '"val-image_acc"' in metrics
 
 
 def test_export_loads_in_onnx_recognizer_and_matches_torch(tiny_run, tmp_path):

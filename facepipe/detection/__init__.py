@@ -5,9 +5,11 @@ targets.py  ground truth -> heatmap and regression maps (and the exact inverse, 
 losses.py   penalty-reduced focal loss + masked L1
 decode.py   network outputs -> boxes, scores, landmarks (numpy; the same for PyTorch and ONNX)
 inference.py  sizing/padding an image for the network and the shared detect() of both backends
-data.py     WIDER / RetinaFace label.txt / dlib imglab XML -> samples
+checkpoint.py rebuilding a model from a checkpoint (kind, architecture name and arguments)
+data.py     WIDER / RetinaFace label.txt / dlib imglab XML -> samples, and the training Dataset
 augment.py  crops, flips, colour jitter, letterbox
 train.py    the training loop; evaluate.py AP / PR curve / NME; export.py ONNX + parity check
+pseudo_labels.py  dlib-made training labels for your own photos; cli.py the commands
 
 Importing this package does not import torch: the ONNX backend uses decode/inference only.
 """

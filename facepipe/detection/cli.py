@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -35,8 +37,35 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_config(DetectorConfig, config, overrides or [])
         run = train(cfg)
+        if os.environ.get("RANK", "0") != "0":
+            return  # under torchrun, rank 0 speaks for all
         console.print(f"run folder: [bold]{run}[/] (best.pt, last.pt, metrics.jsonl, training.png)")
         console.print(f"next: facepipe export {run / 'best.pt'}")
+
+    @app.command("pseudo-label")
+    def pseudo_label(
+        photos: Path = typer.Argument(..., help="folder of photos (searched recursively)"),
+        out: Path = typer.Option(..., "--out", "-o", help="label.txt to write (RetinaFace format, with 5 landmarks)"),
+        limit: int = typer.Option(0, help="label a random sample of this many photos (0: all)"),
+        seed: int = typer.Option(0, help="seed of that sample"),
+        upsample: int = typer.Option(1, help="dlib HOG upsampling passes"),
+    ) -> None:
+        """Label your own photos with dlib (HOG + 68 points) for detector training: PSEUDO-labels, marked as such."""
+        import numpy as np
+
+        from facepipe.detection.pseudo_labels import dlib_pseudo_labels
+        from facepipe.errors import FacepipeError
+        from facepipe.image import is_image_path
+
+        if not photos.is_dir():
+            raise FacepipeError(f"{photos}: not a folder")
+        files = sorted(p for p in photos.rglob("*") if p.is_file() and is_image_path(p))
+        if limit and limit < len(files):
+            files = [files[i] for i in sorted(np.random.default_rng(seed).choice(len(files), limit, replace=False))]
+        counts = dlib_pseudo_labels(files, photos, out, upsample)
+        console.print(f"{counts['labelled']} of {counts['photos']} photos labelled ({counts['faces']} faces; "
+                      f"{counts['no_face']} without a dlib face, {counts['unreadable']} unreadable) -> {out}")
+        console.print(f"use it as: train_data: [{{labels: {out}, images: {photos}}}]")
 
     @app.command("eval-detector")
     def eval_detector(
@@ -93,7 +122,7 @@ def register(app: typer.Typer) -> None:
             results[spec_str] = {**report.summary(), "ms_per_image": round(ms, 1), "provider": det.provider}
             for subset, curve in report.curves.items():
                 curves[f"{label} {subset}"] = curve
-                table.add_row(f"{label} [{subset}]", f"{curve.ap:.4f}", str(curve.n_faces),
+                table.add_row(escape(f"{label} [{subset}]"), f"{curve.ap:.4f}", str(curve.n_faces),
                               "-" if report.nme is None else f"{report.nme:.4f}",
                               f"{curve.recall_at(report.threshold):.3f}", f"{ms:.0f}")
         plot_pr(curves, out / "pr_curve.png", title=f"{name}: precision-recall at IoU 0.5")

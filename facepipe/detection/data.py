@@ -206,6 +206,7 @@ class DataSpec:
 
     split: "all", or "train" / "holdout" with `holdout` the fraction of images (chosen with `seed`,
     after sorting by path) held out: the two parts never overlap and are the same on every machine.
+    Written in configs as a labels path, or a mapping of these keys.
     """
 
     labels: str
@@ -214,6 +215,7 @@ class DataSpec:
     split: str = "all"
     holdout: float = 0.0
     seed: int = 0
+    repeat: int = 1  # list each image this many times (weights a small set against a large one)
 
     @staticmethod
     def parse(value: Any, where: str) -> "DataSpec":
@@ -291,7 +293,7 @@ def load_dataset(spec: DataSpec) -> tuple[list[FaceSample], LoadSummary]:
     samples = split_samples(PARSERS[fmt](labels, images), spec.split, spec.holdout, spec.seed)
     summary = LoadSummary()
     checked = [s for s in (check_sample(s, summary) for s in samples) if s is not None]
-    return checked, summary
+    return checked * max(1, spec.repeat), summary
 
 
 def load_datasets(values: list[Any], where: str) -> tuple[list[FaceSample], LoadSummary]:

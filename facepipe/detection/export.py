@@ -81,11 +81,12 @@ def _real_images(ckpt: dict, limit: int = 4) -> list[Path]:
 
 def export_detector(checkpoint: str | Path, out_path: str | Path, check_images: list[str | Path] | None = None,
                     opset: int = 18, exporter: str = "auto", tolerance: float = 1e-3,
-                    max_side: int | None = None) -> ExportReport:
+                    max_side: int | None = None, score_threshold: float | None = None) -> ExportReport:
     """Write `out_path` (.onnx) from a detector checkpoint and verify it with ONNX Runtime on real images.
 
     check_images: photos to compare on (default: up to 4 from the checkpoint's validation data).
-    max_side: override the input size rule's longest side stored in the metadata.
+    max_side, score_threshold: override the input size rule's longest side / the default threshold
+    stored in the metadata (the checkpoint's values otherwise).
     Raises ModelError (and removes the file) when the outputs differ by more than `tolerance`.
     """
     import onnx
@@ -99,6 +100,8 @@ def export_detector(checkpoint: str | Path, out_path: str | Path, check_images: 
     torch_det = TorchDetector(checkpoint, device="cpu")
     if max_side:
         torch_det.spec.max_side = int(max_side)
+    if score_threshold is not None:
+        torch_det.spec.score_threshold = float(score_threshold)
     from facepipe.train.checkpoint import load_checkpoint
 
     images = [Path(p) for p in check_images] if check_images else _real_images(load_checkpoint(checkpoint))

@@ -155,7 +155,7 @@ def _train(config: DetectorConfig, dist: DistInfo, on_epoch_end) -> Path:
     val_samples, val_summary = load_datasets(config.val_data, "val_data") if config.val_data else ([], None)
     if dist.is_main:
         summary.report()
-        log.info(f"training data: {summary.line()}")
+        log.info(f"training data: {summary.line()}; {len(train_samples)} samples per pass with repeats")
         if val_summary:
             val_summary.report()
             log.info(f"validation data: {val_summary.line()}")

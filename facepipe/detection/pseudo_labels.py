@@ -1,0 +1,80 @@
+"""Pseudo-labels for detector training: dlib's HOG detector + 68-point landmarks on your own photos.
+
+These are machine labels, not annotations: good for large frontal faces (dlib's HOG finds little
+else), and they miss what dlib misses. Photos where dlib finds no face are left out (an unlabelled face
+would be trained as background). The output is a RetinaFace-style label.txt with 5 landmarks per face,
+plus `<name>.PSEUDO_LABELS.txt` next to it saying how it was made.
+
+Boxes follow the WIDER FACE convention, built from the 68 points rather than dlib's square: the jaw's
+x-extent, from above the brows to the chin. The margins (WIDER_STYLE) are the medians measured on the
+widerface-dev training split (70 images, 34 faces dlib found; see docs/detector.md).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facepipe.align import reduce_68_to_5
+
+# (x1, x2, y1, y2) offsets, as fractions of the jaw width (x) and the brow-to-chin height (y)
+WIDER_STYLE = (0.05, -0.03, -0.35, 0.0)
+
+
+def box_from_68(points: np.ndarray, offsets=WIDER_STYLE) -> np.ndarray:
+    """68 landmarks -> a WIDER-style face box x1 y1 x2 y2."""
+    p = np.asarray(points, np.float32).reshape(68, 2)
+    x1, x2 = p[0:17, 0].min(), p[0:17, 0].max()
+    top, chin = p[17:27, 1].min(), p[0:17, 1].max()
+    w, h = x2 - x1, chin - top
+    return np.array([x1 + offsets[0] * w, top + offsets[2] * h, x2 + offsets[1] * w, chin + offsets[3] * h], np.float32)
+
+
+def dlib_pseudo_labels(photos: list[Path], root: Path, out: Path, upsample: int = 1, min_score: float = 0.0,
+                       progress: bool = True) -> dict[str, int]:
+    """Label `photos` (paths under `root`) with dlib; write RetinaFace label.txt `out`. Returns counts."""
+    import dlib
+
+    from facepipe.backends.dlib_files import LANDMARKS_68, dlib_model_path
+    from facepipe.errors import ImageError
+    from facepipe.image import read_image
+    from facepipe.train.progress import make_progress
+
+    hog = dlib.get_frontal_face_detector()
+    shape = dlib.shape_predictor(str(dlib_model_path(LANDMARKS_68)))
+    counts = {"photos": len(photos), "labelled": 0, "faces": 0, "no_face": 0, "unreadable": 0}
+    lines: list[str] = []
+    with make_progress("img", disable=not progress) as bar:
+        task = bar.add_task("dlib pseudo-labels", total=len(photos), status="")
+        for path in photos:
+            bar.update(task, advance=1)
+            try:
+                image = read_image(path)
+            except ImageError:
+                counts["unreadable"] += 1
+                continue
+            rects, scores, _ = hog.run(image, upsample, min_score)
+            if not len(rects):
+                counts["no_face"] += 1
+                continue
+            h, w = image.shape[:2]
+            lines.append(f"# {Path(path).relative_to(root).as_posix()}")
+            for rect in rects:
+                pts = np.array([[q.x, q.y] for q in shape(image, rect).parts()], np.float32)
+                box = np.clip(box_from_68(pts), 0, [w, h, w, h])
+                five = reduce_68_to_5(pts)
+                lms = " ".join(f"{x:.1f} {y:.1f} 1.0" for x, y in five)
+                lines.append(f"{box[0]:.1f} {box[1]:.1f} {box[2] - box[0]:.1f} {box[3] - box[1]:.1f} {lms}")
+                counts["faces"] += 1
+            counts["labelled"] += 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    note = out.with_name(out.stem + ".PSEUDO_LABELS.txt")
+    note.write_text(
+        "PSEUDO-LABELS, not human annotations.\n"
+        f"Made by facepipe.detection.pseudo_labels: dlib HOG (upsample {upsample}, score >= {min_score}) "
+        "+ shape_predictor_68_face_landmarks, boxes from the 68 points in WIDER style "
+        f"(offsets {WIDER_STYLE}), 5 landmarks from the 68.\n"
+        f"Image paths are relative to: {root}\n"
+        f"Counts: {counts}\n", encoding="utf-8")
+    return counts
