@@ -18,8 +18,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Face pipeline: detect, align, recognize; train your own detector and recognizer.")
 gallery_app = typer.Typer(no_args_is_help=True, help="Look into and edit the gallery.")
 app.add_typer(gallery_app, name="gallery")
-console = Console()
-err = Console(stderr=True)
+# Piped or captured output gets room for the tables instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 DetectorOpt = typer.Option(None, "--detector", help="Detector model (.onnx or .pt); default: dlib HOG + 68 landmarks.")
 RecognizerOpt = typer.Option(None, "--recognizer", help="Recognizer model (.onnx or .pt); default: dlib ResNet via ONNX Runtime.")
@@ -199,7 +200,7 @@ def _short(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
-        return str(path)
+        return str(Path(path.parent.name) / path.name)  # the full path is in --json
 
 
 def _emit(result, table: Table, as_json: bool, with_identity: bool) -> None:
