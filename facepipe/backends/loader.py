@@ -1,6 +1,7 @@
 """Pick a backend from what the user named: nothing (embedded dlib models), an .onnx file, or a checkpoint."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from facepipe.backends.base import Detector, Recognizer
@@ -8,20 +9,35 @@ from facepipe.errors import ModelError
 
 TORCH_SUFFIXES = {".pt", ".pth", ".ckpt"}
 
+# what -> (ONNX class, PyTorch checkpoint class), as "module:Class" so nothing heavy is imported up front
+BACKENDS = {
+    "detector": ("facepipe.backends.onnx_detector:OnnxDetector", "facepipe.backends.torch_detector:TorchDetector"),
+    "recognizer": ("facepipe.backends.onnx_recognizer:OnnxRecognizer", "facepipe.backends.torch_recognizer:TorchRecognizer"),
+}
 
-def _check_file(path: Path, what: str) -> None:
+
+def _class(ref: str):
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _load_file(path: Path, what: str, device: str, threads: int | None):
     if not path.exists():
         raise ModelError(f"{path}: {what} model file not found")
     if not path.is_file():
         raise ModelError(f"{path}: {what} model path is not a file")
-
-
-def _need_torch(path: Path) -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise ModelError(f"{path}: PyTorch checkpoints need torch (pip install 'facepipe[train]'), "
-                         "or export it to ONNX with `facepipe export`") from None
+    onnx_ref, torch_ref = BACKENDS[what]
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return _class(onnx_ref)(path, device=device, threads=threads)
+    if suffix in TORCH_SUFFIXES:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise ModelError(f"{path}: PyTorch checkpoints need torch (pip install 'facepipe[train]'), "
+                             "or export it to ONNX with `facepipe export`") from None
+        return _class(torch_ref)(path, device=device)
+    raise ModelError(f"{path}: unknown {what} format (expected .onnx, .pt or .pth)")
 
 
 def load_detector(spec: str | Path | None = None, device: str = "cpu", threads: int | None = None) -> Detector:
@@ -29,18 +45,7 @@ def load_detector(spec: str | Path | None = None, device: str = "cpu", threads: 
         from facepipe.backends.dlib_detector import DlibDetector
 
         return DlibDetector()
-    path = Path(spec)
-    _check_file(path, "detector")
-    if path.suffix.lower() == ".onnx":
-        from facepipe.backends.onnx_detector import OnnxDetector
-
-        return OnnxDetector(path, device=device, threads=threads)
-    if path.suffix.lower() in TORCH_SUFFIXES:
-        _need_torch(path)
-        from facepipe.backends.torch_detector import TorchDetector
-
-        return TorchDetector(path, device=device)
-    raise ModelError(f"{path}: unknown detector format (expected .onnx, .pt or .pth)")
+    return _load_file(Path(spec), "detector", device, threads)
 
 
 def load_recognizer(spec: str | Path | None = None, device: str = "cpu", threads: int | None = None) -> Recognizer:
@@ -49,15 +54,4 @@ def load_recognizer(spec: str | Path | None = None, device: str = "cpu", threads
         from facepipe.backends.onnx_recognizer import OnnxRecognizer
 
         return OnnxRecognizer(ensure_dlib_resnet_onnx(), device=device, threads=threads)
-    path = Path(spec)
-    _check_file(path, "recognizer")
-    if path.suffix.lower() == ".onnx":
-        from facepipe.backends.onnx_recognizer import OnnxRecognizer
-
-        return OnnxRecognizer(path, device=device, threads=threads)
-    if path.suffix.lower() in TORCH_SUFFIXES:
-        _need_torch(path)
-        from facepipe.backends.torch_recognizer import TorchRecognizer
-
-        return TorchRecognizer(path, device=device)
-    raise ModelError(f"{path}: unknown recognizer format (expected .onnx, .pt or .pth)")
+    return _load_file(Path(spec), "recognizer", device, threads)
