@@ -87,6 +87,9 @@ def test_ivf_index_finds_the_exact_neighbour_on_clustered_data():
     faces /= np.linalg.norm(faces, axis=1, keepdims=True)
     index = EmbeddingIndex(faces)
     assert index.kind == "faiss-ivf"
+    _, truth = exact_search(faces, centres[:50], 1)
+    assert (index.search(centres[:50], 1)[1][:, 0] == truth[:, 0]).mean() >= 0.9  # the default setting
+    index.nprobe = index.nlist // 8  # probing more lists is the exactness knob
     queries = centres[:200] + 0.08 * rng.normal(size=(200, 64)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     _, got = index.search(queries, 1)

@@ -112,11 +112,13 @@ class FPNNeck(nn.Module):
 
 
 class Head(nn.Sequential):
+    """Separable 3x3 + 1x1 to `cout` channels. Only the last bias is set (the heatmap prior): its weights
+    keep PyTorch's default init, because tiny weights there (std 0.001) starve the whole network of
+    heatmap gradient and a from-scratch backbone then learns no face centres for hundreds of steps."""
+
     def __init__(self, cin: int, hidden: int, cout: int, bias: float = 0.0):
         super().__init__(SeparableConv(cin, hidden), nn.Conv2d(hidden, cout, 1))
         nn.init.constant_(self[-1].bias, bias)
-        if bias:
-            nn.init.normal_(self[-1].weight, std=0.001)
 
 
 class CenterFace(nn.Module):
