@@ -10,7 +10,8 @@
    gradient, SGD momentum; B x C_sampled logits and the temporaries the forward/backward keeps), and measured:
    peak RSS of a child process running one step of that shard on the CPU, or torch.cuda.max_memory_allocated.
 3. Embedding latency per face through ONNX Runtime on the CPU: MobileFaceNet (paper) and mbf, batch 16,
-   2 threads (target <= 12 ms per face for MobileFaceNet).
+   2 threads (target <= 12 ms per face for MobileFaceNet), plus MobileFaceNet on 1 thread, whose CPU time per
+   face is the figure other processes on a shared machine distort least.
 """
 from __future__ import annotations
 
@@ -128,39 +129,47 @@ def head_memory_measured(local_classes: int, global_batch: int, sample_rate: flo
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def onnx_latency(backbone: str, batch: int = 16, threads: int = 2, rounds: int = 6, runs: int = 10) -> dict:
-    """Wall time per face: median of all runs, and the median of the least-disturbed round (other processes on a
-    shared machine come and go); CPU time per face (all threads), which contention distorts much less."""
-    import onnxruntime as ort
+def onnx_latency(backbone: str, batch: int = 16, threads: int = 2, onnx_path: str | None = None) -> dict:
+    """Latency of a fresh export of `backbone` (random weights), or of an existing recognizer ONNX file."""
+    import warnings
 
     model = build_backbone(backbone).eval()
+    if onnx_path:
+        return {"backbone": backbone, "file": onnx_path, "params_M": None, **time_session(onnx_path, batch, threads)}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{backbone}.onnx"
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (torch.zeros(2, 3, 112, 112),), str(path), dynamo=False, opset_version=17,
                               input_names=["input"], output_names=["embedding"],
                               dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}})
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        x = np.random.default_rng(0).standard_normal((batch, 3, 112, 112)).astype(np.float32)
-        for _ in range(3):
-            sess.run(None, {"input": x})
-        wall, cpu = [], 0.0
-        for _ in range(rounds):
-            times = []
-            for _ in range(runs):
-                t, c = time.perf_counter(), time.process_time()
-                sess.run(None, {"input": x})
-                times.append(time.perf_counter() - t)
-                cpu += time.process_time() - c
-            wall.append(times)
+        return {"backbone": backbone, "params_M": count_parameters(model) / 1e6, **time_session(str(path), batch, threads)}
+
+
+def time_session(path: str, batch: int, threads: int, rounds: int = 6, runs: int = 10) -> dict:
+    """Wall time per face: median of all runs, and the median of the least-disturbed round (other processes on a
+    shared machine come and go); CPU time per face (all threads)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    x = np.random.default_rng(0).standard_normal((batch, 3, 112, 112)).astype(np.float32)
+    for _ in range(3):
+        sess.run(None, {name: x})
+    wall, cpu = [], 0.0
+    for _ in range(rounds):
+        times = []
+        for _ in range(runs):
+            t, c = time.perf_counter(), time.process_time()
+            sess.run(None, {name: x})
+            times.append(time.perf_counter() - t)
+            cpu += time.process_time() - c
+        wall.append(times)
     per_face = np.array(wall) / batch * 1000  # rounds x runs
-    return {"backbone": backbone, "params_M": count_parameters(model) / 1e6, "batch": batch, "threads": threads,
+    return {"batch": batch, "threads": threads,
             "ms_per_face_median": float(np.median(per_face)),
             "ms_per_face_best_round": float(np.median(per_face, axis=1).min()),
             "cpu_ms_per_face": cpu * 1000 / (rounds * runs * batch)}
@@ -173,6 +182,7 @@ def main() -> None:
     parser.add_argument("--gpu-steps", type=int, default=30)
     parser.add_argument("--no-measure", action="store_true", help="memory: computed figures only")
     parser.add_argument("--json", default="", help="also write the results here")
+    parser.add_argument("--onnx", default="", help="latency: also time this exported MobileFaceNet recognizer")
     args = parser.parse_args()
     parts = set(args.only or ["train", "memory", "latency"])
     cuda = torch.cuda.is_available()
@@ -223,14 +233,20 @@ def main() -> None:
                   f"{3 * c['centres_MiB']:9.0f}M {c['logits_MiB']:7.0f}M {c['total_MiB']:8.0f}M {meas}")
 
     if "latency" in parts:
-        rows = [onnx_latency(name) for name in ("mobilefacenet", "mbf")]
+        rows = [onnx_latency("mobilefacenet", threads=2), onnx_latency("mobilefacenet", threads=1),
+                onnx_latency("mbf", threads=2)]
+        if args.onnx:  # a trained MobileFaceNet export, e.g. models/mbf_celeba/recognizer.onnx
+            rows.insert(0, onnx_latency("mobilefacenet", threads=2, onnx_path=args.onnx))
         results["latency"] = rows
         print(f"\nembedding latency, ONNX Runtime CPU, batch 16, 2 threads (target <= 12 ms/face for MobileFaceNet) {load()}:")
         for r in rows:
             verdict = ""
-            if r["backbone"] == "mobilefacenet":
+            if r["backbone"] == "mobilefacenet" and r["threads"] == 2:
                 verdict = f"-> {'meets' if r['ms_per_face_best_round'] <= 12 else 'misses'} the 12 ms target"
-            print(f"  {r['backbone']:13s} ({r['params_M']:.2f}M params): {r['ms_per_face_median']:6.2f} ms/face median, "
+            label = f"{r['backbone']} ({Path(r['file']).name})" if "file" in r else r["backbone"]
+            params = f"{r['params_M']:.2f}M params" if r["params_M"] else "trained"
+            print(f"  {label:13s} ({params}) {r['threads']} thread(s): "
+                  f"{r['ms_per_face_median']:6.2f} ms/face median, "
                   f"{r['ms_per_face_best_round']:6.2f} least-disturbed round, CPU time {r['cpu_ms_per_face']:6.2f} ms/face "
                   f"{verdict}")
     if args.json:

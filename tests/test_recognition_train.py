@@ -166,6 +166,7 @@ def test_export_loads_in_onnx_recognizer_and_matches_torch(tiny_run, tmp_path):
     assert onnx_rec.embed(chips[:0]).shape == (0, 32)
 
 
+@pytest.mark.slow
 def test_johns_training_accuracy(data_dir, tmp_path):
     """The issue's CPU evidence: a small model on johns (5 people x 11 chips, 150 -> 112) reaches >= 95 %."""
     johns = data_dir / "johns"

@@ -61,7 +61,7 @@ def eval_recognizer(
 
     from facepipe.recognition.data import FolderSource
     from facepipe.recognition.verification import (PairSet, VerificationSetError, evaluate_pair_set, load_pair_set,
-                                                   load_recognizer_any, make_pairs, plot_roc)
+                                                   load_recognizer_any, make_pairs, plot_roc, resize_chips)
 
     if not sets and folder is None:
         raise VerificationSetError("give at least one --set (.bin / pairs list) or --folder")
@@ -73,9 +73,7 @@ def eval_recognizer(
         left, right, same = make_pairs(src.labels, pairs, seed)
         used = np.unique(np.concatenate([left, right]))
         pos = {int(u): k for k, u in enumerate(used)}
-        from facepipe.recognition.verification import _resize_all
-
-        images = _resize_all([src.load(int(u)) for u in used], size)
+        images = resize_chips([src.load(int(u)) for u in used], size)
         pair_sets.append(PairSet(folder.name, images, np.array([pos[int(v)] for v in left]),
                                  np.array([pos[int(v)] for v in right]), same))
     table = Table(title=f"{model.name} ({rec.name}, {rec.provider})")

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from facepipe import log
 from facepipe.align import ARCFACE_TEMPLATE, DLIB_TEMPLATE
-from facepipe.backends.preprocess import to_network_input
+from facepipe.backends.preprocess import l2_normalize, to_network_input
 from facepipe.errors import ModelError
 from facepipe.recognition import checkpoint as ckpt
 from facepipe.recognition.backbones import BACKBONES, build_backbone
@@ -98,7 +98,8 @@ def lr_factor(step: int, total: int, cfg: RecognizerConfig) -> float:
 
 def make_embedder(model: torch.nn.Module, cfg: RecognizerConfig, device: torch.device,
                   batch_size: int = 128) -> Callable[[np.ndarray], np.ndarray]:
-    """RGB uint8 chips -> embeddings, preprocessed exactly as the exported model will be."""
+    """RGB uint8 chips -> L2-normalised embeddings, preprocessed exactly as the exported model will be (so the
+    flip test sums unit vectors, as it does with OnnxRecognizer / TorchRecognizer)."""
 
     @torch.no_grad()
     def embed(chips: np.ndarray) -> np.ndarray:
@@ -106,7 +107,7 @@ def make_embedder(model: torch.nn.Module, cfg: RecognizerConfig, device: torch.d
         for i in range(0, len(chips), batch_size):
             x = torch.from_numpy(to_network_input(chips[i:i + batch_size], cfg.color, cfg.mean, cfg.std)).to(device)
             out.append(model(x).float().cpu().numpy())
-        return np.concatenate(out)
+        return l2_normalize(np.concatenate(out))
 
     return embed
 
@@ -244,10 +245,16 @@ class Trainer:
                              "(or start a new run with init_from to fine-tune from it)")
         if "optimizer" not in state:
             raise ModelError(f"{path}: holds no training state to resume (an exported or stripped checkpoint)")
+        if int(state.get("num_classes", self.data.num_classes)) != self.data.num_classes:
+            raise ModelError(f"{path}: trained on {state['num_classes']} identities, this data has "
+                             f"{self.data.num_classes}; to train a new head on it use init_from instead of resume")
         self.backbone.load_state_dict(state["model"])
-        if "head" in state:
+        try:
             self.head.load_state_dict(state["head"])
-        self.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise ModelError(f"{path}: its head / optimizer state does not fit this config (loss or "
+                             f"optimizer changed?): {str(exc).splitlines()[0][:160]}") from None
         if "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])

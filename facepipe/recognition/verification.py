@@ -107,7 +107,8 @@ class PairSet:
         return len(self.same)
 
 
-def _resize_all(images: list[np.ndarray], size: tuple[int, int] | None) -> np.ndarray:
+def resize_chips(images: list[np.ndarray], size: tuple[int, int] | None) -> np.ndarray:
+    """Stack chips at one size (width, height); default: the first chip's."""
     if size is None:
         size = (images[0].shape[1], images[0].shape[0])
     return np.stack([im if (im.shape[1], im.shape[0]) == tuple(size)
@@ -123,7 +124,7 @@ def _decode(blob: bytes, where: str) -> np.ndarray:
 
 def bin_pair_set(path: str | Path, size: tuple[int, int] | None = None) -> PairSet:
     blobs, same = load_bin(path)
-    images = _resize_all([_decode(b, str(path)) for b in blobs], size)
+    images = resize_chips([_decode(b, str(path)) for b in blobs], size)
     n = len(same)
     return PairSet(Path(path).stem, images, np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2), same)
 
@@ -184,7 +185,7 @@ def pairs_file_set(path: str | Path, root: str | Path | None = None, size: tuple
     left = np.array([index[a] for a, _, _ in plist.pairs])
     right = np.array([index[b] for _, b, _ in plist.pairs])
     same = np.array([s for _, _, s in plist.pairs], dtype=bool)
-    return PairSet(Path(path).stem, _resize_all(images, size), left, right, same, [str(p) for p in index])
+    return PairSet(Path(path).stem, resize_chips(images, size), left, right, same, [str(p) for p in index])
 
 
 def load_pair_set(spec: str | Path, root: str | Path | None = None, size: tuple[int, int] | None = None) -> PairSet:
@@ -221,7 +222,7 @@ def embed_images(embed: Embedder, images: np.ndarray, flip: bool = True, batch_s
                  size: tuple[int, int] | None = None) -> np.ndarray:
     """L2-normalised embeddings; with flip, of (image embedding + mirrored image embedding)."""
     if size is not None and (images.shape[2], images.shape[1]) != tuple(size):
-        images = _resize_all(list(images), tuple(size))
+        images = resize_chips(list(images), tuple(size))
     out = []
     for i in range(0, len(images), batch_size):
         chunk = np.ascontiguousarray(images[i:i + batch_size])
