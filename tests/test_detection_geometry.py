@@ -93,3 +93,23 @@ def test_nms_and_iou():
     assert box_iou(boxes[:1], boxes[1:2])[0, 0] == pytest.approx(81 / 119)
     keep = nms(boxes, np.array([0.5, 0.9, 0.8]), 0.4)
     assert keep.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("color", ["RGB", "BGR", "GRAY"])
+def test_fast_network_input_equals_the_shared_preprocessing(color):
+    from facepipe.backends.preprocess import to_network_input
+    from facepipe.detection.inference import network_input
+
+    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    mean, std = ([100.0], [50.0]) if color == "GRAY" else ([10.0, 120.0, 200.0], [50.0, 60.0, 70.0])
+    np.testing.assert_allclose(network_input(image, color, mean, std), to_network_input(image[None], color, mean, std),
+                               atol=1e-5)
+
+
+def test_resize_and_pad_never_enlarges_and_pads_to_the_multiple():
+    from facepipe.detection.inference import resize_and_pad
+
+    small, scale = resize_and_pad(np.zeros((50, 70, 3), np.uint8), 640, 32, [127.5] * 3)
+    assert small.shape == (64, 96, 3) and scale == (1.0, 1.0) and small[60, 90, 0] == 128
+    big, scale = resize_and_pad(np.zeros((1000, 2000, 3), np.uint8), 640, 32, [0, 0, 0])
+    assert big.shape == (320, 640, 3) and scale == (0.32, 0.32)

@@ -122,6 +122,7 @@ def test_checkpoint_of_another_architecture_says_which(tmp_path):
         load_detector_checkpoint(path2)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_backends_refuse_non_model_files_naming_them(tmp_path):
     from facepipe.backends.onnx_detector import OnnxDetector
     from facepipe.backends.torch_detector import TorchDetector

@@ -357,8 +357,8 @@ class DetectionDataset:
 
     def getitem(self, i: int, key: int) -> dict[str, np.ndarray]:
         """Sample i, augmented with the randomness of (seed, epoch, key)."""
-        from facepipe.backends.preprocess import to_network_input
         from facepipe.detection.augment import letterbox, train_transform
+        from facepipe.detection.inference import network_input
         from facepipe.detection.targets import encode_targets
 
         image, sample = self.load(i)
@@ -371,5 +371,5 @@ class DetectionDataset:
             image, boxes, lms, valid = letterbox(image, boxes, lms, valid, self.input_size, self.mean)
         out_size = (self.input_size // self.stride, self.input_size // self.stride)
         targets = encode_targets(boxes, lms, valid, out_size, self.stride)
-        x = to_network_input(image[None], "RGB", self.mean, self.std)[0]
+        x = network_input(image, "RGB", self.mean, self.std)[0]
         return {"image": x, **targets}

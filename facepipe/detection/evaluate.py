@@ -189,7 +189,7 @@ def plot_pr(curves: dict[str, Curve], path: str | Path, title: str = "") -> None
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="best")
     ax.set_title(title or "precision-recall at IoU 0.5", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from facepipe import log
-from facepipe.detection.inference import DetectorSpec, prepare_input
+from facepipe.detection.inference import prepare_input
 from facepipe.errors import ModelError
 
 OUTPUTS = ["hm", "wh", "off", "lm"]

@@ -97,10 +97,21 @@ def resize_and_pad(image: np.ndarray, max_side: int, multiple_of: int, mean: lis
     return image, (nw / w, nh / h)
 
 
+def network_input(image: np.ndarray, color: str, mean, std) -> np.ndarray:
+    """One RGB uint8 image -> 1 x C x H x W float32, (x - mean) / std: backends/preprocess.to_network_input,
+    done by OpenCV's blobFromImage for colour models (the same numbers, ~10x faster at 640x480)."""
+    if color not in ("RGB", "BGR"):
+        return to_network_input(image[None], color, mean, std)
+    x = cv2.dnn.blobFromImage(image, 1.0, swapRB=color == "BGR")
+    x -= np.asarray(mean, np.float32).reshape(1, 3, 1, 1)  # mean/std are in the network's channel order
+    x *= 1.0 / np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+    return x
+
+
 def prepare_input(image: np.ndarray, spec: DetectorSpec) -> tuple[np.ndarray, tuple[float, float]]:
     """RGB uint8 image -> 1 x 3 x H x W float32 network input and the (sx, sy) scale."""
     padded, scale = resize_and_pad(as_rgb_uint8(image), spec.max_side, spec.multiple_of, spec.mean)
-    return to_network_input(padded[None], spec.color, spec.mean, spec.std), scale
+    return network_input(padded, spec.color, spec.mean, spec.std), scale
 
 
 def to_detections(outputs, scale: tuple[float, float], image_size: tuple[int, int], spec: DetectorSpec,
