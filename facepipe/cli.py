@@ -42,6 +42,18 @@ def _spec(detector, recognizer, device, threshold=None):
                      detect_threshold=threshold)
 
 
+def _with_progress(results, label: str, total: int, errors: list[str]):
+    """Yield the images that worked, under a progress bar; collect the others' errors."""
+    with _progress() as bar:
+        task = bar.add_task(label, total=total, status="")
+        for result in results:
+            bar.update(task, advance=1, status=result.path.name)
+            if result.error:
+                errors.append(result.error)
+            else:
+                yield result
+
+
 def _report_errors(results_errors: list[str]) -> None:
     for message in results_errors:
         err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -133,19 +145,14 @@ def identify(
                                 f"{rec.fingerprint!r}; use that model or re-enroll with --reembed")
         th = choose_threshold(rec, g, threshold)
         table = _faces_table(f"threshold {th.value:.3f} ({th.source}); model {rec.name} on {rec.provider}", True)
-        with _progress() as bar:
-            task = bar.add_task("identifying", total=len(images), status="")
-            for result in run_images(images, spec, "all", workers, keep_images=save_dir is not None, pipeline=pipeline):
-                bar.update(task, advance=1, status=result.path.name)
-                if result.error:
-                    errors.append(result.error)
-                    continue
-                matches = g.match([f.embedding for f in result.faces], th.value, top_k) if result.faces else []
-                for face, m in zip(result.faces, matches):
-                    face.identity, face.similarity, face.candidates = m.identity, m.similarity, m.candidates
-                _emit(result, table, as_json, True)
-                if save_dir is not None:
-                    save_annotated(result.image, result.faces, result.path, save_dir)
+        results = run_images(images, spec, "all", workers, keep_images=save_dir is not None, pipeline=pipeline)
+        for result in _with_progress(results, "identifying", len(images), errors):
+            matches = g.match([f.embedding for f in result.faces], th.value, top_k) if result.faces else []
+            for face, m in zip(result.faces, matches):
+                face.identity, face.similarity, face.candidates = m.identity, m.similarity, m.candidates
+            _emit(result, table, as_json, True)
+            if save_dir is not None:
+                save_annotated(result.image, result.faces, result.path, save_dir)
     if not as_json:
         console.print(table)
     _report_errors(errors)
@@ -171,16 +178,11 @@ def detect(
     spec = _spec(detector, None, device, threshold)
     pipeline = build_pipeline(spec, with_recognizer=False)
     table = _faces_table(f"detector {pipeline.detector.name} on {pipeline.detector.provider}", False)
-    with _progress() as bar:
-        task = bar.add_task("detecting", total=len(images), status="")
-        for result in run_images(images, spec, "detect", workers, keep_images=save_dir is not None, pipeline=pipeline):
-            bar.update(task, advance=1, status=result.path.name)
-            if result.error:
-                errors.append(result.error)
-                continue
-            _emit(result, table, as_json, False)
-            if save_dir is not None:
-                save_annotated(result.image, result.faces, result.path, save_dir, with_identity=False)
+    results = run_images(images, spec, "detect", workers, keep_images=save_dir is not None, pipeline=pipeline)
+    for result in _with_progress(results, "detecting", len(images), errors):
+        _emit(result, table, as_json, False)
+        if save_dir is not None:
+            save_annotated(result.image, result.faces, result.path, save_dir, with_identity=False)
     if not as_json:
         console.print(table)
     _report_errors(errors)
