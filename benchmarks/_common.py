@@ -51,11 +51,12 @@ def embed_photos(photos: list[Path], cache_name: str) -> np.ndarray:
     out = np.full((len(photos), pipeline.recognizer.embedding_size), np.nan, np.float32)
     for i, path in enumerate(track(photos, description=f"embedding {cache_name}")):
         try:
-            faces = pipeline.detect(read_image(path))
+            image = read_image(path)
         except FacepipeError:
             continue
+        faces = pipeline.detect(image)
         if faces:
             largest = max(faces, key=lambda f: f.area)
-            out[i] = pipeline.recognizer.embed_raw(pipeline.chips(read_image(path), [largest]))[0]
+            out[i] = pipeline.recognizer.embed_raw(pipeline.chips(image, [largest]))[0]
     np.savez(cache, keys=keys, embeddings=out)
     return out

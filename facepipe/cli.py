@@ -295,13 +295,11 @@ def gallery_info(gallery: Optional[Path] = GalleryOpt):
 
     with Gallery(gallery, create=False) as g:
         matrix, _, names = g.embeddings()
-        from facepipe.search import EmbeddingIndex
-
         calibrated = g.open_set_threshold(TARGET_FPIR)
         table = Table(show_header=False, title="gallery")
         for key, value in [("file", str(g.path)), ("model", str(g.model)), ("persons", str(len(names))),
                            ("faces", str(len(matrix))), ("embedding size", str(matrix.shape[1]) if len(matrix) else "-"),
-                           ("search", EmbeddingIndex(matrix[:0]).kind if len(matrix) < 50_000 else "faiss-ivf"),
+                           ("search", g.search_kind),
                            ("calibrated threshold", f"{calibrated:.3f}" if calibrated is not None else
                             "n/a (fewer than 10 persons: the model default applies)")]:
             table.add_row(key, value)

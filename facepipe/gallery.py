@@ -246,6 +246,11 @@ class Gallery:
             self._cache = (revision, matrix, labels, [names[p] for p in person_ids], EmbeddingIndex(matrix))
         return self._cache[1:]
 
+    @property
+    def search_kind(self) -> str:
+        """How this gallery is searched now: "numpy" (exact) or "faiss-ivf"."""
+        return self._load()[3].kind
+
     def embeddings(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """All embeddings (N x D), their person index (N), and the person names."""
         matrix, labels, names, _ = self._load()
