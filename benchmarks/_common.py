@@ -39,7 +39,7 @@ def embed_photos(photos: list[Path], cache_name: str) -> np.ndarray:
 
     from facepipe.batch import ModelSpec, build_pipeline
     from facepipe.errors import FacepipeError
-    from facepipe.image import read_image
+    from facepipe.runtime.image import read_image
 
     cache = cache_dir() / f"{cache_name}.npz"
     keys = np.array([str(p) for p in photos])

@@ -41,7 +41,7 @@ def _test_image(width: int, height: int) -> np.ndarray:
     """A real photo with faces, resized to exactly width x height."""
     import cv2
 
-    from facepipe.image import read_image
+    from facepipe.runtime.image import read_image
 
     photo = DATA / "scenes" / "couple.jpg"
     if photo.is_file():
@@ -74,8 +74,8 @@ def _untrained_onnx(folder: Path) -> Path:
 def latency(onnx_path: Path, threads: int, repeats: int) -> None:
     import dlib
 
-    from facepipe.backends.onnx_detector import OnnxDetector
-    from facepipe.detection.inference import prepare_input
+    from facepipe.runtime.onnx_detector import OnnxDetector
+    from facepipe.runtime.centernet import prepare_input
 
     det = OnnxDetector(onnx_path, device="cpu", threads=threads)
     hog = dlib.get_frontal_face_detector()

@@ -42,7 +42,7 @@ from _common import data_root, identity_photos  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from facepipe.backends.dlib_files import LANDMARKS_5, LANDMARKS_68, RESNET, dlib_model_path  # noqa: E402
+from facepipe.runtime.dlib_files import LANDMARKS_5, LANDMARKS_68, RESNET, dlib_model_path  # noqa: E402
 
 TARGET_RATIO = 1 / 3
 FR_CLI_MAX_SIDE = 1600  # face_recognition_cli.test_image: "Scale down image if it's giant"
@@ -89,7 +89,7 @@ class FacepipeOne:
         self.pipeline = build_pipeline(ModelSpec())
 
     def __call__(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
-        from facepipe.image import read_image
+        from facepipe.runtime.image import read_image
 
         faces = self.pipeline.analyze(read_image(path))
         boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
@@ -164,7 +164,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from facepipe.batch import ModelSpec, run_images
-    from facepipe.image import read_image
+    from facepipe.runtime.image import read_image
 
     console = Console(width=None if sys.stdout.isatty() else 150)
     people = identity_photos(data_root() / "people")

@@ -18,7 +18,7 @@ from _common import data_root, embed_photos, identity_photos
 from rich.console import Console
 from rich.table import Table
 
-from facepipe.backends.loader import load_recognizer
+from facepipe.runtime.loader import load_recognizer
 from facepipe.gallery import Gallery
 from facepipe.matching import choose_threshold
 

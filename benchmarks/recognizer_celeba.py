@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facepipe.align import ARCFACE_TEMPLATE, align_face, reduce_68_to_5  # noqa: E402
+from facepipe.runtime.align import ARCFACE_TEMPLATE, align_face, reduce_68_to_5  # noqa: E402
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -41,7 +41,7 @@ def _largest(rects):
 def align(args: argparse.Namespace) -> None:
     import dlib
 
-    from facepipe.backends.dlib_files import LANDMARKS_68, RESNET, dlib_model_path
+    from facepipe.runtime.dlib_files import LANDMARKS_68, RESNET, dlib_model_path
 
     src, out = Path(args.src), Path(args.out)
     identities = sorted(p.name for p in src.iterdir() if p.is_dir())

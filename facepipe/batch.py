@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from facepipe.errors import FacepipeError
-from facepipe.image import read_image
+from facepipe.runtime.image import read_image
 from facepipe.types import Face
 
 
@@ -41,7 +41,7 @@ _spec: ModelSpec | None = None
 
 
 def build_pipeline(spec: ModelSpec, with_recognizer: bool = True):
-    from facepipe.backends.loader import load_detector, load_recognizer
+    from facepipe.runtime.loader import load_detector, load_recognizer
     from facepipe.pipeline import FacePipeline
 
     recognizer = load_recognizer(spec.recognizer, spec.device, spec.threads) if with_recognizer else None

@@ -108,7 +108,7 @@ def enroll(
 
 # -- identify / detect -----------------------------------------------------------------------------
 def _collect(paths: list[Path]) -> tuple[list[Path], list[str]]:
-    from facepipe.image import list_images
+    from facepipe.runtime.image import list_images
 
     images, problems = list_images(paths)
     return images, [f"{p}: {why}" for p, why in problems]

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepipe.image import read_image
+from facepipe.runtime.image import read_image
 
 
 def _astronaut() -> Path:

@@ -8,8 +8,9 @@ from typing import Callable
 
 from facepipe.batch import ModelSpec, run_images
 from facepipe.errors import FacepipeError, ImageError
-from facepipe.gallery import Gallery, file_sha256
-from facepipe.image import is_image_path
+from facepipe.gallery import Gallery
+from facepipe.runtime.hashing import file_sha256
+from facepipe.runtime.image import is_image_path
 
 
 @dataclass

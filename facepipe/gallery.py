@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -21,6 +20,7 @@ import platformdirs
 
 from facepipe.calibration import open_set_threshold
 from facepipe.errors import GalleryError
+from facepipe.runtime.hashing import file_sha256  # noqa: F401  (re-exported for callers of the gallery)
 from facepipe.search import EmbeddingIndex
 from facepipe.types import Candidate
 
@@ -49,14 +49,6 @@ FORMAT = "1"
 def default_gallery_path() -> Path:
     home = os.environ.get("FACEPIPE_HOME") or platformdirs.user_data_dir("facepipe")
     return Path(home) / "gallery.db"
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from facepipe.backends.base import Recognizer
+from facepipe.runtime.base import Recognizer
 from facepipe.gallery import Gallery
 
 TARGET_FPIR = 0.01  # aim: 1 stranger in 100 named (the promise is at most 2%)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from facepipe.align import align_face
-from facepipe.backends.base import Detector, Recognizer
+from facepipe.runtime.align import align_face
+from facepipe.runtime.base import Detector, Recognizer
 from facepipe.types import Detection, Face
 
 # Where the 5 standard landmarks sit, on average, inside a face box (fractions of width/height);

@@ -1,6 +1,6 @@
 import numpy as np
 
-from facepipe.align import ARCFACE_TEMPLATE, DLIB_TEMPLATE, align_face, reduce_68_to_5, similarity_transform
+from facepipe.runtime.align import ARCFACE_TEMPLATE, DLIB_TEMPLATE, align_face, reduce_68_to_5, similarity_transform
 
 
 def _apply(matrix, points):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from facepipe.detection.checkpoint import detector_state, load_detector_checkpoint
-from facepipe.detection.inference import DetectorSpec
+from facepipe.runtime.centernet import DetectorSpec
 from facepipe.detection.model import CenterFace, DetectorInference, build_detector
 from facepipe.detection.train import DetectorConfig, train
 from facepipe.errors import FacepipeError, ModelError
@@ -124,8 +124,8 @@ def test_checkpoint_of_another_architecture_says_which(tmp_path):
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_backends_refuse_non_model_files_naming_them(tmp_path):
-    from facepipe.backends.onnx_detector import OnnxDetector
-    from facepipe.backends.torch_detector import TorchDetector
+    from facepipe.runtime.onnx_detector import OnnxDetector
+    from facepipe.detection.torch_detector import TorchDetector
 
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x00garbage" * 10)
@@ -138,7 +138,7 @@ def test_backends_refuse_non_model_files_naming_them(tmp_path):
 
 
 def test_torch_detector_implements_the_protocol(tmp_path):
-    from facepipe.backends.torch_detector import TorchDetector
+    from facepipe.detection.torch_detector import TorchDetector
 
     det = TorchDetector(_checkpoint(tmp_path))
     assert det.name == "centerface_mbv2" and det.fingerprint.startswith("centerface_mbv2:")

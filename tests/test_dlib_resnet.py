@@ -14,10 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe.align import DLIB_TEMPLATE
-from facepipe.backends.dlib_files import LANDMARKS_5, RESNET, dlib_model_path
-from facepipe.backends.dlib_resnet import CONVERTER_VERSION, build_onnx, ensure_dlib_resnet_onnx
-from facepipe.backends.onnx_recognizer import OnnxRecognizer
+from facepipe.runtime.align import DLIB_TEMPLATE
+from facepipe.runtime.dlib_files import LANDMARKS_5, RESNET, dlib_model_path
+from facepipe.runtime.dlib_resnet import CONVERTER_VERSION, build_onnx, ensure_dlib_resnet_onnx
+from facepipe.runtime.onnx_recognizer import OnnxRecognizer
 from facepipe.errors import ModelError
 
 dlib = pytest.importorskip("dlib")

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from facepipe.errors import ImageError
-from facepipe.image import list_images, read_image
+from facepipe.runtime.image import list_images, read_image
 
 
 def _png_claiming(path, width, height):

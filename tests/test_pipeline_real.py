@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from facepipe.batch import ModelSpec, build_pipeline
-from facepipe.image import read_image
+from facepipe.runtime.image import read_image
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from facepipe.align import ARCFACE_TEMPLATE, align_face, reduce_68_to_5, similarity_transform
+from facepipe.runtime.align import ARCFACE_TEMPLATE, align_face, reduce_68_to_5, similarity_transform
 from facepipe.prepare.masks import (MASK_STYLES, MaskAugment, add_mask, apply_random_mask, mask_polygon_from_5,
                                     mask_polygon_from_68, polygon_alpha)
 
@@ -18,8 +18,8 @@ NOSE_TIP_AND_NOSTRILS = [30, 31, 32, 33, 34, 35]
 @pytest.fixture(scope="module")
 def real_chips(data_dir):
     """Aligned ArcFace chips of real celeba-dev faces with their dlib 68 points in chip pixels."""
-    from facepipe.backends.dlib_detector import DlibDetector
-    from facepipe.image import read_image
+    from facepipe.runtime.dlib_detector import DlibDetector
+    from facepipe.runtime.image import read_image
     from facepipe.prepare.landmarks68 import Landmarks68
 
     root = data_dir / "celeba-dev"

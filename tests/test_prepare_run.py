@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe.align import ARCFACE_TEMPLATE, similarity_transform
+from facepipe.runtime.align import ARCFACE_TEMPLATE, similarity_transform
 from facepipe.gallery import file_sha256
 from facepipe.prepare.manifest import kept_faces, read_manifest, record_outputs
 
@@ -142,7 +142,7 @@ def test_alignment_puts_real_landmarks_on_the_template(prepared):
     A 5-point similarity fit cannot put every landmark of every real face exactly on the template (faces
     and poses differ: celeba-dev's mean residual is ~3.4 px), so per point we check the systematic offset
     over faces, and per face the landmarks' centre and the agreement with where the transform put them."""
-    from facepipe.backends.dlib_detector import DlibDetector
+    from facepipe.runtime.dlib_detector import DlibDetector
 
     dst, detector, t = prepared["dst"], DlibDetector(), ARCFACE_TEMPLATE.points
     offsets, vs_predicted = [], []

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from facepipe.align import ARCFACE_112, ARCFACE_TEMPLATE, align_face, similarity_transform
+from facepipe.runtime.align import ARCFACE_112, ARCFACE_TEMPLATE, align_face, similarity_transform
 from facepipe.prepare.config import PrepareConfig, PrepareError, check_compatible, load_template
 from facepipe.prepare.hygiene import IdentityGroup, outlier_images, overlap_identities, same_person_pairs
 from facepipe.prepare.manifest import Manifest, decode_embedding, encode_embedding

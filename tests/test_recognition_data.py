@@ -200,7 +200,7 @@ def test_samplers_are_functions_of_seed_epoch_and_rank():
 def test_online_mask_augmentation_hook(monkeypatch):
     import sys
 
-    from facepipe.align import DLIB_TEMPLATE
+    from facepipe.runtime.align import DLIB_TEMPLATE
     from facepipe.recognition.data import DataError, FaceTransform
 
     chip = np.full((112, 112, 3), 128, dtype=np.uint8)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from facepipe.align import ARCFACE_TEMPLATE, DLIB_TEMPLATE
+from facepipe.runtime.align import ARCFACE_TEMPLATE, DLIB_TEMPLATE
 from facepipe.errors import ModelError
 from facepipe.recognition.config import RecognizerConfig
 from facepipe.recognition.train import check_config, train
@@ -144,8 +144,8 @@ def test_recordio_training_with_worker_processes(tmp_path):
 
 
 def test_export_loads_in_onnx_recognizer_and_matches_torch(tiny_run, tmp_path):
-    from facepipe.backends.onnx_recognizer import OnnxRecognizer
-    from facepipe.backends.torch_recognizer import TorchRecognizer
+    from facepipe.runtime.onnx_recognizer import OnnxRecognizer
+    from facepipe.recognition.torch_recognizer import TorchRecognizer
     from facepipe.recognition.export import export_recognizer
 
     data, _, summary = tiny_run

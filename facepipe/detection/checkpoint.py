@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from facepipe.detection.inference import DetectorSpec
+from facepipe.runtime.centernet import DetectorSpec
 from facepipe.detection.model import DETECTORS, build_detector
 from facepipe.errors import ModelError
 from facepipe.train.checkpoint import load_checkpoint

@@ -17,10 +17,10 @@ console = Console()
 
 def _load_eval_detector(spec: str, device: str, dlib_upsample: int):
     if spec == "dlib":
-        from facepipe.backends.dlib_detector import DlibDetector
+        from facepipe.runtime.dlib_detector import DlibDetector
 
         return DlibDetector(upsample=dlib_upsample)
-    from facepipe.backends.loader import load_detector
+    from facepipe.runtime.loader import load_detector
 
     return load_detector(spec, device=device)
 
@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
 
         from facepipe.detection.pseudo_labels import dlib_pseudo_labels
         from facepipe.errors import FacepipeError
-        from facepipe.image import is_image_path
+        from facepipe.runtime.image import is_image_path
 
         if not photos.is_dir():
             raise FacepipeError(f"{photos}: not a folder")
@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
         """AP at IoU 0.5 (all faces, faces >= 16 px, or WIDER easy/medium/hard), PR curve PNG, landmark NME."""
         from facepipe.detection.data import DataError, DataSpec, load_dataset
         from facepipe.detection.evaluate import evaluate, load_wider_mat, plot_pr, run_detector
-        from facepipe.detection.inference import CenterNetDetector
+        from facepipe.runtime.centernet import CenterNetDetector
 
         settings = None
         if wider_mat is not None:

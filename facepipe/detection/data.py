@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from facepipe import log
-from facepipe.align import reduce_68_to_5
+from facepipe.runtime.align import reduce_68_to_5
 from facepipe.errors import FacepipeError, ImageError
 
 
@@ -307,7 +307,7 @@ def load_datasets(values: list[Any], where: str) -> tuple[list[FaceSample], Load
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    from facepipe.image import read_image
+    from facepipe.runtime.image import read_image
 
     return read_image(path)
 
@@ -323,7 +323,7 @@ class DetectionDataset:
 
     def __init__(self, samples: list[FaceSample], input_size: int, augment=None, stride: int = 4, seed: int = 0,
                  mean=None, std=None):
-        from facepipe.detection.inference import MEAN, STD
+        from facepipe.runtime.centernet import MEAN, STD
 
         self.samples = samples
         self.input_size = input_size
@@ -358,7 +358,7 @@ class DetectionDataset:
     def getitem(self, i: int, key: int) -> dict[str, np.ndarray]:
         """Sample i, augmented with the randomness of (seed, epoch, key)."""
         from facepipe.detection.augment import letterbox, train_transform
-        from facepipe.detection.inference import network_input
+        from facepipe.runtime.centernet import network_input
         from facepipe.detection.targets import encode_targets
 
         image, sample = self.load(i)

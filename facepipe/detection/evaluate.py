@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from facepipe.detection.data import DataError, FaceSample
-from facepipe.detection.decode import box_iou
+from facepipe.runtime.centernet_decode import box_iou
 from facepipe.types import Detection
 
 MIN_HEIGHT = 16.0

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from facepipe import log
-from facepipe.detection.inference import prepare_input
+from facepipe.runtime.centernet import prepare_input
 from facepipe.errors import ModelError
 
 OUTPUTS = ["hm", "wh", "off", "lm"]
@@ -91,10 +91,10 @@ def export_detector(checkpoint: str | Path, out_path: str | Path, check_images: 
     """
     import onnx
 
-    from facepipe.backends.onnx_detector import OnnxDetector
-    from facepipe.backends.torch_detector import TorchDetector
+    from facepipe.runtime.onnx_detector import OnnxDetector
+    from facepipe.detection.torch_detector import TorchDetector
     from facepipe.detection.data import read_rgb
-    from facepipe.onnx_meta import write_metadata
+    from facepipe.runtime.onnx_meta import write_metadata
 
     checkpoint, out_path = Path(checkpoint), Path(out_path)
     torch_det = TorchDetector(checkpoint, device="cpu")

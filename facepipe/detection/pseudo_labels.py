@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe.align import reduce_68_to_5
+from facepipe.runtime.align import reduce_68_to_5
 
 # (x1, x2, y1, y2) offsets, as fractions of the jaw width (x) and the brow-to-chin height (y)
 WIDER_STYLE = (0.05, -0.03, -0.35, 0.0)
@@ -35,9 +35,9 @@ def dlib_pseudo_labels(photos: list[Path], root: Path, out: Path, upsample: int 
     """Label `photos` (paths under `root`) with dlib; write RetinaFace label.txt `out`. Returns counts."""
     import dlib
 
-    from facepipe.backends.dlib_files import LANDMARKS_68, dlib_model_path
+    from facepipe.runtime.dlib_files import LANDMARKS_68, dlib_model_path
     from facepipe.errors import ImageError
-    from facepipe.image import read_image
+    from facepipe.runtime.image import read_image
     from facepipe.train.progress import make_progress
 
     hog = dlib.get_frontal_face_detector()

@@ -20,7 +20,7 @@ from facepipe import log
 from facepipe.detection.augment import AugmentConfig
 from facepipe.detection.checkpoint import detector_state
 from facepipe.detection.data import DetectionDataset, load_datasets
-from facepipe.detection.inference import DetectorSpec
+from facepipe.runtime.centernet import DetectorSpec
 from facepipe.detection.losses import LossWeights, detector_loss
 from facepipe.detection.model import build_detector
 from facepipe.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
@@ -113,7 +113,7 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
 
 
 def validate(model: torch.nn.Module, samples, spec: DetectorSpec, device: torch.device) -> tuple[dict[str, Any], Any]:
-    from facepipe.backends.torch_detector import TorchDetector
+    from facepipe.detection.torch_detector import TorchDetector
     from facepipe.detection.evaluate import evaluate, run_detector
 
     det = TorchDetector.from_model(model, spec, device)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe.align import ARCFACE_TEMPLATE, DLIB_TEMPLATE, Template
+from facepipe.runtime.align import ARCFACE_TEMPLATE, DLIB_TEMPLATE, Template
 from facepipe.errors import FacepipeError
 
 CONFIG_FILE = "prepare_config.json"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facepipe.backends.dlib_files import LANDMARKS_68, dlib_model_path
+from facepipe.runtime.dlib_files import LANDMARKS_68, dlib_model_path
 
 
 class Landmarks68:

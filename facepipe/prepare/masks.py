@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facepipe.align import ARCFACE_112, ARCFACE_TEMPLATE, Template
+from facepipe.runtime.align import ARCFACE_112, ARCFACE_TEMPLATE, Template
 
 MASK_STYLES = ("surgical-blue", "black", "white", "stripes", "noise", "solid")
 

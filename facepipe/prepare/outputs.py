@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from facepipe.image import is_image_path
+from facepipe.runtime.image import is_image_path
 from facepipe.prepare.manifest import record_outputs
 
 EXCLUDED_DIR = ".excluded"

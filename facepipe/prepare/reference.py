@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe.align import ARCFACE_TEMPLATE, align_face
+from facepipe.runtime.align import ARCFACE_TEMPLATE, align_face
 from facepipe.batch import ModelSpec, run_images
-from facepipe.image import read_image
+from facepipe.runtime.image import read_image
 from facepipe.errors import FacepipeError
 from facepipe.prepare.config import CONFIG_FILE, PrepareError
 from facepipe.prepare.hygiene import identity_groups

@@ -114,7 +114,7 @@ def _duplicate_record(img: SourceImage, sha: str, first: str) -> dict:
 
 def _models(config: PrepareConfig, model: ModelSpec, workers: int, pipeline):
     """-> (pipeline for this process when it does the work itself, fingerprint of the embedding model)."""
-    from facepipe.backends.loader import load_recognizer
+    from facepipe.runtime.loader import load_recognizer
     from facepipe.batch import build_pipeline
 
     if workers == 1 and pipeline is None:

@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facepipe.gallery import file_sha256  # noqa: F401  (re-exported: the content hash used for duplicates)
-from facepipe.image import is_image_path
+from facepipe.runtime.hashing import file_sha256  # noqa: F401  (re-exported: the content hash used for duplicates)
+from facepipe.runtime.image import is_image_path
 from facepipe.prepare.config import PrepareError
 
 

@@ -17,10 +17,10 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
-from facepipe.align import align_face, similarity_transform
+from facepipe.runtime.align import align_face, similarity_transform
 from facepipe.batch import ModelSpec, build_pipeline
 from facepipe.errors import FacepipeError
-from facepipe.image import read_image
+from facepipe.runtime.image import read_image
 from facepipe.pipeline import landmarks_from_box
 from facepipe.prepare.config import PrepareConfig
 from facepipe.prepare.manifest import encode_embedding

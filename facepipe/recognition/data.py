@@ -3,7 +3,7 @@
 An *image source* lists images with integer labels and loads one as RGB uint8 (FolderSource,
 RecordIOSource). `FaceDataset` turns a subset of a source into tensors in DataLoader workers: decode,
 resize to the network input, optional flip / colour jitter / synthetic mask, then the same
-normalisation the runtime uses (backends.preprocess.to_network_input). Samplers hand it
+normalisation the runtime uses (runtime.preprocess.to_network_input). Samplers hand it
 (index, augmentation seed) keys, so augmentation is reproducible whatever the number of workers.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from facepipe.align import ARCFACE_TEMPLATE, Template
-from facepipe.backends.preprocess import to_network_input
+from facepipe.runtime.align import ARCFACE_TEMPLATE, Template
+from facepipe.runtime.preprocess import to_network_input
 from facepipe.errors import FacepipeError
 from facepipe.recognition.recordio import RecordIOReader, RecordIOError
 

@@ -1,7 +1,7 @@
 """Export a recognizer checkpoint to ONNX: dynamic batch, facepipe metadata, ONNX Runtime vs PyTorch parity.
 
 The metadata follows facepipe/onnx_meta.py (recognizer keys), so the exported file loads unchanged in
-facepipe.backends.onnx_recognizer.OnnxRecognizer: colour order, mean/std, input size, the alignment template
+facepipe.runtime.onnx_recognizer.OnnxRecognizer: colour order, mean/std, input size, the alignment template
 scaled to the input size, embedding size, the recommended threshold of the last verification run, the
 metric, and a fingerprint of the weights (the same one TorchRecognizer reports for the .pt).
 """
@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import torch
 
-from facepipe.backends.preprocess import l2_normalize, to_network_input
+from facepipe.runtime.preprocess import l2_normalize, to_network_input
 from facepipe.errors import ModelError
-from facepipe.onnx_meta import write_metadata
+from facepipe.runtime.onnx_meta import write_metadata
 from facepipe.recognition.checkpoint import build_backbone_from, load_recognizer_checkpoint, weights_fingerprint
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -94,7 +94,7 @@ def export_recognizer(checkpoint: str | Path, out_path: str | Path | None = None
     """
     import onnx
 
-    from facepipe.backends.onnx_recognizer import OnnxRecognizer
+    from facepipe.runtime.onnx_recognizer import OnnxRecognizer
 
     checkpoint = Path(checkpoint)
     state = load_recognizer_checkpoint(checkpoint)

@@ -22,8 +22,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from facepipe import log
-from facepipe.align import ARCFACE_TEMPLATE, DLIB_TEMPLATE
-from facepipe.backends.preprocess import l2_normalize, to_network_input
+from facepipe.runtime.align import ARCFACE_TEMPLATE, DLIB_TEMPLATE
+from facepipe.runtime.preprocess import l2_normalize, to_network_input
 from facepipe.errors import ModelError
 from facepipe.recognition import checkpoint as ckpt
 from facepipe.recognition.backbones import BACKBONES, build_backbone

@@ -338,9 +338,9 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
 def load_recognizer_any(path: str | Path, device: str = "cpu"):
     """A facepipe recognizer from a training checkpoint (.pt) or an exported ONNX model."""
     if str(path).endswith((".pt", ".pth")):
-        from facepipe.backends.torch_recognizer import TorchRecognizer
+        from facepipe.recognition.torch_recognizer import TorchRecognizer
 
         return TorchRecognizer(path, device=device)
-    from facepipe.backends.onnx_recognizer import OnnxRecognizer
+    from facepipe.runtime.onnx_recognizer import OnnxRecognizer
 
     return OnnxRecognizer(path, device=device)

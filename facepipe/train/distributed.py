@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from facepipe.runtime.device import torch_device
+
 
 @dataclass
 class DistInfo:
@@ -26,10 +28,7 @@ class DistInfo:
 
 def setup_distributed(device: str = "auto") -> DistInfo:
     """Read torchrun's environment; NCCL on CUDA, gloo on CPU. No process group for one process."""
-    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        from facepipe import log
-        log.warn("CUDA was requested but torch sees no GPU: training on the CPU")
+    use_cuda = torch_device(device, "training").type == "cuda"
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe.backends.onnx_recognizer import file_fingerprint
-from facepipe.backends.onnx_session import open_session
-from facepipe.detection.inference import CenterNetDetector, DetectorSpec
+from facepipe.runtime.hashing import file_fingerprint
+from facepipe.runtime.onnx_session import open_session
+from facepipe.runtime.centernet import CenterNetDetector, DetectorSpec
 
 OUTPUT_NAMES = ["hm", "wh", "off", "lm"]
 

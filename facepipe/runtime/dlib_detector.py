@@ -10,8 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facepipe.align import reduce_68_to_5
-from facepipe.backends.dlib_files import LANDMARKS_68, dlib_model_path
+from facepipe.runtime.align import reduce_68_to_5
+from facepipe.runtime.dlib_files import LANDMARKS_68, dlib_model_path
 from facepipe.types import Detection
 
 

@@ -7,24 +7,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from facepipe import log
-from facepipe.backends.onnx_recognizer import file_fingerprint
-from facepipe.detection.inference import CenterNetDetector, DetectorSpec
-
-
-def _device(device: str) -> torch.device:
-    if device in ("cuda", "auto") and torch.cuda.is_available():
-        return torch.device("cuda")
-    if device == "cuda":
-        log.warn("CUDA was requested but torch sees no GPU: running the detector on the CPU")
-    return torch.device("cpu")
+from facepipe.runtime.device import torch_device
+from facepipe.runtime.hashing import file_fingerprint
+from facepipe.runtime.centernet import CenterNetDetector, DetectorSpec
 
 
 class TorchDetector(CenterNetDetector):
     def __init__(self, path: str | Path, device: str = "cpu"):
         from facepipe.detection.checkpoint import load_detector_checkpoint
 
-        dev = _device(device)
+        dev = torch_device(device, Path(path).name)
         model, ckpt = load_detector_checkpoint(path, dev)
         spec = DetectorSpec(**ckpt["spec"])
         self._setup(model, spec, dev, spec.name, file_fingerprint(path, spec.name))

@@ -12,8 +12,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facepipe.backends.preprocess import to_network_input
-from facepipe.detection.decode import decode_detections
+from facepipe.runtime.preprocess import to_network_input
+from facepipe.runtime.centernet_decode import decode_detections
 from facepipe.errors import ImageError, ModelError
 from facepipe.types import Detection
 
@@ -98,7 +98,7 @@ def resize_and_pad(image: np.ndarray, max_side: int, multiple_of: int, mean: lis
 
 
 def network_input(image: np.ndarray, color: str, mean, std) -> np.ndarray:
-    """One RGB uint8 image -> 1 x C x H x W float32, (x - mean) / std: backends/preprocess.to_network_input,
+    """One RGB uint8 image -> 1 x C x H x W float32, (x - mean) / std: runtime/preprocess.to_network_input,
     done by OpenCV's blobFromImage for colour models (the same numbers, ~10x faster at 640x480)."""
     if color not in ("RGB", "BGR"):
         return to_network_input(image[None], color, mean, std)

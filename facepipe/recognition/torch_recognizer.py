@@ -10,26 +10,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepipe.align import Template
-from facepipe.backends.preprocess import l2_normalize, to_network_input
+from facepipe.runtime.align import Template
+from facepipe.runtime.device import torch_device
+from facepipe.runtime.preprocess import l2_normalize, to_network_input
 
 DEFAULT_THRESHOLD = 0.3
 
 
 class TorchRecognizer:
     def __init__(self, path: str | Path, device: str = "cpu", batch_size: int = 32):
-        import torch
-
         from facepipe.recognition.checkpoint import build_backbone_from, load_recognizer_checkpoint, weights_fingerprint
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cuda" and not torch.cuda.is_available():
-            from facepipe import log
-
-            log.warn(f"CUDA was requested for {Path(path).name} but torch sees no GPU: running on the CPU")
-            device = "cpu"
-        self.device = torch.device(device)
+        self.device = torch_device(device, Path(path).name)
         state = load_recognizer_checkpoint(path, map_location="cpu")
         self.model = build_backbone_from(state, path).to(self.device)
         pre = state["preprocess"]

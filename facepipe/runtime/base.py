@@ -5,7 +5,7 @@ from typing import Protocol
 
 import numpy as np
 
-from facepipe.align import Template
+from facepipe.runtime.align import Template
 from facepipe.types import Detection
 
 

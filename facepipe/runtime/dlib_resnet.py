@@ -25,7 +25,6 @@ Format notes (dlib/serialize.h, dlib/dnn/{core,layers,tensor,input}.h):
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import tempfile
@@ -34,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe.align import DLIB_TEMPLATE
-from facepipe.backends.dlib_files import RESNET, dlib_model_path
+from facepipe.runtime.align import DLIB_TEMPLATE
+from facepipe.runtime.dlib_files import RESNET, dlib_model_path
 from facepipe.errors import ModelError
-from facepipe.onnx_meta import write_metadata
+from facepipe.runtime.hashing import file_sha256
+from facepipe.runtime.onnx_meta import write_metadata
 
 NAME = "dlib_resnet_v1"
 CONVERTER_VERSION = 2  # bump whenever the generated graph changes, so cached conversions are redone
@@ -543,11 +543,7 @@ def default_cache_dir() -> Path:
 
 
 def _sha256_prefix(path: Path, n: int = 12) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:n]
+    return file_sha256(path)[:n]
 
 
 def ensure_dlib_resnet_onnx(cache_dir: Path | None = None, dat_path: Path | None = None) -> Path:

@@ -4,15 +4,15 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from facepipe.backends.base import Detector, Recognizer
+from facepipe.runtime.base import Detector, Recognizer
 from facepipe.errors import ModelError
 
 TORCH_SUFFIXES = {".pt", ".pth", ".ckpt"}
 
 # what -> (ONNX class, PyTorch checkpoint class), as "module:Class" so nothing heavy is imported up front
 BACKENDS = {
-    "detector": ("facepipe.backends.onnx_detector:OnnxDetector", "facepipe.backends.torch_detector:TorchDetector"),
-    "recognizer": ("facepipe.backends.onnx_recognizer:OnnxRecognizer", "facepipe.backends.torch_recognizer:TorchRecognizer"),
+    "detector": ("facepipe.runtime.onnx_detector:OnnxDetector", "facepipe.detection.torch_detector:TorchDetector"),
+    "recognizer": ("facepipe.runtime.onnx_recognizer:OnnxRecognizer", "facepipe.recognition.torch_recognizer:TorchRecognizer"),
 }
 
 
@@ -42,7 +42,7 @@ def _load_file(path: Path, what: str, device: str, threads: int | None):
 
 def load_detector(spec: str | Path | None = None, device: str = "cpu", threads: int | None = None) -> Detector:
     if spec is None or str(spec) == "dlib":
-        from facepipe.backends.dlib_detector import DlibDetector
+        from facepipe.runtime.dlib_detector import DlibDetector
 
         return DlibDetector()
     return _load_file(Path(spec), "detector", device, threads)
@@ -50,8 +50,8 @@ def load_detector(spec: str | Path | None = None, device: str = "cpu", threads: 
 
 def load_recognizer(spec: str | Path | None = None, device: str = "cpu", threads: int | None = None) -> Recognizer:
     if spec is None or str(spec) == "dlib":
-        from facepipe.backends.dlib_resnet import ensure_dlib_resnet_onnx
-        from facepipe.backends.onnx_recognizer import OnnxRecognizer
+        from facepipe.runtime.dlib_resnet import ensure_dlib_resnet_onnx
+        from facepipe.runtime.onnx_recognizer import OnnxRecognizer
 
         return OnnxRecognizer(ensure_dlib_resnet_onnx(), device=device, threads=threads)
     return _load_file(Path(spec), "recognizer", device, threads)

@@ -1,23 +1,15 @@
 """Any recognizer exported to ONNX with facepipe metadata (facepipe-trained or dlib's converted ResNet)."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
-from facepipe.align import Template
-from facepipe.backends.onnx_session import open_session
-from facepipe.backends.preprocess import l2_normalize, to_network_input
+from facepipe.runtime.align import Template
+from facepipe.runtime.hashing import file_fingerprint
+from facepipe.runtime.onnx_session import open_session
+from facepipe.runtime.preprocess import l2_normalize, to_network_input
 from facepipe.errors import ModelError
-
-
-def file_fingerprint(path: str | Path, name: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"{name}:{digest.hexdigest()[:16]}"
 
 
 class OnnxRecognizer:

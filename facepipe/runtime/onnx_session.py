@@ -10,7 +10,8 @@ from pathlib import Path
 
 from facepipe import log
 from facepipe.errors import ModelError
-from facepipe.onnx_meta import decode_metadata
+from facepipe.runtime.device import wants_cuda
+from facepipe.runtime.onnx_meta import decode_metadata
 
 
 def default_threads() -> int:
@@ -25,7 +26,7 @@ def open_session(path: str | Path, device: str = "cpu", threads: int | None = No
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
     available = ort.get_available_providers()
-    want_cuda = device in ("cuda", "auto")
+    want_cuda = wants_cuda(device)
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda and "CUDAExecutionProvider" in available \
         else ["CPUExecutionProvider"]
     options = ort.SessionOptions()

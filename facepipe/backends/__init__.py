@@ -1,1 +1,0 @@
-"""Detector and recognizer implementations behind one small interface (see base.py)."""
