@@ -3,7 +3,9 @@
 ByteTrack's idea in a few lines: every track predicts where its box goes (constant velocity), confident
 detections are matched to the predictions first, then the weak ones only continue tracks that are already
 there (a blurred face keeps its track, a weak false detection never starts one). Matching is greedy by IoU,
-which equals the optimal assignment in the usual case of a few well-separated faces.
+which equals the optimal assignment in the usual case of a few well-separated faces. Last, what is left
+is paired by centre distance (in face widths) and similar size: a young track has no velocity yet, and a
+fast pan seen every 3rd frame can move a face further than any IoU overlap.
 
 A track is *tentative* until it has been seen `min_hits` times (a one-frame false detection never becomes
 a person), and it ends after `max_misses` detection rounds without a match. Times are in seconds of video.
@@ -30,16 +32,31 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
-def greedy_match(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
-    """Pairs (row, col) taken in order of decreasing IoU, each row and column at most once."""
+def jump_matrix(tracks: np.ndarray, boxes: np.ndarray, max_size_ratio: float = 1.5) -> np.ndarray:
+    """Centre distance in track-box widths between every track box and every box; inf when the sizes
+    differ by more than max_size_ratio (a different face, not the same one moved)."""
+    tracks = np.asarray(tracks, dtype=np.float64).reshape(-1, 4)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    ct = (tracks[:, :2] + tracks[:, 2:]) / 2
+    cb = (boxes[:, :2] + boxes[:, 2:]) / 2
+    wt = np.maximum(tracks[:, 2] - tracks[:, 0], 1e-6)
+    wb = np.maximum(boxes[:, 2] - boxes[:, 0], 1e-6)
+    distance = np.linalg.norm(ct[:, None] - cb[None], axis=2) / wt[:, None]
+    ratio = np.maximum(wt[:, None] / wb[None], wb[None] / wt[:, None])
+    return np.where(ratio <= max_size_ratio, distance, np.inf)
+
+
+def greedy_match(score: np.ndarray, minimum: float) -> list[tuple[int, int]]:
+    """Pairs (row, col) taken in order of decreasing score, each row and column at most once, none
+    under `minimum`. (For distances, pass their negatives.)"""
     pairs = []
-    if iou.size == 0:
+    if score.size == 0:
         return pairs
-    order = np.argsort(-iou, axis=None)
+    order = np.argsort(-score, axis=None)
     used_rows, used_cols = set(), set()
     for flat in order:
-        r, c = divmod(int(flat), iou.shape[1])
-        if iou[r, c] < min_iou:
+        r, c = divmod(int(flat), score.shape[1])
+        if score[r, c] < minimum:
             break
         if r in used_rows or c in used_cols:
             continue
@@ -85,10 +102,12 @@ class Tracker:
     """Feed it the detections of each detection round with `update`; it returns the tracks that ended."""
 
     def __init__(self, high_score: float = -np.inf, min_iou: float = 0.3, low_min_iou: float = 0.2,
-                 min_hits: int = 2, max_misses: int = 8, max_speed: float = 4.0, smoothing: float = 0.5):
+                 max_jump: float = 0.8, min_hits: int = 2, max_misses: int = 8, max_speed: float = 4.0,
+                 smoothing: float = 0.5):
         self.high_score = high_score  # detections scoring below this only continue existing tracks
         self.min_iou = min_iou
         self.low_min_iou = low_min_iou
+        self.max_jump = max_jump  # face widths a face may move between two detections (last stage)
         self.min_hits = min_hits
         self.max_misses = max_misses
         self.max_speed = max_speed  # predictions are capped at this many box widths per second
@@ -118,6 +137,14 @@ class Tracker:
         # Stage 2: weak detections may only continue a track that is already there.
         for r, c in greedy_match(iou_matrix(predicted[free_tracks], boxes[low]), self.low_min_iou):
             matched.append((self.tracks[free_tracks[r]], int(low[c])))
+        # Stage 3: confident detections still free, by centre distance from the tracks still free.
+        taken_tracks = {id(tr) for tr, _ in matched}
+        free_tracks = [i for i in free_tracks if id(self.tracks[i]) not in taken_tracks]
+        taken_boxes = {d for _, d in matched}
+        free_high = np.array([d for d in high if int(d) not in taken_boxes], dtype=int)
+        jumps = jump_matrix(predicted[free_tracks], boxes[free_high])
+        for r, c in greedy_match(-jumps, -self.max_jump):
+            matched.append((self.tracks[free_tracks[r]], int(free_high[c])))
 
         for track, d in matched:
             track.update(boxes[d], t, self.smoothing)
