@@ -105,12 +105,11 @@ def identify_videos(engine, sources: list[str | int], options: VideoOptions, as_
                     bar.update(task, completed=frames)
 
                 run.on_frame = on_frame
-                interrupted = False
                 try:
-                    for record in run:
+                    for record in run:  # a Ctrl-C inside the run ends it cleanly (run.interrupted)
                         emit(record)
-                except KeyboardInterrupt:
-                    interrupted = True
+                except KeyboardInterrupt:  # one that lands here, between records
+                    run.interrupted = True
                     for record in run.stop():
                         emit(record)
                 finally:
@@ -130,7 +129,7 @@ def identify_videos(engine, sources: list[str | int], options: VideoOptions, as_
             console.print(table)
         elif run.saved:
             err.print(f"annotated: {run.saved}", highlight=False)
-        if interrupted:
+        if run.interrupted:
             err.print(f"stopped (Ctrl-C) at {name}", highlight=False)
             break
     return errors

@@ -90,7 +90,8 @@ def decide(votes: list[dict[str, float]], threshold: float, top_k: int) -> tuple
 
 
 class VideoRun:
-    """One source being identified. Iterate for TrackRecords; `stop()` ends it early and cleanly."""
+    """One source being identified. Iterate for TrackRecords. Ctrl-C during the loop ends it cleanly (open
+    tracks come out, the annotated video is kept, `interrupted` is set); `stop()` does the same from outside."""
 
     def __init__(self, engine, source, options: VideoOptions | None = None, annotate_to: Path | None = None,
                  on_frame: Callable[[int, float, list[Face]], None] | None = None):
@@ -104,6 +105,7 @@ class VideoRun:
         self.on_frame = on_frame
         self.frames = 0  # frames processed (after --max-fps)
         self.saved: Path | None = None
+        self.interrupted = False  # ended by Ctrl-C
         self._writer = None
         try:
             if annotate_to is not None:
@@ -125,9 +127,11 @@ class VideoRun:
         since_detection = None
         try:
             for _, t, frame in self.source.frames():
-                if self.options.max_fps and t < next_t:
-                    continue
-                next_t = max(next_t + 1.0 / self.options.max_fps, t) if self.options.max_fps else t
+                if self.options.max_fps:
+                    if t < next_t - 1e-6:
+                        continue
+                    step = 1.0 / self.options.max_fps  # keep the average rate, without bursts after a stall
+                    next_t = next_t + step if next_t + step > t else t + step
                 self.frames += 1
                 if self._cuts.update(frame):
                     yield from self._end(self.tracker.finish())
@@ -138,16 +142,17 @@ class VideoRun:
                 else:
                     since_detection += 1
                 self._show(frame, t)
-            yield from self._end(self.tracker.finish())
-            self._close(keep=True)
         except KeyboardInterrupt:
-            raise  # the caller decides: stop() flushes the open tracks and keeps the video
+            # Ctrl-C is how a live source ends: like the end of a file, and `interrupted` says so.
+            self.interrupted = True
         except BaseException:
             self._close(keep=False)
             raise
+        yield from self._end(self.tracker.finish())
+        self._close(keep=True)
 
     def stop(self) -> list[TrackRecord]:
-        """End now (Ctrl-C, a time limit): the open tracks' records; the annotated video is kept."""
+        """End now (a Ctrl-C outside the loop, a time limit): the open tracks' records; the video is kept."""
         if self._done:
             return []
         records = list(self._end(self.tracker.finish()))
@@ -162,9 +167,7 @@ class VideoRun:
         return self
 
     def __exit__(self, kind, exc, tb) -> None:
-        if kind is KeyboardInterrupt:
-            self.stop()
-        self._close(keep=False)
+        self._close(keep=False)  # after a finished loop this does nothing
 
     # -- steps ----------------------------------------------------------------------------------------
     def _detect(self, frame: np.ndarray, t: float) -> Iterator[TrackRecord]:
