@@ -54,6 +54,18 @@ def _progress(err: Console) -> Progress:
                     console=err, transient=False, disable=not err.is_terminal)
 
 
+def _expected_frames(info, options: VideoOptions) -> int | None:
+    """Frames the run will take from a file (the bar's total); None for live sources."""
+    if not info.frame_count:
+        return None
+    first = (options.start or 0.0) * info.fps
+    last = info.frame_count if options.end is None else min(info.frame_count, options.end * info.fps)
+    frames = max(0.0, last - first)
+    if options.max_fps:
+        frames *= min(1.0, options.max_fps / info.fps)
+    return int(round(frames))
+
+
 def _track_table(name: str, caption: str) -> Table:
     table = Table(title=escape(name), caption=caption)
     for col in ("track", "from (s)", "to (s)", "identity", "similarity", "candidates", "embedded"):
@@ -89,12 +101,11 @@ def identify_videos(engine, sources: list[str | int], options: VideoOptions, as_
         try:
             target = None
             if save_dir is not None:
-                target = annotated_path(name, Path(save_dir), is_file=not isinstance(source, int) and not is_url(str(source)))
+                is_file = not isinstance(source, int) and not is_url(str(source))
+                target = annotated_path(name, Path(save_dir), is_file)
+            run = identify_video(engine, source, options, annotate_to=target)  # a bad source fails here
             with _progress(err) as bar:
-                task = bar.add_task(escape(name), total=None, fps="")
-                run = identify_video(engine, source, options, annotate_to=target)
-                if run.info.frame_count:
-                    bar.update(task, total=run.info.frame_count)
+                task = bar.add_task(escape(name), total=_expected_frames(run.info, options), fps="")
                 clock = {"frames": 0, "t": bar.get_time()}
 
                 def on_frame(frames: int, t: float, shown) -> None:

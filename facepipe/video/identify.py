@@ -94,7 +94,7 @@ class VideoRun:
     tracks come out, the annotated video is kept, `interrupted` is set); `stop()` does the same from outside."""
 
     def __init__(self, engine, source, options: VideoOptions | None = None, annotate_to: Path | None = None,
-                 on_frame: Callable[[int, float, list[Face]], None] | None = None):
+                 on_frame: Callable[[int, float, list[tuple[int, Face]]], None] | None = None):
         self.engine = engine
         self.options = options or VideoOptions()
         if self.options.every < 1:
@@ -208,15 +208,15 @@ class VideoRun:
     def _show(self, frame: np.ndarray, t: float) -> None:
         if self._writer is None and self.on_frame is None:
             return
-        shown = []
+        shown = []  # (track number, its box now with its current name)
         for track, box in self.tracker.predicted(t):
             state = self._ids.get(track.id)
             if state is None or state.number == 0:
                 continue
-            shown.append(Face(box=box.astype(np.float32), score=1.0, identity=state.identity,
-                              similarity=state.similarity))
+            shown.append((state.number, Face(box=box.astype(np.float32), score=1.0, identity=state.identity,
+                                             similarity=state.similarity)))
         if self._writer is not None:
-            self._writer.write(frame, shown)
+            self._writer.write(frame, [face for _, face in shown])
         if self.on_frame is not None:
             self.on_frame(self.frames, t, shown)
 
@@ -247,5 +247,8 @@ class VideoRun:
 def identify_video(engine, source, options: VideoOptions | None = None, annotate_to: Path | None = None,
                    on_frame=None) -> VideoRun:
     """Open `source` (a video path, a camera index or a stream URL) and return the run: iterate it for one
-    TrackRecord per person on screen, as their tracks end. Raises VideoError at once if it cannot be opened."""
+    TrackRecord per person on screen, as their tracks end. Raises VideoError at once if it cannot be opened.
+
+    annotate_to: write the annotated video there (an .mp4 path). on_frame(frames, t, shown): called after
+    every processed frame with the tracks on screen as (track number, Face with the track's current name)."""
     return VideoRun(engine, source, options, annotate_to, on_frame)
