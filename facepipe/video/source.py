@@ -17,11 +17,6 @@ import numpy as np
 
 from facepipe.errors import FacepipeError
 
-# OpenCV's FFmpeg backend reads this when it first opens something: keep its warnings off the terminal,
-# our errors say what went wrong in one line.
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
                   ".mts", ".m2ts", ".3gp", ".ogv", ".mjpeg", ".mjpg"}  # GIFs stay images
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
@@ -84,6 +79,18 @@ class VideoSource:
         self.frames_read = 0
 
     def _open(self):
+        """Open quietly: OpenCV and FFmpeg print warnings for bad input; our error says it in one line."""
+        cv2 = self._cv2
+        # FFmpeg's log level is read when OpenCV first opens a file with it (a user's own value wins).
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        try:
+            return self._open_capture()
+        finally:
+            cv2.utils.logging.setLogLevel(level)
+
+    def _open_capture(self):
         cv2 = self._cv2
         source = self.source
         if isinstance(source, int):
