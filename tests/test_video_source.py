@@ -1,6 +1,9 @@
 """Opening videos, cameras and URLs: frames with the right times, and one clear line for every bad input."""
+import http.server
 import socket
+import threading
 import time
+from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -94,6 +97,47 @@ def test_unreachable_stream_fails_fast():
     with pytest.raises(VideoError, match="cannot open the stream"):
         VideoSource(f"http://127.0.0.1:{port}/live.mp4")
     assert time.monotonic() - started < 20
+
+
+@contextmanager
+def _serve(data: bytes):
+    """127.0.0.1 HTTP server: /full.avi sends the file, /drop.avi announces all of it and sends half."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = data if self.path == "/full.avi" else data[: len(data) // 2]
+            self.send_response(200)
+            self.send_header("Content-Type", "video/x-msvideo")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                self.wfile.write(body)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_http_stream_reads_and_a_dropped_one_is_one_line(tmp_path):
+    data = _write(tmp_path / "clip.avi", frames=40).read_bytes()
+    with _serve(data) as base:
+        with VideoSource(f"{base}/full.avi") as src:
+            assert sum(1 for _ in src.frames()) == 40
+        with pytest.raises(VideoError, match="drop.avi: the stream dropped: decoding stopped at frame 1"):
+            with VideoSource(f"{base}/drop.avi") as src:
+                for _ in src.frames():
+                    pass
 
 
 def test_is_video_source_and_options():

@@ -31,7 +31,7 @@ def parse_time(text: str | float | None, option: str) -> float | None:
         for part in str(text).strip().split(":"):
             value = value * 60 + float(part)
     except ValueError:
-        raise FacepipeError(f"{option} {text!r}: expected seconds (90.5) or [h:]m:s (1:30)") from None
+        raise FacepipeError(f"{option} {text!r}: expected seconds (90.5), m:s (1:30) or h:m:s") from None
     if value < 0:
         raise FacepipeError(f"{option} {text!r}: must not be negative")
     return value
@@ -39,7 +39,7 @@ def parse_time(text: str | float | None, option: str) -> float | None:
 
 def video_options(every: int = 3, max_fps: float | None = None, start: str | None = None, end: str | None = None,
                   top_k: int = 3, threshold: float | None = None) -> VideoOptions:
-    """The identify command's video options, checked; times as seconds or [h:]m:s."""
+    """The identify command's video options, checked; times as seconds, m:s or h:m:s."""
     if every < 1:
         raise FacepipeError(f"--every {every}: must be 1 or more")
     if max_fps is not None and max_fps <= 0:

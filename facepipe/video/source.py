@@ -25,6 +25,13 @@ TRUNCATION_SLACK = 0.02
 STREAM_RETRIES = 25  # failed reads in a row before a live source counts as dropped (about 1 s at 25 fps)
 
 
+def quiet_ffmpeg() -> None:
+    """Keep FFmpeg's own messages (e.g. "moov atom not found") off the terminal. OpenCV reads this once,
+    when it first uses FFmpeg in the process, so call it before any VideoCapture or VideoWriter; a value
+    the user set wins."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+
 class VideoError(FacepipeError):
     """A video file, camera or stream that cannot be read."""
 
@@ -81,8 +88,7 @@ class VideoSource:
     def _open(self):
         """Open quietly: OpenCV and FFmpeg print warnings for bad input; our error says it in one line."""
         cv2 = self._cv2
-        # FFmpeg's log level is read when OpenCV first opens a file with it (a user's own value wins).
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        quiet_ffmpeg()
         level = cv2.utils.logging.getLogLevel()
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         try:
@@ -161,7 +167,8 @@ class VideoSource:
             expected_end = expected if self.end is None else min(expected, int(round(self.end * fps)))
             missing = expected_end - index
             if missing > max(2, TRUNCATION_SLACK * (expected_end - first)):
-                raise VideoError(f"{self.name}: truncated or corrupt: decoding stopped at frame {index} "
+                what = "the stream dropped" if is_url(self.name) else "truncated or corrupt"
+                raise VideoError(f"{self.name}: {what}: decoding stopped at frame {index} "
                                  f"of {expected} ({index / fps:.1f} s)")
 
     def _live_frames(self):

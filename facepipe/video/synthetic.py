@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facepipe.video.source import quiet_ffmpeg
+
 
 @dataclass
 class Shot:
@@ -81,6 +83,7 @@ def make_clip(path: str | Path, shots: list[Shot], size: tuple[int, int] = (640,
               fourcc: str = "mp4v", seed: int = 0) -> list[FrameTruth]:
     """Write the shots one after the other into a video file; return the truth for every frame."""
     path = Path(path)
+    quiet_ffmpeg()
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
     if not writer.isOpened():
         raise RuntimeError(f"{path}: OpenCV cannot write {fourcc} video here")

@@ -17,6 +17,7 @@ import numpy as np
 from facepipe.annotate import draw_faces
 from facepipe.errors import FacepipeError
 from facepipe.types import Face
+from facepipe.video.source import quiet_ffmpeg
 
 
 def annotated_path(source_name: str, save_dir: Path, is_file: bool) -> Path:
@@ -38,6 +39,7 @@ class AnnotatedWriter:
         # Same folder (so the rename is atomic), same suffix (OpenCV picks the container from it).
         self.partial = target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
         self.size = size
+        quiet_ffmpeg()
         self._writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
         if not self._writer.isOpened():
             self._writer.release()
