@@ -200,7 +200,8 @@ def measure(args, console: Console, work: Path) -> None:
                       f"{right_tracks}/{len(records)}", str(sum(r.embedded for r in records)))
     table.add_row("per frame (embed every face)", str(nb), f"{nb / b_wall:.1f}", f"{nb / b_wall / FPS:.2f}",
                   f"{1000 * b_cpu / nb:.1f}", f"{1000 / (1000 * b_cpu / nb) / FPS:.2f}", f"{base['right']:.1%}",
-                  f"{base['covered']:.1%}", f"{base['right_shown']:.1%}", f"{base['switches']:.2f} ({base['max_switches']})", "-",
+                  f"{base['covered']:.1%}", f"{base['right_shown']:.1%}",
+                  f"{base['switches']:.2f} ({base['max_switches']})", "-",
                   str(sum(len(s) for s in base_shown)))
     console.print(table)
     if nb < len(truth):

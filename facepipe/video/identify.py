@@ -77,7 +77,8 @@ class _Identity:
     last_embed: float = -np.inf
 
 
-def decide(votes: list[dict[str, float]], threshold: float, top_k: int) -> tuple[str | None, float | None, list[Candidate]]:
+def decide(votes: list[dict[str, float]], threshold: float,
+           top_k: int) -> tuple[str | None, float | None, list[Candidate]]:
     """A person's score is their mean similarity over the track's embeddings (an embedding that does not
     list them counts its lowest listed similarity, an upper bound); the best is named if over threshold."""
     if not votes:
@@ -106,15 +107,10 @@ class VideoRun:
         self.frames = 0  # frames processed (after --max-fps)
         self.saved: Path | None = None
         self.interrupted = False  # ended by Ctrl-C
-        self._writer = None
-        try:
-            if annotate_to is not None:
-                fps = self.info.fps if self.options.max_fps is None else min(self.info.fps, self.options.max_fps)
-                self._writer = AnnotatedWriter(Path(annotate_to), fps, (self.info.width, self.info.height))
-        except BaseException:
-            self.source.close()
-            raise
-        detection_interval = self.options.every / (self.options.max_fps or self.info.fps)
+        self._annotate_to = None if annotate_to is None else Path(annotate_to)
+        self._writer = None  # opened at the first frame: streams and cameras tell their size only then
+        rate = min(self.info.fps, self.options.max_fps or self.info.fps)  # frames processed per second
+        detection_interval = self.options.every / rate
         self.tracker = Tracker(max_misses=max(1, int(round(self.options.max_gap / detection_interval))))
         self._cuts = CutDetector()
         self._ids: dict[int, _Identity] = {}
@@ -206,6 +202,9 @@ class VideoRun:
             state.best = None
 
     def _show(self, frame: np.ndarray, t: float) -> None:
+        if self._annotate_to is not None and self._writer is None:
+            rate = min(self.info.fps, self.options.max_fps or self.info.fps)
+            self._writer = AnnotatedWriter(self._annotate_to, rate, (frame.shape[1], frame.shape[0]))
         if self._writer is None and self.on_frame is None:
             return
         shown = []  # (track number, its box now with its current name)

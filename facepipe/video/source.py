@@ -80,9 +80,9 @@ class VideoSource:
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         live = isinstance(source, int) or (is_url(str(source)) and count <= 0)
-        self.info = VideoInfo(self.name, float(fps) if fps and 1 <= fps <= 1000 else 25.0,
-                              int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                              None if live or count <= 0 else count, live)
+        width, height = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        fps = float(fps) if fps and 1 <= fps <= 1000 else 25.0  # some cameras and streams report 0 or nonsense
+        self.info = VideoInfo(self.name, fps, width, height, None if live or count <= 0 else count, live)
         self.frames_read = 0
 
     def _open(self):

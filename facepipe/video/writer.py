@@ -49,6 +49,11 @@ class AnnotatedWriter:
 
     def write(self, frame: np.ndarray, faces: list[Face]) -> None:
         """frame: RGB uint8; faces: boxes with the names to show (identity None = unknown)."""
+        if frame.shape[1::-1] != self.size:  # a stream that changed its resolution: keep the file's
+            sx, sy = self.size[0] / frame.shape[1], self.size[1] / frame.shape[0]
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+            faces = [Face(box=f.box * np.array([sx, sy, sx, sy], dtype=np.float32), score=f.score,
+                          identity=f.identity, similarity=f.similarity) for f in faces]
         drawn = np.asarray(draw_faces(frame, faces)) if faces else frame
         self._writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
         self.frames += 1
