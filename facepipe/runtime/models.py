@@ -7,6 +7,7 @@ checked file (os.replace is atomic) instead of writing into one another's.
 """
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import tempfile
@@ -163,7 +164,7 @@ def fetch(name: str, progress: Callable[[int, int], None] | None = None) -> Path
     url = model.url()
     try:
         return _install(model, lambda tmp: _download(url, tmp, model.size, progress), f"download of {url}")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
         raise ModelError(f"{name}: cannot download ({reason}); {how_to_get(model)}") from None
 
