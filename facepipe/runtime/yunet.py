@@ -18,7 +18,7 @@ from facepipe.runtime.hashing import file_fingerprint
 STRIDES = (8, 16, 32)
 HEADS = ("cls", "obj", "bbox", "kps")
 OUTPUT_NAMES = [f"{head}_{s}" for head in HEADS for s in STRIDES]
-DEFAULT_SCORE = 0.6
+DEFAULT_SCORE = 0.417  # the named model's measured default (runtime/models.py)
 NMS_IOU = 0.3  # OpenCV's default for FaceDetectorYN
 
 
