@@ -148,5 +148,5 @@ def test_unknown_layout_names_what_was_found(tmp_path):
 
 def test_a_detector_is_not_a_recognizer(tmp_path):
     path = conv_scrfd(tmp_path / "scrfd_dyn.onnx", True)
-    with pytest.raises(ModelError, match="a scrfd detector, not a recognizer"):
+    with pytest.raises(ModelError, match=r"a detector \(scrfd layout\), not a recognizer"):
         load_recognizer(path)

@@ -31,7 +31,7 @@ def _third_party(path: Path, what: str, layout: str, device: str, threads: int |
     from facepipe.runtime.onnx_layout import KIND
 
     if KIND[layout] != what:
-        raise ModelError(f"{path}: a {layout} {KIND[layout]}, not a {what}")
+        raise ModelError(f"{path}: a {KIND[layout]} ({layout} layout), not a {what}")
     named = models.by_sha256(file_sha256(path))
     if named is not None and named.kind == what:
         layout = named.layout  # e.g. SFace, which its layout alone does not reveal
