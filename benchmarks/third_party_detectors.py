@@ -3,7 +3,7 @@
     python benchmarks/third_party_detectors.py [--yunet FILE] [--threads 1] [--rounds 3] [--open-set]
 
 AP at IoU 0.5 (all faces, and faces >= 16 px) with facepipe.detection.evaluate; time per image on the same
-decoded 416x416 images, every detector on one thread, rounds interleaved, median round kept. Targets:
+decoded 416x416 images, every detector on one thread, detectors alternating image by image, median of the rounds. Targets:
 facepipe's YuNet within 0.01 AP of OpenCV's and at most 1.2x its time. It also prints the score threshold
 of best F1 on faces >= 16 px: the named model's default (runtime/models.py).
 --open-set: open-set identification on celeba-dev (benchmarks/open_set.py's splits) with YuNet + the dlib
@@ -67,12 +67,6 @@ def yunet_file(given: Path | None) -> Path:
     return fetch_with_bar("yunet")
 
 
-def timed(detect, images, threshold) -> tuple[list, float]:
-    started = time.perf_counter()
-    out = [detect(im, threshold) for im in images]
-    return out, (time.perf_counter() - started) / len(images) * 1000
-
-
 def detection(model: Path, threads: int, rounds: int) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -93,11 +87,16 @@ def detection(model: Path, threads: int, rounds: int) -> None:
                  "dlib default (HOG)": (DlibDetector().detect, -0.5, 0.0)}
     reports, times = {}, {name: [] for name in detectors}
     for name, (detect, lowest, _) in detectors.items():
-        detections, _ = timed(detect, images, lowest)
-        reports[name] = evaluate(samples, detections, LOWEST_SCORE)
-    for _ in range(rounds):  # timing at each detector's operating threshold, rounds interleaved
-        for name, (detect, _, operating) in detectors.items():
-            times[name].append(timed(detect, images, operating)[1])
+        reports[name] = evaluate(samples, [detect(image, lowest) for image in images], LOWEST_SCORE)
+    for _ in range(rounds):  # at each detector's operating threshold; detectors alternate image by image,
+        spent = dict.fromkeys(detectors, 0.0)  # so the shared machine's load drifts alike for all
+        for image in images:
+            for name, (detect, _, operating) in detectors.items():
+                started = time.perf_counter()
+                detect(image, operating)
+                spent[name] += time.perf_counter() - started
+        for name in detectors:
+            times[name].append(spent[name] / len(images) * 1000)
     ms = {name: statistics.median(t) for name, t in times.items()}
 
     table = Table(title=f"widerface-dev: {len(samples)} images 416x416, {threads} thread(s), median of {rounds} rounds")
