@@ -283,7 +283,8 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep th
 
 
 # Training, preparation and export verbs live next to their code; each module adds its own commands.
-SUBSYSTEMS = ("facepipe.detection.cli", "facepipe.recognition.cli", "facepipe.prepare.cli", "facepipe.export_cli")
+SUBSYSTEMS = ("facepipe.detection.cli", "facepipe.recognition.cli", "facepipe.prepare.cli", "facepipe.export_cli",
+              "facepipe.models_cli")
 
 
 def _register_subsystems() -> None:
