@@ -356,9 +356,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
+            # the backbone only, as arcface_torch: its gradient is the same on every rank after DDP's
+            # all-reduce, while each rank's Partial FC shard differs; including the shard would give each
+            # rank its own norm, scale the same backbone step differently and drift the ranks apart
             self.scaler.unscale_(self.optimizer)
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_([p for p in self.backbone.parameters() if p.requires_grad], cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         acc = self.head.last_accuracy if isinstance(self.head, PartialFC) else self.head.last_active
