@@ -238,8 +238,9 @@ class Trainer:
         path = self.run_path / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
         if cfg.resume == "auto" and not path.is_file():
             return
+        # on the CPU: load_state_dict moves weights and optimizer state to the model's device, RNG states stay here
         state = ckpt.load_recognizer_checkpoint(ckpt.rank_path(path, self.dist.rank), cfg.backbone, cfg.embedding_size,
-                                                map_location=self.device)
+                                                map_location="cpu")
         if int(state.get("world_size", 1)) != self.dist.world_size:
             raise ModelError(f"{path}: made with {state.get('world_size')} processes; resume with the same number "
                              "(or start a new run with init_from to fine-tune from it)")
