@@ -196,3 +196,12 @@ def test_rng_states_survive_a_checkpoint_mapped_off_the_cpu(tmp_path):
     restore_rng(state["rng"])
     got = (random.random(), np.random.rand(), torch.rand(3))
     assert got[0] == expected[0] and got[1] == expected[1] and torch.equal(got[2], expected[2])
+
+
+def test_mobilefacenet_stem_groups_follow_arcface_torch():
+    """arcface_torch's stem depthwise conv uses groups=64 whatever the width: 2 channels per group in "mbf"."""
+    from facepipe.recognition.backbones import build_backbone
+
+    for name, channels in (("mobilefacenet", 64), ("mbf", 128)):
+        conv = build_backbone(name).body[0][1][0]
+        assert (conv.groups, conv.in_channels, tuple(conv.weight.shape)) == (64, channels, (channels, channels // 64, 3, 3))

@@ -364,12 +364,15 @@ class DetectionDataset:
         image, sample = self.load(i)
         keep = ~sample.ignore
         boxes, lms, valid = sample.boxes[keep], sample.landmarks[keep], sample.landmark_valid[keep]
+        ignored = sample.boxes[sample.ignore]  # e.g. WIDER "invalid": neither face nor background
         if self.augment is not None:
             rng = np.random.default_rng((self.seed, self.epoch, key))
-            image, boxes, lms, valid = train_transform(image, boxes, lms, valid, self.input_size, self.augment, rng, self.mean)
+            image, boxes, lms, valid, ignored = train_transform(image, boxes, lms, valid, self.input_size, self.augment,
+                                                                rng, self.mean, ignore_boxes=ignored)
         else:
-            image, boxes, lms, valid = letterbox(image, boxes, lms, valid, self.input_size, self.mean)
+            image, boxes, lms, valid, ignored = letterbox(image, boxes, lms, valid, self.input_size, self.mean,
+                                                          ignore_boxes=ignored)
         out_size = (self.input_size // self.stride, self.input_size // self.stride)
-        targets = encode_targets(boxes, lms, valid, out_size, self.stride)
+        targets = encode_targets(boxes, lms, valid, out_size, self.stride, ignore_boxes=ignored)
         x = network_input(image, "RGB", self.mean, self.std)[0]
         return {"image": x, **targets}
