@@ -22,11 +22,7 @@ import numpy as np
 
 from facepipe import log
 from facepipe.runtime.align import reduce_68_to_5
-from facepipe.errors import FacepipeError, ImageError
-
-
-class DataError(FacepipeError):
-    """An annotation file that cannot be used."""
+from facepipe.errors import DataError, ImageError
 
 
 @dataclass
@@ -306,12 +302,6 @@ def load_datasets(values: list[Any], where: str) -> tuple[list[FaceSample], Load
     return samples, summary
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    from facepipe.runtime.image import read_image
-
-    return read_image(path)
-
-
 # ------------------------------------------------------------------------------------------ Dataset
 
 class DetectionDataset:
@@ -344,10 +334,11 @@ class DetectionDataset:
 
     def load(self, i: int) -> tuple[np.ndarray, FaceSample]:
         """The image (RGB uint8) and its faces, trying the next image when one cannot be decoded."""
+        from facepipe.runtime.image import read_image
         for k in range(len(self.samples)):
             sample = self.samples[(i + k) % len(self.samples)]
             try:
-                return read_rgb(sample.image), sample
+                return read_image(sample.image), sample
             except ImageError as exc:
                 log.warn(f"{exc} (skipped in training)")
         raise DataError("no image of the training set can be read")

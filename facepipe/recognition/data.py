@@ -18,21 +18,10 @@ import torch
 from torch.utils.data import Dataset
 
 from facepipe.runtime.align import ARCFACE_TEMPLATE, Template
-from facepipe.errors import FacepipeError
+from facepipe.errors import DataError
 from facepipe.recognition.recordio import RecordIOReader, RecordIOError
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-class DataError(FacepipeError):
-    pass
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DataError(f"{path}: not a readable image")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
 class FolderSource:
@@ -57,7 +46,9 @@ class FolderSource:
         return len(self.paths)
 
     def load(self, i: int) -> np.ndarray:
-        return read_rgb(self.paths[i])
+        from facepipe.runtime.image import read_image  # the safe reader: EXIF upright, pixel limit, clear errors
+
+        return read_image(self.paths[i])
 
     def describe(self, i: int) -> str:
         return str(self.paths[i].relative_to(self.root))

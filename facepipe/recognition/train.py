@@ -35,7 +35,8 @@ from facepipe.recognition.losses import TripletLoss
 from facepipe.recognition.margins import CombinedMargin
 from facepipe.recognition.partial_fc import PartialFC
 from facepipe.recognition.sampler import EpochBatchSampler, IdentityBalancedBatchSampler
-from facepipe.recognition.verification import PairSet, evaluate_pair_set, load_pair_set, make_pairs, plot_roc
+from facepipe.recognition.verification import (PairSet, VerificationSetError, evaluate_pair_set, load_pair_set,
+                                               make_pairs, plot_roc)
 from facepipe.train.checkpoint import capture_rng, restore_rng, save_checkpoint
 from facepipe.train.config import ConfigError
 from facepipe.train.distributed import DistInfo, cleanup_distributed, setup_distributed
@@ -144,7 +145,7 @@ def build_data(cfg: RecognizerConfig, evaluates: bool = True) -> Data:
             return data
         try:
             left, right, same = make_pairs(labels, cfg.val_pairs, cfg.split_seed)
-        except Exception as exc:
+        except VerificationSetError as exc:  # too few identities / images: train on, say why there is no val metric
             log.warn(f"no verification pairs from the validation split: {exc}")
         else:
             used = np.unique(np.concatenate([left, right]))
