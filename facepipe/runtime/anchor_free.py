@@ -120,6 +120,7 @@ class AnchorFreeDetector:
     rule: InputRule
     nms_iou: float = 0.4
     top_k: int = 750
+    thread_safe = True  # ONNX Runtime sessions may run from several threads at once
 
     def decode(self, outputs: dict[str, np.ndarray], input_size: tuple[int, int], threshold: float
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
