@@ -22,8 +22,8 @@ app.add_typer(gallery_app, name="gallery")
 console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
-DetectorOpt = typer.Option(None, "--detector", help="Detector model (.onnx or .pt); default: dlib HOG + 68 landmarks.")
-RecognizerOpt = typer.Option(None, "--recognizer", help="Recognizer model (.onnx or .pt); default: dlib ResNet via ONNX Runtime.")
+DetectorOpt = typer.Option(None, "--detector", help="A named model (yunet), a third-party or facepipe ONNX file, or a .pt checkpoint; default: dlib HOG + 68 landmarks.")
+RecognizerOpt = typer.Option(None, "--recognizer", help="A named model (sface), a third-party or facepipe ONNX file, or a .pt checkpoint; default: dlib ResNet via ONNX Runtime.")
 DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda or auto. Asking for cuda warns loudly if it is not used.")
 GalleryOpt = typer.Option(None, "--gallery", help="Gallery file (SQLite); default: your user data folder.")
 WorkersOpt = typer.Option(1, "--workers", min=1, help="Worker processes (dlib's detector uses one core each).")
@@ -283,7 +283,8 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep th
 
 
 # Training, preparation and export verbs live next to their code; each module adds its own commands.
-SUBSYSTEMS = ("facepipe.detection.cli", "facepipe.recognition.cli", "facepipe.prepare.cli", "facepipe.export_cli")
+SUBSYSTEMS = ("facepipe.detection.cli", "facepipe.recognition.cli", "facepipe.prepare.cli", "facepipe.export_cli",
+              "facepipe.models_cli")
 
 
 def _register_subsystems() -> None:

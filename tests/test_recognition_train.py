@@ -86,7 +86,7 @@ def test_resume_is_exact(tiny_run, tmp_path):
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
     for k, st in a["optimizer"]["state"].items():
         assert torch.equal(st["momentum_buffer"], b["optimizer"]["state"][k]["momentum_buffer"])
-    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert a["rng"]["torch"] == b["rng"]["torch"]
 
 
 def test_checkpoint_for_other_backbone_or_size_is_rejected(tiny_run, tmp_path):
@@ -180,3 +180,28 @@ def test_johns_training_accuracy(data_dir, tmp_path):
     assert summary["train_eval_acc"] >= 0.95, summary
     state = torch.load(summary["checkpoint"], weights_only=True)
     assert state["preprocess"]["template"] == DLIB_TEMPLATE.scaled_to(112, 112).points.tolist()
+
+
+def test_rng_states_survive_a_checkpoint_mapped_off_the_cpu(tmp_path):
+    """Resuming on CUDA maps every tensor of a checkpoint to the GPU; a `meta` mapping does the same on the CPU.
+    The RNG states must still restore, and the draws after them continue exactly."""
+    import random
+
+    from facepipe.train.checkpoint import capture_rng, load_checkpoint, restore_rng
+
+    save_checkpoint({"rng": capture_rng(), "model": {"w": torch.ones(2)}}, tmp_path / "c.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(3))
+    state = load_checkpoint(tmp_path / "c.pt", map_location="meta")
+    assert state["model"]["w"].device.type == "meta"
+    restore_rng(state["rng"])
+    got = (random.random(), np.random.rand(), torch.rand(3))
+    assert got[0] == expected[0] and got[1] == expected[1] and torch.equal(got[2], expected[2])
+
+
+def test_mobilefacenet_stem_groups_follow_arcface_torch():
+    """arcface_torch's stem depthwise conv uses groups=64 whatever the width: 2 channels per group in "mbf"."""
+    from facepipe.recognition.backbones import build_backbone
+
+    for name, channels in (("mobilefacenet", 64), ("mbf", 128)):
+        conv = build_backbone(name).body[0][1][0]
+        assert (conv.groups, conv.in_channels, tuple(conv.weight.shape)) == (64, channels, (channels, channels // 64, 3, 3))

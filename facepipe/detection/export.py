@@ -16,7 +16,7 @@ import torch
 
 from facepipe import log
 from facepipe.runtime.centernet import prepare_input
-from facepipe.errors import ModelError
+from facepipe.errors import DataError, ModelError
 
 OUTPUTS = ["hm", "wh", "off", "lm"]
 
@@ -72,7 +72,7 @@ def _real_images(ckpt: dict, limit: int = 4) -> list[Path]:
     for key in ("val_data", "train_data"):
         try:
             samples, _ = load_datasets(config.get(key) or [], key)
-        except Exception:
+        except DataError:  # the training machine's paths: the caller then asks for --check-images
             continue
         if samples:
             return [s.image for s in samples[:limit]]
@@ -93,7 +93,7 @@ def export_detector(checkpoint: str | Path, out_path: str | Path, check_images: 
 
     from facepipe.runtime.onnx_detector import OnnxDetector
     from facepipe.detection.torch_detector import TorchDetector
-    from facepipe.detection.data import read_rgb
+    from facepipe.runtime.image import read_image
     from facepipe.runtime.onnx_meta import write_metadata
 
     checkpoint, out_path = Path(checkpoint), Path(out_path)
@@ -132,7 +132,7 @@ def export_detector(checkpoint: str | Path, out_path: str | Path, check_images: 
     rows = []
     try:
         for path in images:
-            image = read_rgb(path)
+            image = read_image(path)
             x, _ = prepare_input(image, torch_det.spec)
             batch = np.concatenate([x, x[:, :, ::-1].copy()])  # two different images: dynamic batch
             ref = torch_det._forward(batch)

@@ -122,6 +122,24 @@ def validate(model: torch.nn.Module, samples, spec: DetectorSpec, device: torch.
     return {"ap_all": report.curves["all"].ap, "ap_min16": report.curves["min16"].ap, "nme": report.nme}, report
 
 
+def train_step(net: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer, scaler, weights: LossWeights,
+               grad_clip: float, amp_dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """One optimizer step on a batch already on the device; returns the detached loss parts as device tensors
+    (reading them is a host sync, which the loop does once per epoch)."""
+    with torch.autocast(device_type=batch["image"].device.type, dtype=amp_dtype or torch.float32,
+                        enabled=amp_dtype is not None):
+        outputs = net(batch["image"])
+    parts = detector_loss(outputs, batch, weights)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(parts["loss"]).backward()
+    scaler.unscale_(optimizer)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return {k: v.detach() for k, v in parts.items()}
+
+
 def _check_resume(ckpt: dict[str, Any], config: DetectorConfig, path: Path) -> None:
     if ckpt.get("kind") != "detector":
         raise ConfigError(f"{path}: not a detector checkpoint, cannot resume from it")
@@ -167,6 +185,11 @@ def _train(config: DetectorConfig, dist: DistInfo, on_epoch_end) -> Path:
     spec = config.spec()
     model = build_detector(config.arch, **config.arch_args()).to(dist.device)
     use_amp = config.amp and dist.device.type == "cuda"
+    amp_dtype = torch.float16 if use_amp else None
+    channels_last = dist.device.type == "cuda"
+    if channels_last:
+        torch.backends.cudnn.benchmark = True  # fixed input size: cuDNN picks the fastest kernels once
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
     dataset = DetectionDataset(train_samples, config.input_size, config.augment(), spec.stride, config.seed,
@@ -216,32 +239,25 @@ def _train(config: DetectorConfig, dist: DistInfo, on_epoch_end) -> Path:
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)  # workers are started per epoch, so they see it
         net.train()
-        sums = torch.zeros(7, dtype=torch.float64)  # loss hm wh off lm, batches, images
+        sums = torch.zeros(7, dtype=torch.float64, device=dist.device)  # loss hm wh off lm, batches, images
         started = time.perf_counter()
         with make_progress("img", disable=not (dist.is_main and config.progress)) as bar:
             task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}",
                                 total=steps_per_epoch * config.batch_size if drop_last else per_rank, status="")
             for batch in loader:
                 batch = {k: v.to(dist.device, non_blocking=True) for k, v in batch.items()}
-                with torch.autocast(device_type=dist.device.type, dtype=torch.float16, enabled=use_amp):
-                    outputs = net(batch["image"])
-                parts = detector_loss(outputs, batch, weights)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(parts["loss"]).backward()
-                scaler.unscale_(optimizer)
-                if config.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
+                if channels_last:
+                    batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+                parts = train_step(net, batch, optimizer, scaler, weights, config.grad_clip, amp_dtype)
                 scheduler.step()
-                values = torch.stack([parts[k].detach().float().cpu() for k in ("loss", "hm", "wh", "off", "lm")])
-                sums += torch.cat([values.double(), torch.tensor([1.0, len(batch["image"])], dtype=torch.float64)])
-                bar.update(task, advance=len(batch["image"]), status=f"loss {parts['loss'].item():.3f}")
+                sums[:5] += torch.stack([parts[k] for k in ("loss", "hm", "wh", "off", "lm")]).double()
+                sums[5] += 1
+                sums[6] += len(batch["image"])
+                bar.update(task, advance=len(batch["image"]))
         elapsed = time.perf_counter() - started
         if dist.distributed:
-            sums = sums.to(dist.device)
             torch.distributed.all_reduce(sums)
-            sums = sums.cpu()
+        sums = sums.cpu()
         n = max(1.0, float(sums[5]))
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                                   **{k: float(sums[i]) / n for i, k in enumerate(("loss", "hm", "wh", "off", "lm"))},

@@ -51,7 +51,8 @@ class RecognizerConfig:
     identities_per_batch: int = 16  # triplet batches: P identities x K images
     images_per_identity: int = 4
     # optimisation
-    batch_size: int = 128  # per rank
+    batch_size: int = 128  # per rank (and per micro-batch with gradient_acc)
+    gradient_acc: int = 1  # micro-batches per optimizer step (arcface_torch's gradient_acc): a larger batch in less memory
     epochs: float = 20
     max_steps: int = 0  # > 0: train this many steps instead of `epochs`
     optimizer: str = "sgd"  # sgd | adamw

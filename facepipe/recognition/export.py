@@ -57,12 +57,9 @@ def _load_check_images(check_images, size: tuple[int, int], limit: int = 32) -> 
             p = Path(item)
             paths += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXT) if p.is_dir() else [p]
         paths = paths[:limit]
-        images = []
-        for p in paths:
-            bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise ModelError(f"{p}: check image not readable")
-            images.append(np.ascontiguousarray(bgr[:, :, ::-1]))
+        from facepipe.runtime.image import read_image
+
+        images = [read_image(p) for p in paths]  # ImageError names the file
         if not images:
             raise ModelError(f"no check images found in {check_images}")
         source = f"{len(images)} face chips from {', '.join(str(i) for i in items)[:120]}"

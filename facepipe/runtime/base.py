@@ -14,6 +14,7 @@ class Detector(Protocol):
     fingerprint: str
     provider: str  # where it actually runs, e.g. "dlib (CPU)", "CUDAExecutionProvider"
     default_threshold: float
+    thread_safe: bool  # may detect() run in several threads at once? (dlib's may not: the engine locks it)
 
     def detect(self, image: np.ndarray, threshold: float | None = None) -> list[Detection]:
         """RGB uint8 image -> faces in original pixels, best first, with 5 standard landmarks."""

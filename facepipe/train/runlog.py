@@ -34,12 +34,10 @@ class RunDir:
 
 def plot_metrics(records: list[dict[str, Any]], x: str, panels: list[list[str]], path: str | Path, title: str = "") -> None:
     """One subplot per panel (a list of metric names sharing an axis), written as a PNG."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    fig = Figure(figsize=(5 * len(panels), 3.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, keys in zip(axes[0], panels):
         for key in keys:
             pts = [(r[x], r[key]) for r in records if key in r and r[key] is not None]
@@ -54,4 +52,3 @@ def plot_metrics(records: list[dict[str, Any]], x: str, panels: list[list[str]],
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
