@@ -100,11 +100,14 @@ def test_unreachable_stream_fails_fast():
 
 
 @contextmanager
-def _serve(data: bytes):
-    """127.0.0.1 HTTP server: /full.avi sends the file, /drop.avi announces all of it and sends half."""
+def _serve(data: bytes = b"", mjpeg_frames: int = 30):
+    """127.0.0.1 HTTP server: /full.avi sends the file, /drop.avi announces all of it and sends half,
+    /cam.mjpg is a live camera (multipart MJPEG, like IP cameras serve) that stops after mjpeg_frames."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            if self.path == "/cam.mjpg":
+                return self._camera()
             body = data if self.path == "/full.avi" else data[: len(data) // 2]
             self.send_response(200)
             self.send_header("Content-Type", "video/x-msvideo")
@@ -114,6 +117,19 @@ def _serve(data: bytes):
                 self.wfile.write(body)
             except OSError:
                 pass
+
+        def _camera(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            try:
+                for k in range(mjpeg_frames):
+                    jpg = cv2.imencode(".jpg", np.full((64, 96, 3), k * 5 % 256, np.uint8))[1].tobytes()
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                     % len(jpg) + jpg + b"\r\n")
+                    time.sleep(0.02)
+            except OSError:
+                pass  # the client went away (--end)
 
         def log_message(self, *args):
             pass
@@ -138,6 +154,26 @@ def test_http_stream_reads_and_a_dropped_one_is_one_line(tmp_path):
             with VideoSource(f"{base}/drop.avi") as src:
                 for _ in src.frames():
                     pass
+
+
+def test_live_stream_is_timed_by_the_clock_and_its_drop_is_one_line():
+    with _serve(mjpeg_frames=30) as base:
+        src = VideoSource(f"{base}/cam.mjpg")
+        assert src.info.live and src.info.frame_count is None
+        times = []
+        with pytest.raises(VideoError, match="cam.mjpg: the stream dropped after 30 frames"):
+            with src:
+                for _, t, frame in src.frames():
+                    times.append(t)
+        assert len(times) == 30 and times == sorted(times) and times[-1] >= 29 * 0.02 * 0.9
+
+
+def test_live_stream_ends_cleanly_at_end():
+    with _serve(mjpeg_frames=1000) as base:
+        started = time.monotonic()
+        with VideoSource(f"{base}/cam.mjpg", end=0.4) as src:
+            times = [t for _, t, _ in src.frames()]
+        assert times and times[-1] < 0.4 and time.monotonic() - started < 10
 
 
 def test_is_video_source_and_options():
