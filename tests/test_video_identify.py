@@ -165,3 +165,18 @@ def test_max_fps_and_start_end(engine, two_people):
     assert [r.identity for r in records] == ["person02"]
     assert 3.0 <= records[0].start and records[0].end < 4.5
     assert np.all(np.diff([b[0] for b in records[0].boxes]) >= 0.2 - 1e-6)
+
+
+def test_facepipe_identify_takes_a_video_through_the_entry_point(engine, two_people):
+    """`facepipe identify clip.mp4 --json` as a user runs it: one JSON object per track, named in order."""
+    import subprocess
+    import sys
+
+    engine.close()  # the subprocess opens the same gallery file
+    path, _ = two_people
+    result = subprocess.run([sys.executable, "-m", "facepipe.cli", "identify", str(path), "--json", "--every", str(EVERY),
+                             "--gallery", str(engine.gallery_spec)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    tracks = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [t["identity"] for t in tracks] == ["person01", "person02"]
+    assert all(t["video"] == str(path) and t["boxes"] for t in tracks)
