@@ -326,7 +326,8 @@ def _register_subsystems() -> None:
     """Training, preparation and export verbs live next to their code; each adds its own commands."""
     import importlib
 
-    for module in ("facepipe.detection.cli", "facepipe.recognition.cli", "facepipe.prepare.cli", "facepipe.export_cli"):
+    for module in ("facepipe.detection.cli", "facepipe.recognition.cli", "facepipe.prepare.cli", "facepipe.export_cli",
+                   "facepipe.serve.cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
