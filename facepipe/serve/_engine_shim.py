@@ -53,6 +53,7 @@ class _Engine:
         self.detector, self.recognizer = self.pipeline.detector, self.pipeline.recognizer
         self._gallery_path = gallery
         self._lock = threading.RLock()
+        self._models = threading.Lock()  # dlib's detector crashes when two threads call it at once
         Gallery(gallery).close()
 
     @property
@@ -72,7 +73,9 @@ class _Engine:
                                      f"not {self.recognizer.fingerprint!r}")
 
     def detect(self, image, threshold=None):
-        return self.pipeline.detect(_read(image), threshold)
+        img = _read(image)
+        with self._models:
+            return self.pipeline.detect(img, threshold)
 
     def threshold(self, override=None):
         from facepipe.matching import choose_threshold
@@ -81,7 +84,9 @@ class _Engine:
             return choose_threshold(self.recognizer, self._gallery, override)
 
     def identify(self, image, top_k=3, threshold=None):
-        faces = self.pipeline.analyze(_read(image))
+        img = _read(image)
+        with self._models:
+            faces = self.pipeline.analyze(img)
         with self._lock:
             self._check()
             th = self.threshold(threshold)
@@ -101,12 +106,14 @@ class _Engine:
                     out.append("duplicate")
                     continue
             img = _read(image)
-            faces = self.pipeline.detect(img)
-            if not faces:
+            with self._models:
+                faces = self.pipeline.detect(img)
+                face = max(faces, key=lambda f: f.area) if faces else None
+                if face is not None:
+                    self.pipeline.embed(img, [face])
+            if face is None:
                 out.append("no face")
                 continue
-            face = max(faces, key=lambda f: f.area)
-            self.pipeline.embed(img, [face])
             with self._lock:
                 self._gallery.check_model(self.recognizer.fingerprint, self.recognizer.embedding_size)
                 out.append(self._gallery.add_face(name, "upload", digest, face.box, face.score, face.embedding))
@@ -116,11 +123,12 @@ class _Engine:
         embs = []
         for image in (a, b):
             img = _read(image)
-            faces = self.pipeline.detect(img)
-            if not faces:
-                raise FacepipeError("image: no face found")
-            face = max(faces, key=lambda f: f.area)
-            embs.append(self.pipeline.embed(img, [face])[0].embedding)
+            with self._models:
+                faces = self.pipeline.detect(img)
+                if not faces:
+                    raise FacepipeError("image: no face found")
+                face = max(faces, key=lambda f: f.area)
+                embs.append(self.pipeline.embed(img, [face])[0].embedding)
         sim = float(np.dot(*embs))
         th = self.recognizer.threshold if threshold is None else threshold
         return Verification(sim, th, sim >= th)
