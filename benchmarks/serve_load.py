@@ -50,7 +50,7 @@ def main() -> int:
 
     from facepipe.gallery import Gallery
     from facepipe.runtime.hashing import file_sha256
-    from facepipe.serve.engine_compat import open_engine
+    import facepipe
     from facepipe.serve.process import ServerProcess
 
     people = identity_photos(data_root() / "people")
@@ -63,7 +63,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="facepipe-serve-load-"))
     gallery = work / "gallery.db"
     t0 = time.perf_counter()
-    fp = open_engine(gallery=str(gallery))
+    fp = facepipe.open(gallery=gallery)
     for n in enrolled_first:
         fp.enroll(n, [photo_bytes[p] for p in people[n]])
     print(f"gallery: {sum(len(people[n]) for n in enrolled_first)} photos of {len(enrolled_first)} people "

@@ -1,25 +1,27 @@
-"""Run the pipeline over many images, in worker processes when asked (dlib's HOG uses one core).
+"""Run the pipeline over many images, in worker processes when asked (facepipe.parallel).
 
-Each worker builds its own pipeline once; results come back in input order. A bad image becomes a
-result with an error message, never an exception that stops the run.
+Results come back in input order. A bad image becomes a result with an error message, never an exception
+that stops the run.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from facepipe.errors import FacepipeError
+from facepipe.parallel import process_map, threads_per_worker
 from facepipe.runtime.image import read_image
 from facepipe.types import Face
 
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """What to load: detector and recognizer (None = embedded dlib; a file; or a model name)."""
+
     detector: str | None = None
     recognizer: str | None = None
     device: str = "cpu"
@@ -36,35 +38,32 @@ class ImageResult:
     image: np.ndarray | None = None  # kept only when asked (annotated copies)
 
 
-_pipeline = None
-_spec: ModelSpec | None = None
-
-
 def build_pipeline(spec: ModelSpec, with_recognizer: bool = True):
-    from facepipe.runtime.loader import load_detector, load_recognizer
     from facepipe.pipeline import FacePipeline
+    from facepipe.runtime.loader import load_detector, load_recognizer
 
     recognizer = load_recognizer(spec.recognizer, spec.device, spec.threads) if with_recognizer else None
     return FacePipeline(load_detector(spec.detector, spec.device, spec.threads), recognizer)
 
 
-def _init_worker(spec: ModelSpec, with_recognizer: bool) -> None:
-    global _pipeline, _spec
-    _spec = spec
-    _pipeline = build_pipeline(spec, with_recognizer)
+def largest_first(faces: list[Face]) -> list[Face]:
+    """The largest face first (the one enrolled or verified), the others after it in detector order."""
+    if not faces:
+        return faces
+    largest = max(faces, key=lambda f: f.area)
+    return [largest] + [f for f in faces if f is not largest]
 
 
-def _process(args: tuple[Path, str, bool]) -> ImageResult:
-    path, mode, keep_image = args
+def process_image(spec: ModelSpec, mode: str, keep_image: bool, pipeline, path: Path) -> ImageResult:
+    """mode: "detect" (faces only), "largest" (embed the largest face), "all" (embed every face)."""
     try:
         image = read_image(path)
-        faces = _pipeline.detect(image, _spec.detect_threshold)
-        if mode == "largest" and faces:
-            largest = max(faces, key=lambda f: f.area)
-            faces = [largest] + [f for f in faces if f is not largest]  # the enrolled face comes first
-            _pipeline.embed(image, [largest])
+        faces = pipeline.detect(image, spec.detect_threshold)
+        if mode == "largest":
+            faces = largest_first(faces)
+            pipeline.embed(image, faces[:1])
         elif mode == "all":
-            _pipeline.embed(image, faces)
+            pipeline.embed(image, faces)
         return ImageResult(path, faces, (image.shape[1], image.shape[0]), image=image if keep_image else None)
     except FacepipeError as exc:
         return ImageResult(path, error=str(exc))
@@ -74,23 +73,9 @@ def _process(args: tuple[Path, str, bool]) -> ImageResult:
 
 def run_images(paths: list[Path], spec: ModelSpec, mode: str, workers: int = 1,
                keep_images: bool = False, pipeline=None) -> Iterator[ImageResult]:
-    """mode: "detect" (faces only), "largest" (embed the largest face), "all" (embed every face).
-
-    With one worker, `pipeline` (already built by the caller) is used in this process."""
-    global _pipeline, _spec
+    """process_image over many paths; with one worker, `pipeline` (already built by the caller) is used here."""
     with_recognizer = mode != "detect"
-    jobs = [(p, mode, keep_images) for p in paths]
-    workers = max(1, min(workers, len(paths)))
-    if workers == 1:
-        if pipeline is None:
-            _init_worker(spec, with_recognizer)
-        else:
-            _pipeline, _spec = pipeline, spec
-        yield from map(_process, jobs)
-        return
-    # Split the threads between workers so two processes don't fight over the same cores.
-    threads = spec.threads or max(1, (os.cpu_count() or 1) // workers)
-    spec = ModelSpec(spec.detector, spec.recognizer, spec.device, threads, spec.detect_threshold)
-    ctx = mp.get_context("spawn")  # fork would copy onnxruntime's thread pools in a broken state
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(spec, with_recognizer)) as pool:
-        yield from pool.imap(_process, jobs, chunksize=1)
+    if workers > 1:
+        spec = replace(spec, threads=spec.threads or threads_per_worker(workers))
+    work = partial(process_image, spec, mode, keep_images)
+    yield from process_map(partial(build_pipeline, spec, with_recognizer), work, paths, workers, state=pipeline)

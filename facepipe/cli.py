@@ -29,17 +29,16 @@ GalleryOpt = typer.Option(None, "--gallery", help="Gallery file (SQLite); defaul
 WorkersOpt = typer.Option(1, "--workers", min=1, help="Worker processes (dlib's detector uses one core each).")
 
 
-def _progress(unit: str = "img") -> Progress:
+def _progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err, transient=False,
                     disable=not err.is_terminal)
 
 
-def _spec(detector, recognizer, device, threshold=None):
-    from facepipe.batch import ModelSpec
+def _engine(gallery=None, detector=None, recognizer=None, device="cpu", detect_threshold=None):
+    from facepipe.engine import Engine
 
-    return ModelSpec(str(detector) if detector else None, str(recognizer) if recognizer else None, device,
-                     detect_threshold=threshold)
+    return Engine(gallery, detector, recognizer, device, detect_threshold=detect_threshold)
 
 
 def _with_progress(results, label: str, total: int, errors: list[str]):
@@ -63,41 +62,35 @@ def _report_errors(results_errors: list[str]) -> None:
 @app.command()
 def enroll(
     folder: Path = typer.Argument(..., help="Folder with one subfolder per person (nested images allowed)."),
-    gallery: Optional[Path] = GalleryOpt,
-    detector: Optional[Path] = DetectorOpt,
-    recognizer: Optional[Path] = RecognizerOpt,
+    gallery: Optional[str] = GalleryOpt,
+    detector: Optional[str] = DetectorOpt,
+    recognizer: Optional[str] = RecognizerOpt,
     device: str = DeviceOpt,
     workers: int = WorkersOpt,
     reembed: bool = typer.Option(False, "--reembed", help="Convert a gallery made by another model first (needs its source photos)."),
 ):
     """Enroll everyone in FOLDER: the largest face of each photo; re-enrolling a photo is a no-op."""
-    from facepipe.batch import build_pipeline
-    from facepipe.enroll import count_images, enroll_folder, reembed_gallery
-    from facepipe.gallery import Gallery
+    from facepipe.runtime.folders import scan_identity_folders
 
-    total = count_images(folder)  # checks the folder before anything is created
-    spec = _spec(detector, recognizer, device)
-    pipeline = build_pipeline(spec)
-    rec = pipeline.recognizer
-    with Gallery(gallery) as g:
-        if reembed and g.model not in (None, rec.fingerprint) and g.face_count():
-            n = reembed_gallery(g, spec, rec.fingerprint, workers, pipeline=pipeline)
-            err.print(f"re-embedded {n} faces with {rec.name}")
+    total = scan_identity_folders(folder, "person").image_count  # checks the folder before anything is created
+    with _engine(gallery, detector, recognizer, device) as fp:
+        rec = fp.recognizer
         with _progress() as bar:
             task = bar.add_task("enrolling", total=total, status="")
-            report = enroll_folder(folder, g, spec, rec.fingerprint, rec.embedding_size, workers,
-                                   on_item=lambda name: bar.update(task, advance=1, status=name), pipeline=pipeline)
+            report = fp.enroll_folder(folder, workers, on_item=lambda name: bar.update(task, advance=1, status=name),
+                                      reembed=reembed)
+        g = fp.gallery()
         table = Table(title=f"Enrolled into {g.path}  (model {rec.name}, {rec.provider})")
         for col in ("person", "added", "already enrolled", "largest of several", "no face", "errors", "faces in gallery"):
             table.add_column(col, justify="left" if col == "person" else "right")
-        in_gallery = {p.name: p.faces for p in g.persons()}
+        in_gallery = {p.name: p.faces for p in fp.persons()}
         for name, t in sorted(report.persons.items()):
             table.add_row(name, str(t.added), str(t.unchanged), str(t.largest_of_many), str(t.no_face),
                           f"[red]{t.errors}[/]" if t.errors else "0", str(in_gallery.get(name, 0)))
         console.print(table)
         if report.notes:
             notes = Table(title="Notes", show_header=True)
-            notes.add_column("file")
+            notes.add_column("file", overflow="fold")
             notes.add_column("what happened")
             for path, what in report.notes:
                 notes.add_row(path, f"[red]{what}[/]" if what.startswith("error") else what)
@@ -117,9 +110,9 @@ def _collect(paths: list[Path]) -> tuple[list[Path], list[str]]:
 @app.command()
 def identify(
     paths: list[Path] = typer.Argument(..., help="Images or folders of images."),
-    gallery: Optional[Path] = GalleryOpt,
-    detector: Optional[Path] = DetectorOpt,
-    recognizer: Optional[Path] = RecognizerOpt,
+    gallery: Optional[str] = GalleryOpt,
+    detector: Optional[str] = DetectorOpt,
+    recognizer: Optional[str] = RecognizerOpt,
     device: str = DeviceOpt,
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Similarity needed to name a face (default: calibrated)."),
     top_k: int = typer.Option(3, "--top-k", min=1, help="Candidates listed per face."),
@@ -129,27 +122,14 @@ def identify(
 ):
     """Name every face in every image, or call it unknown."""
     from facepipe.annotate import save_annotated
-    from facepipe.batch import build_pipeline, run_images
-    from facepipe.gallery import Gallery
-    from facepipe.matching import choose_threshold
 
     images, errors = _collect(paths)
-    spec = _spec(detector, recognizer, device)
-    with Gallery(gallery, create=False) as g:
-        if g.face_count() == 0:
-            raise FacepipeError(f"{g.path}: the gallery is empty (run `facepipe enroll` first)")
-        pipeline = build_pipeline(spec)
-        rec = pipeline.recognizer
-        if g.model != rec.fingerprint:
-            raise FacepipeError(f"{g.path}: gallery made with model {g.model!r}, but the recognizer is "
-                                f"{rec.fingerprint!r}; use that model or re-enroll with --reembed")
-        th = choose_threshold(rec, g, threshold)
+    with _engine(gallery, detector, recognizer, device) as fp:
+        results = fp.identify_paths(images, top_k, threshold, workers, keep_images=save_dir is not None)
+        th = fp.threshold(threshold)
+        rec = fp.recognizer
         table = _faces_table(f"threshold {th.value:.3f} ({th.source}); model {rec.name} on {rec.provider}", True)
-        results = run_images(images, spec, "all", workers, keep_images=save_dir is not None, pipeline=pipeline)
         for result in _with_progress(results, "identifying", len(images), errors):
-            matches = g.match([f.embedding for f in result.faces], th.value, top_k) if result.faces else []
-            for face, m in zip(result.faces, matches):
-                face.identity, face.similarity, face.candidates = m.identity, m.similarity, m.candidates
             _emit(result, table, as_json, True)
             if save_dir is not None:
                 save_annotated(result.image, result.faces, result.path, save_dir)
@@ -163,7 +143,7 @@ def identify(
 @app.command()
 def detect(
     paths: list[Path] = typer.Argument(..., help="Images or folders of images."),
-    detector: Optional[Path] = DetectorOpt,
+    detector: Optional[str] = DetectorOpt,
     device: str = DeviceOpt,
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Detector score threshold."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per image on stdout."),
@@ -172,13 +152,11 @@ def detect(
 ):
     """Find faces: box, score and 5 landmarks."""
     from facepipe.annotate import save_annotated
-    from facepipe.batch import build_pipeline, run_images
 
     images, errors = _collect(paths)
-    spec = _spec(detector, None, device, threshold)
-    pipeline = build_pipeline(spec, with_recognizer=False)
-    table = _faces_table(f"detector {pipeline.detector.name} on {pipeline.detector.provider}", False)
-    results = run_images(images, spec, "detect", workers, keep_images=save_dir is not None, pipeline=pipeline)
+    fp = _engine(None, detector, None, device, threshold)
+    results = fp.detect_paths(images, threshold, workers, keep_images=save_dir is not None)
+    table = _faces_table(f"detector {fp.detector.name} on {fp.detector.provider}", False)
     for result in _with_progress(results, "detecting", len(images), errors):
         _emit(result, table, as_json, False)
         if save_dir is not None:
@@ -192,11 +170,10 @@ def detect(
 
 def _faces_table(caption: str, with_identity: bool) -> Table:
     table = Table(caption=caption)
-    for col in ["image", "face", "box (x1, y1, x2, y2)", "score"] + (["identity", "similarity", "candidates"] if with_identity else []):
+    table.add_column("image", overflow="fold")  # long paths wrap instead of losing the file name
+    for col in ["face", "box (x1, y1, x2, y2)", "score"] + (["identity", "similarity", "candidates"] if with_identity else []):
         table.add_column(col)
     return table
-
-
 def _short(path: Path) -> str:
     """Paths relative to the current folder when they are inside it: tables stay readable."""
     try:
@@ -228,82 +205,65 @@ def _emit(result, table: Table, as_json: bool, with_identity: bool) -> None:
 def verify(
     image_a: Path = typer.Argument(..., help="First photo (its largest face is used)."),
     image_b: Path = typer.Argument(..., help="Second photo (its largest face is used)."),
-    detector: Optional[Path] = DetectorOpt,
-    recognizer: Optional[Path] = RecognizerOpt,
+    detector: Optional[str] = DetectorOpt,
+    recognizer: Optional[str] = RecognizerOpt,
     device: str = DeviceOpt,
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Similarity needed for 'same person'."),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Same person or not: cosine similarity of the two largest faces against the threshold."""
-    import numpy as np
-
-    from facepipe.batch import build_pipeline, run_images
-
-    spec = _spec(detector, recognizer, device)
-    pipeline = build_pipeline(spec)
-    faces = []
-    for result in run_images([image_a, image_b], spec, "largest", 1, pipeline=pipeline):
-        if result.error:
-            raise FacepipeError(result.error)
-        if not result.faces:
-            raise FacepipeError(f"{result.path}: no face found")
-        faces.append(result.faces[0])
-    similarity = float(np.dot(faces[0].embedding, faces[1].embedding))
-    th = pipeline.recognizer.threshold if threshold is None else threshold
-    same = similarity >= th
+    """Same person or not: the similarity of the two largest faces against the threshold."""
+    v = _engine(None, detector, recognizer, device).verify(image_a, image_b, threshold)
     if as_json:
-        print(json.dumps({"a": str(image_a), "b": str(image_b), "similarity": round(similarity, 4),
-                          "threshold": th, "same_person": same}))
+        print(json.dumps({"a": str(image_a), "b": str(image_b), "similarity": round(v.similarity, 4),
+                          "threshold": v.threshold, "same_person": v.same_person}))
     else:
-        verdict = "[green]same person[/]" if same else "[red]different people[/]"
-        console.print(f"{verdict}: similarity {similarity:.3f}, threshold {th:.3f} "
-                      f"({'--threshold' if threshold is not None else pipeline.recognizer.name + ' default'})")
+        verdict = "[green]same person[/]" if v.same_person else "[red]different people[/]"
+        console.print(f"{verdict}: similarity {v.similarity:.3f}, threshold {v.threshold:.3f} ({v.threshold_source})")
 
 
 # -- gallery ---------------------------------------------------------------------------------------
 @gallery_app.command("list")
-def gallery_list(gallery: Optional[Path] = GalleryOpt):
+def gallery_list(gallery: Optional[str] = GalleryOpt):
     """Everyone enrolled, with their number of faces."""
     from datetime import datetime
 
-    from facepipe.gallery import Gallery
-
-    with Gallery(gallery, create=False) as g:
-        table = Table(title=str(g.path))
+    with _engine(gallery) as fp:
+        table = Table(title=str(fp.gallery().path))
         for col in ("person", "faces", "enrolled"):
             table.add_column(col)
-        for p in g.persons():
+        for p in fp.persons():
             table.add_row(p.name, str(p.faces), datetime.fromtimestamp(p.created).strftime("%Y-%m-%d %H:%M"))
         console.print(table)
 
 
 @gallery_app.command("remove")
-def gallery_remove(name: str = typer.Argument(..., help="Person to remove."), gallery: Optional[Path] = GalleryOpt):
+def gallery_remove(name: str = typer.Argument(..., help="Person to remove."), gallery: Optional[str] = GalleryOpt):
     """Remove a person and all their faces."""
-    from facepipe.gallery import Gallery
-
-    with Gallery(gallery, create=False) as g:
-        n = g.remove_person(name)
+    with _engine(gallery) as fp:
+        n = fp.remove(name)
     console.print(f"removed {name} ({n} faces)")
 
 
 @gallery_app.command("info")
-def gallery_info(gallery: Optional[Path] = GalleryOpt):
-    """Where the gallery is, which model filled it, its size and search method."""
-    from facepipe.gallery import Gallery
-    from facepipe.matching import TARGET_FPIR
-
-    with Gallery(gallery, create=False) as g:
-        matrix, _, names = g.embeddings()
-        calibrated = g.open_set_threshold(TARGET_FPIR)
-        table = Table(show_header=False, title="gallery")
-        for key, value in [("file", str(g.path)), ("model", str(g.model)), ("persons", str(len(names))),
-                           ("faces", str(len(matrix))), ("embedding size", str(matrix.shape[1]) if len(matrix) else "-"),
-                           ("search", g.search_kind),
-                           ("calibrated threshold", f"{calibrated:.3f}" if calibrated is not None else
-                            "n/a (fewer than 10 persons: the model default applies)")]:
-            table.add_row(key, value)
-        console.print(table)
+def gallery_info(gallery: Optional[str] = GalleryOpt, recognizer: Optional[str] = RecognizerOpt,
+                 as_json: bool = typer.Option(False, "--json")):
+    """Where the gallery is, which model filled it, its size, search method and threshold."""
+    with _engine(gallery, recognizer=recognizer) as fp:
+        info = fp.info()
+    if as_json:
+        print(json.dumps(info))
+        return
+    calibrated = info["calibrated_threshold"]
+    table = Table(show_header=False, title="gallery")
+    rows = [("file", info["gallery"]), ("model", str(info["model"])), ("persons", str(info["persons"])),
+            ("faces", str(info["faces"])), ("embedding size", str(info["embedding_size"] or "-")),
+            ("search", info["search"]),
+            ("calibrated threshold", f"{calibrated:.3f}" if calibrated is not None else info["calibration"])]
+    if info["threshold"] is not None:
+        rows.append(("threshold used", f"{info['threshold']:.3f} ({info['threshold_source']})"))
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
 
 
 # -- demo ------------------------------------------------------------------------------------------
@@ -314,7 +274,7 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep th
 
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="facepipe-demo-"))
     people, queries = make_demo_folder(root)
-    gallery_path = root / "gallery.db"
+    gallery_path = str(root / "gallery.db")
     console.print(f"[bold]1. facepipe enroll[/] {people}")
     enroll(people, gallery_path, None, None, "cpu", 1, False)
     console.print(f"[bold]2. facepipe identify[/] {' '.join(str(q) for q in queries)}")
@@ -322,19 +282,16 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep th
     console.print(f"annotated copies: {root / 'annotated'}")
 
 
+# Training, preparation and export verbs live next to their code; each module adds its own commands.
+SUBSYSTEMS = ("facepipe.detection.cli", "facepipe.recognition.cli", "facepipe.prepare.cli", "facepipe.export_cli",
+              "facepipe.models_cli", "facepipe.serve.cli")
+
+
 def _register_subsystems() -> None:
-    """Training, preparation and export verbs live next to their code; each adds its own commands."""
     import importlib
 
-    for module in ("facepipe.detection.cli", "facepipe.recognition.cli", "facepipe.prepare.cli", "facepipe.export_cli",
-                   "facepipe.serve.cli"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("facepipe"):
-                continue  # that subsystem is not part of this build
-            raise
-        mod.register(app)
+    for module in SUBSYSTEMS:
+        importlib.import_module(module).register(app)
 
 
 _register_subsystems()

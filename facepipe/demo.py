@@ -1,37 +1,44 @@
 """The demo's photos, made from pictures that pip installs (no download, nothing from the repo's data).
 
-scikit-image ships `astronaut.png` (NASA portrait of Eileen Collins, public domain) and matplotlib ships
-`grace_hopper.jpg` (US Navy portrait, public domain). Collins is enrolled from her photo; the queries are
-a mirrored, smaller, darker copy of it and a side-by-side with Grace Hopper, who is *not* enrolled and
-must come out as unknown.
+Which pictures, from which installed package, is in assets/demo_photos.json: scikit-image's `astronaut.png`
+(Eileen Collins) is enrolled; the queries are a mirrored, smaller, darker copy of it and a side-by-side with
+matplotlib's `grace_hopper.jpg` (Grace Hopper), who is *not* enrolled and must come out as unknown.
 """
 from __future__ import annotations
 
+import importlib.util
+import json
+from importlib import resources
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from facepipe.errors import FacepipeError
 from facepipe.runtime.image import read_image
 
 
-def _astronaut() -> Path:
-    import skimage.data
-
-    return Path(skimage.data.__file__).parent / "astronaut.png"
+def demo_photos() -> dict:
+    return json.loads(resources.files("facepipe.assets").joinpath("demo_photos.json").read_text(encoding="utf-8"))
 
 
-def _grace_hopper() -> Path:
-    import matplotlib
-
-    return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+def installed_photo(entry: dict) -> Path:
+    """A picture inside an installed package (assets/demo_photos.json says which)."""
+    spec = importlib.util.find_spec(entry["package"])
+    if spec is None or not spec.submodule_search_locations:
+        raise FacepipeError(f"the demo needs the package {entry['package']} (pip install {entry['package']})")
+    path = Path(spec.submodule_search_locations[0]) / entry["path"]
+    if not path.is_file():
+        raise FacepipeError(f"{path}: the demo's photo is missing from the installed {entry['package']}")
+    return path
 
 
 def make_demo_folder(root: Path) -> tuple[Path, list[Path]]:
     """Write people/Eileen Collins/astronaut.png and two query photos under root."""
-    collins = read_image(_astronaut())
-    hopper = read_image(_grace_hopper())
-    person = root / "people" / "Eileen Collins"
+    photos = demo_photos()
+    collins = read_image(installed_photo(photos["enrolled"]))
+    hopper = read_image(installed_photo(photos["stranger"]))
+    person = root / "people" / photos["enrolled"]["person"]
     person.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(person / "astronaut.png"), collins[:, :, ::-1])
 

@@ -1,4 +1,4 @@
-"""Enrolling a folder of people (one subfolder per person) into a gallery."""
+"""Enrolling a folder of people (one subfolder per person) into a gallery, and re-embedding a gallery."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -10,7 +10,7 @@ from facepipe.batch import ModelSpec, run_images
 from facepipe.errors import FacepipeError, ImageError
 from facepipe.gallery import Gallery
 from facepipe.runtime.hashing import file_sha256
-from facepipe.runtime.image import is_image_path
+from facepipe.runtime.folders import IdentityFolders
 
 
 @dataclass
@@ -32,41 +32,24 @@ class EnrollReport:
         return sum(t.errors for t in self.persons.values())
 
 
-def find_person_images(root: Path) -> tuple[dict[str, list[Path]], list[Path]]:
-    """{person: images (nested folders allowed)}, and image files lying loose in root."""
-    if not root.exists():
-        raise FacepipeError(f"{root}: no such folder")
-    if not root.is_dir():
-        raise FacepipeError(f"{root}: not a folder (enroll takes a folder with one subfolder per person)")
-    try:
-        entries = sorted(root.iterdir())
-    except PermissionError:
-        raise FacepipeError(f"{root}: folder not readable") from None
-    persons: dict[str, list[Path]] = {}
-    for folder in (e for e in entries if e.is_dir() and not e.name.startswith(".")):
-        try:
-            persons[folder.name] = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_path(p))
-        except PermissionError:
-            persons[folder.name] = []
-    loose = [e for e in entries if e.is_file() and is_image_path(e)]
-    if not persons:
-        raise FacepipeError(f"{root}: no person folders inside (expected {root}/NAME/photo.jpg ...)")
-    return persons, loose
+def enroll_folder(folders: IdentityFolders, gallery: Gallery, spec: ModelSpec, workers: int = 1,
+                  on_item: Callable[[str], None] | None = None, pipeline=None) -> EnrollReport:
+    """Enroll the largest face of every photo of every person folder into a gallery already bound to the model.
 
-
-def enroll_folder(root: Path, gallery: Gallery, spec: ModelSpec, fingerprint: str, embedding_size: int,
-                  workers: int = 1, on_item: Callable[[str], None] | None = None, pipeline=None) -> EnrollReport:
-    persons, loose = find_person_images(root)
+    Photos whose content is already enrolled are skipped before any model runs; each face is its own
+    transaction, so a killed run loses at most the face it was writing."""
     report = EnrollReport()
-    for path in loose:
+    for path in folders.loose:
         report.notes.append((str(path), "skipped: not inside a person folder"))
-    gallery.check_model(fingerprint, embedding_size)
+    for path in folders.unreadable:
+        report.notes.append((str(path), "error: folder not readable"))
+        report.persons[path.name].errors += 1
 
     todo: list[tuple[Path, str, str]] = []  # (path, person, sha256)
-    for name, paths in persons.items():
+    for name, paths in folders.persons.items():
         tally = report.persons[name]
-        if not paths:
-            report.notes.append((str(root / name), "skipped: folder holds no images"))
+        if not paths and folders.root / name not in folders.unreadable:
+            report.notes.append((str(folders.root / name), "skipped: folder holds no images"))
         for path in paths:
             try:
                 digest = file_sha256(path)
@@ -106,11 +89,6 @@ def enroll_folder(root: Path, gallery: Gallery, spec: ModelSpec, fingerprint: st
         if on_item:
             on_item(name)
     return report
-
-
-def count_images(root: Path) -> int:
-    persons, _ = find_person_images(root)
-    return sum(len(v) for v in persons.values())
 
 
 def reembed_gallery(gallery: Gallery, spec: ModelSpec, fingerprint: str, workers: int = 1, pipeline=None) -> int:

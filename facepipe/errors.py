@@ -15,3 +15,7 @@ class ModelError(FacepipeError):
 
 class GalleryError(FacepipeError):
     """A gallery that cannot be opened or written as asked."""
+
+
+class ModelMismatchError(GalleryError):
+    """The gallery was filled by another model than the one asked for."""

@@ -19,7 +19,7 @@ import numpy as np
 import platformdirs
 
 from facepipe.calibration import open_set_threshold
-from facepipe.errors import GalleryError
+from facepipe.errors import GalleryError, ModelMismatchError
 from facepipe.runtime.hashing import file_sha256  # noqa: F401  (re-exported for callers of the gallery)
 from facepipe.search import EmbeddingIndex
 from facepipe.types import Candidate
@@ -88,7 +88,7 @@ class Gallery:
             except OSError as exc:
                 raise GalleryError(f"{self.path}: cannot create gallery ({exc.strerror})") from None
         try:
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA busy_timeout = 60000")
             self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA foreign_keys = ON")
@@ -152,7 +152,7 @@ class Gallery:
                 self._set_meta("model", fingerprint)
                 self._set_meta("embedding_size", str(embedding_size))
             elif current != fingerprint:
-                raise GalleryError(
+                raise ModelMismatchError(
                     f"{self.path}: this gallery holds embeddings from model {current!r}, not {fingerprint!r}; "
                     "use that model, another --gallery, or `facepipe enroll --reembed` to convert it")
         self._write(bind)
@@ -295,3 +295,8 @@ def best_per_person(index: EmbeddingIndex, labels: np.ndarray, query: np.ndarray
         if len(ranked) >= want or fetch >= index.size:
             return list(ranked.items())[:top_k]
         fetch = min(index.size, fetch * 4)
+
+
+def open_gallery(spec: str | Path | None = None, create: bool = True) -> Gallery:
+    """The gallery a user named: None (the default file) or a file path."""
+    return Gallery(spec, create=create)

@@ -160,8 +160,6 @@ def _bad_files(tmp_path, good_photo):
     files["corrupt.jpg"] = tmp_path / "corrupt.jpg"
     _png_claiming(tmp_path / "bomb.png", 30000, 30000)
     files["bomb.png"] = tmp_path / "bomb.png"
-    (tmp_path / "empty.png").write_bytes(b"")
-    files["empty.png"] = tmp_path / "empty.png"
     return files
 
 
@@ -175,6 +173,8 @@ def test_bad_images_get_the_cli_reason(client, people, tmp_path):
             assert r.status_code in (415, 422), (name, route, r.text)
             assert r.json() == {"error": f"{name}: {reason}"}, route
             assert "Traceback" not in r.text
+    empty = client.post("/v1/identify", files={"image": ("empty.png", b"", "image/png")})
+    assert empty.status_code == 422 and empty.json() == {"error": "empty.png: empty file"}
     assert "someone" not in [p["name"] for p in client.get("/v1/persons").json()["persons"]]
 
 

@@ -109,10 +109,11 @@ def test_pick_a_photo_enroll_and_see_the_name(server, browser, data_dir, tmp_pat
     browser.js(f"const k = document.getElementById('key'); k.value = {json.dumps(server.key)};"
                "k.dispatchEvent(new Event('change')); true")
 
-    # 1. a photo of someone not enrolled: one face, drawn, called unknown
+    # 1. a photo of someone not enrolled, into an empty gallery: one face, drawn, called unknown
     browser.choose_file("#file", people / "img1.jpg")
     browser.wait_for("document.body.dataset.state === 'identified'")
     assert browser.js("[...document.querySelectorAll('#faces li')].map(li => li.className)") == ["unknown"]
+    assert "the gallery is empty" in browser.js("document.getElementById('status').textContent")
 
     # 2. enroll it under a non-ASCII name: the page re-identifies and names the face
     browser.js("document.getElementById('name').value = 'Zoë Ñúñez'; document.getElementById('enroll-button').click(); true")
@@ -121,6 +122,7 @@ def test_pick_a_photo_enroll_and_see_the_name(server, browser, data_dir, tmp_pat
     assert browser.wait_for("document.getElementById('persons').textContent") == "Zoë Ñúñez (1 face)"
 
     # 3. another photo of the same person is named, with a green box drawn where the server said
+    browser.js("document.body.dataset.state = 'waiting for the second photo'; true")
     browser.choose_file("#file", people / "img4.jpg")
     browser.wait_for("document.body.dataset.state === 'identified' && "
                      "document.querySelector('#faces li.known') !== null")

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facepipe.runtime.hashing import file_sha256  # noqa: F401  (re-exported: the content hash used for duplicates)
-from facepipe.runtime.image import is_image_path
+from facepipe.errors import FacepipeError
+from facepipe.runtime.folders import scan_identity_folders
 from facepipe.prepare.config import PrepareError
 
 
@@ -36,35 +37,20 @@ class Scan:
     non_images: list[Path] = field(default_factory=list)  # files whose suffix is not an image suffix
 
 
-def _visible(path: Path, root: Path) -> bool:
-    return not any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
 def scan_identity_tree(src: Path) -> Scan:
     src = Path(src).resolve()
-    if not src.exists():
-        raise PrepareError(f"{src}: no such folder")
-    if not src.is_dir():
-        raise PrepareError(f"{src}: not a folder (expected one sub-folder of photos per identity)")
-    scan = Scan(src)
-    for entry in sorted(src.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_file():
-            (scan.loose_files if is_image_path(entry) else scan.non_images).append(entry)
-            continue
-        if not entry.is_dir():
-            continue
-        files = sorted(p for p in entry.rglob("*") if p.is_file() and _visible(p, src))
-        images = [p for p in files if is_image_path(p)]
-        scan.non_images.extend(p for p in files if not is_image_path(p))
+    try:
+        folders = scan_identity_folders(src)
+    except FacepipeError as exc:
+        raise PrepareError(str(exc)) from None
+    scan = Scan(src, loose_files=folders.loose, non_images=folders.non_images)
+    for identity, images in folders.persons.items():
         if not images:
             continue
-        scan.identities.append(entry.name)
-        stems = _output_stems(images, entry)
-        for p, stem in zip(images, stems):
+        scan.identities.append(identity)
+        for p, stem in zip(images, _output_stems(images, src / identity)):
             st = p.stat()
-            scan.images.append(SourceImage(p, p.relative_to(src).as_posix(), entry.name, f"{entry.name}/{stem}",
+            scan.images.append(SourceImage(p, p.relative_to(src).as_posix(), identity, f"{identity}/{stem}",
                                            st.st_size, st.st_mtime_ns))
     if not scan.images:
         raise PrepareError(f"{src}: no images found in identity sub-folders (expected SRC/<identity>/*.jpg)")

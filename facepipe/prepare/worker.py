@@ -7,10 +7,9 @@ chunk comes back, so a line is only ever written after its files.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -20,6 +19,7 @@ import numpy as np
 from facepipe.runtime.align import align_face, similarity_transform
 from facepipe.batch import ModelSpec, build_pipeline
 from facepipe.errors import FacepipeError
+from facepipe.parallel import process_map, threads_per_worker
 from facepipe.runtime.image import read_image
 from facepipe.pipeline import landmarks_from_box
 from facepipe.prepare.config import PrepareConfig
@@ -178,30 +178,9 @@ class Worker:
         return entry, chip
 
 
-_worker: Worker | None = None
-
-
-def _init(spec: WorkerSpec) -> None:
-    global _worker
-    _worker = Worker(spec)
-
-
-def _run(jobs: list[Job]) -> list[dict]:
-    return _worker.process(jobs)
-
-
 def run_jobs(chunks: Iterable[list[Job]], spec: WorkerSpec, workers: int = 1, pipeline=None) -> Iterator[list[dict]]:
     """Process chunks of jobs, in this process (workers=1) or a spawn pool; yields records as chunks finish."""
-    chunks = list(chunks)
-    workers = max(1, min(workers, len(chunks)))
-    if workers == 1:
-        worker = Worker(spec, pipeline)
-        for chunk in chunks:
-            yield worker.process(chunk)
-        return
-    m = spec.model
-    threads = m.threads or max(1, (os.cpu_count() or 1) // workers)  # don't let two processes fight over cores
-    spec = WorkerSpec(ModelSpec(m.detector, m.recognizer, m.device, threads, m.detect_threshold), spec.config, spec.dst)
-    ctx = mp.get_context("spawn")  # fork would copy onnxruntime's thread pools in a broken state
-    with ctx.Pool(workers, initializer=_init, initargs=(spec,)) as pool:
-        yield from pool.imap_unordered(_run, chunks, chunksize=1)
+    if workers > 1:
+        spec = replace(spec, model=replace(spec.model, threads=spec.model.threads or threads_per_worker(workers)))
+    state = Worker(spec, pipeline) if workers == 1 else None
+    yield from process_map(partial(Worker, spec), Worker.process, chunks, workers, state=state, ordered=False)

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from facepipe.runtime.align import Template
 from facepipe.runtime.device import torch_device
-from facepipe.runtime.preprocess import l2_normalize, to_network_input
+from facepipe.runtime.preprocess import chips_to_input, l2_normalize
 
 DEFAULT_THRESHOLD = 0.3
 
@@ -42,12 +41,9 @@ class TorchRecognizer:
 
         if len(chips) == 0:
             return np.zeros((0, self.embedding_size), dtype=np.float32)
-        size = self.template.size
-        if (chips.shape[2], chips.shape[1]) != size:
-            chips = np.stack([cv2.resize(c, size, interpolation=cv2.INTER_AREA) for c in chips])
         out = []
         with torch.no_grad():
             for i in range(0, len(chips), self.batch_size):
-                x = to_network_input(chips[i:i + self.batch_size], self.color, self.mean, self.std)
+                x = chips_to_input(chips[i:i + self.batch_size], self.template.size, self.color, self.mean, self.std)
                 out.append(self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy())
         return l2_normalize(np.concatenate(out))

@@ -6,9 +6,12 @@ back as 8-bit RGB.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import warnings
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -18,8 +21,7 @@ from facepipe.errors import ImageError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 DEFAULT_MAX_PIXELS = 120_000_000  # 120 MP: an 8000 x 8000 photo passes, a decompression bomb does not
 
-# We enforce our own limit below; Pillow's warning/limit would only duplicate it with a worse message.
-Image.MAX_IMAGE_PIXELS = None
+ImageLike = Union[str, Path, bytes, np.ndarray, Image.Image]
 
 
 def max_pixels() -> int:
@@ -54,30 +56,102 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"{path}: no such file")
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image")
+    return _decode(path, str(path))
+
+
+def read_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
+    """The same as read_image for an encoded file held in memory (an upload); `name` labels errors."""
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source, name: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as img:
+            warnings.simplefilter("ignore")  # Pillow's own size warning: our limit below says it better
+            with Image.open(source) as img:
                 width, height = img.size
                 if width * height > max_pixels():
-                    raise ImageError(
-                        f"{path}: {width}x{height} pixels is over the {max_pixels() // 1_000_000} MP limit "
-                        "(refused before decoding; set FACEPIPE_MAX_PIXELS to raise it)")
+                    raise ImageError(_too_many_pixels(name, width, height))
                 if width < 1 or height < 1:
-                    raise ImageError(f"{path}: empty image ({width}x{height})")
+                    raise ImageError(f"{name}: empty image ({width}x{height})")
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 rgb = _to_rgb8(img)
     except ImageError:
         raise
+    except Image.DecompressionBombError:  # beyond Pillow's own hard limit (2x its default), before decoding
+        width, height = _claimed_size(source)
+        raise ImageError(_too_many_pixels(name, width, height)) from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file (unrecognised format)") from None
+        raise ImageError(f"{name}: not an image file (unrecognised format)") from None
     except PermissionError:
-        raise ImageError(f"{path}: permission denied") from None
+        raise ImageError(f"{name}: permission denied") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc).strip() or type(exc).__name__
-        raise ImageError(f"{path}: corrupt or truncated image ({reason})") from None
+        raise ImageError(f"{name}: corrupt or truncated image ({reason})") from None
     return np.ascontiguousarray(rgb)
+
+
+def _claimed_size(source) -> tuple[int, int]:
+    """The size a file's header claims, read by Pillow's format plugins without Image.open's bomb check
+    (which would refuse before telling us the size; Pillow's global limit is left as it is)."""
+    Image.init()
+    with open(source, "rb") if isinstance(source, Path) else contextlib.nullcontext(source) as f:
+        f.seek(0)
+        prefix = f.read(16)
+        for fmt in Image.ID:
+            factory, accept = Image.OPEN[fmt]
+            if accept and not accept(prefix):
+                continue
+            f.seek(0)
+            try:
+                return factory(f, "").size
+            except Exception:  # noqa: BLE001 - not this format: try the next plugin
+                continue
+    return (0, 0)
+
+
+def _too_many_pixels(name: str, width: int, height: int) -> str:
+    return (f"{name}: {width}x{height} pixels is over the {max_pixels() // 1_000_000} MP limit "
+            "(refused before decoding; set FACEPIPE_MAX_PIXELS to raise it)")
+
+
+def load_image(image: ImageLike, name: str | None = None) -> np.ndarray:
+    """Any image a caller may hand facepipe -> H x W x 3 RGB uint8.
+
+    A path or `bytes` (an encoded file) goes through the safe reader; a PIL image is converted; a numpy
+    array must already be RGB uint8 (H x W x 3, or H x W gray). OpenCV frames are BGR: pass from_bgr(frame).
+    """
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return read_image_bytes(bytes(image), name or "image")
+    if isinstance(image, Image.Image):
+        if image.width * image.height > max_pixels():
+            raise ImageError(_too_many_pixels(name or "image", image.width, image.height))
+        return np.ascontiguousarray(_to_rgb8(image))
+    if isinstance(image, np.ndarray):
+        return as_rgb_array(image, name or "image")
+    raise ImageError(f"{name or 'image'}: expected a path, bytes, a PIL image or a numpy array, "
+                     f"got {type(image).__name__}")
+
+
+def as_rgb_array(array: np.ndarray, name: str = "image") -> np.ndarray:
+    """Check an in-memory image: uint8, H x W x 3 (gray H x W is expanded), non-empty."""
+    if array.dtype != np.uint8:
+        raise ImageError(f"{name}: expected uint8 pixels, got {array.dtype}")
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3 or array.shape[0] < 1 or array.shape[1] < 1:
+        raise ImageError(f"{name}: expected an H x W x 3 RGB array, got shape {array.shape}")
+    return np.ascontiguousarray(array)
+
+
+def from_bgr(frame: np.ndarray) -> np.ndarray:
+    """An OpenCV (BGR) frame as the RGB array facepipe takes."""
+    return np.ascontiguousarray(np.asarray(frame)[..., ::-1])
 
 
 def list_images(paths: list[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:

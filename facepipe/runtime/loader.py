@@ -1,4 +1,6 @@
-"""Pick a backend from what the user named: nothing (embedded dlib models), an .onnx file, or a checkpoint."""
+"""Pick a backend from what the user named: nothing (embedded dlib models), a named model (`yunet`, `sface`:
+fetched once into the cache), an .onnx file (facepipe's own, or a third-party layout told by its inputs and
+outputs; `LAYOUT:FILE` forces one), or a checkpoint."""
 from __future__ import annotations
 
 import importlib
@@ -21,15 +23,78 @@ def _class(ref: str):
     return getattr(importlib.import_module(module), name)
 
 
+def _third_party(path: Path, what: str, layout: str, device: str, threads: int | None):
+    """A third-party ONNX file of a known layout; a copy of a named model keeps that model's name and threshold."""
+    from facepipe.runtime import models
+    from facepipe.runtime.arcface import sidecar
+    from facepipe.runtime.hashing import file_sha256
+    from facepipe.runtime.onnx_layout import KIND
+
+    if KIND[layout] != what:
+        raise ModelError(f"{path}: a {KIND[layout]} ({layout} layout), not a {what}")
+    named = models.by_sha256(file_sha256(path))
+    if named is not None and named.kind == what:
+        layout = named.layout  # e.g. SFace, which its layout alone does not reveal
+    described = sidecar(path)
+    name = described.get("name") or (named.name if named else None)
+    threshold = described.get("threshold", named.default_threshold if named else None)
+    if what == "detector":
+        from facepipe.runtime.scrfd import ScrfdDetector
+        from facepipe.runtime.yunet import YunetDetector
+
+        cls = YunetDetector if layout == "yunet" else ScrfdDetector
+        extra = {} if threshold is None else {"score_threshold": float(threshold)}
+        return cls(path, device=device, threads=threads, name=name, **extra)
+    from facepipe.runtime.arcface import ArcFaceRecognizer
+
+    return ArcFaceRecognizer(path, device=device, threads=threads, layout=layout, name=name, threshold=threshold)
+
+
+def _split_layout(spec: str) -> tuple[str | None, str]:
+    """`sface:/path/file.onnx` -> ("sface", "/path/file.onnx"); anything else -> (None, spec)."""
+    from facepipe.runtime.onnx_layout import KIND
+
+    head, sep, rest = spec.partition(":")
+    return (head, rest) if sep and head in KIND and rest else (None, spec)
+
+
+def _resolve(spec: str | Path, what: str, device: str, threads: int | None):
+    from facepipe.runtime import models
+
+    layout, file = _split_layout(str(spec))
+    path = Path(file)
+    if layout is None and not path.exists() and str(spec) in models.REGISTRY:
+        named = models.named_model(str(spec))
+        if named.kind != what:
+            raise ModelError(f"{named.name}: a named {named.kind}, not a {what}")
+        return _third_party(models.fetch_with_bar(named.name), what, named.layout, device, threads)
+    if layout is not None:
+        if not path.is_file():
+            raise ModelError(f"{path}: {what} model file not found")
+        return _third_party(path, what, layout, device, threads)
+    return _load_file(path, what, device, threads)
+
+
+def _load_onnx(path: Path, what: str, device: str, threads: int | None):
+    from facepipe.runtime.onnx_layout import sniff
+
+    found = sniff(path)
+    if found.layout != "facepipe":
+        return _third_party(path, what, found.layout, device, threads)
+    if found.kind != what:
+        raise ModelError(f"{path}: a facepipe {found.kind}, not a {what}")
+    return _class(BACKENDS[what][0])(path, device=device, threads=threads)
+
+
 def _load_file(path: Path, what: str, device: str, threads: int | None):
     if not path.exists():
         raise ModelError(f"{path}: {what} model file not found")
     if not path.is_file():
         raise ModelError(f"{path}: {what} model path is not a file")
-    onnx_ref, torch_ref = BACKENDS[what]
+    torch_ref = BACKENDS[what][1]
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        return _class(onnx_ref)(path, device=device, threads=threads)
+        return _load_onnx(path, what, device, threads)
     if suffix in TORCH_SUFFIXES:
         try:
             import torch  # noqa: F401
@@ -45,7 +110,7 @@ def load_detector(spec: str | Path | None = None, device: str = "cpu", threads: 
         from facepipe.runtime.dlib_detector import DlibDetector
 
         return DlibDetector()
-    return _load_file(Path(spec), "detector", device, threads)
+    return _resolve(spec, "detector", device, threads)
 
 
 def load_recognizer(spec: str | Path | None = None, device: str = "cpu", threads: int | None = None) -> Recognizer:
@@ -54,4 +119,4 @@ def load_recognizer(spec: str | Path | None = None, device: str = "cpu", threads
         from facepipe.runtime.onnx_recognizer import OnnxRecognizer
 
         return OnnxRecognizer(ensure_dlib_resnet_onnx(), device=device, threads=threads)
-    return _load_file(Path(spec), "recognizer", device, threads)
+    return _resolve(spec, "recognizer", device, threads)

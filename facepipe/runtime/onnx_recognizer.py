@@ -8,7 +8,7 @@ import numpy as np
 from facepipe.runtime.align import Template
 from facepipe.runtime.hashing import file_fingerprint
 from facepipe.runtime.onnx_session import open_session
-from facepipe.runtime.preprocess import l2_normalize, to_network_input
+from facepipe.runtime.preprocess import chips_to_input, l2_normalize
 from facepipe.errors import ModelError
 
 
@@ -39,6 +39,7 @@ class OnnxRecognizer:
         step = 1 if self._fixed_batch else self.batch_size
         out = []
         for i in range(0, len(chips), step):
-            x = to_network_input(chips[i:i + step], self.meta.get("color", "RGB"), self.meta["mean"], self.meta["std"])
+            x = chips_to_input(chips[i:i + step], self.template.size, self.meta.get("color", "RGB"),
+                               self.meta["mean"], self.meta["std"])
             out.append(self.session.run(None, {self._input: x})[0])
         return np.concatenate(out)

@@ -18,8 +18,11 @@ def default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-def open_session(path: str | Path, device: str = "cpu", threads: int | None = None):
-    """Open an ONNX model on `device` ("cpu", "cuda" or "auto"); return (session, metadata, provider)."""
+def open_session(path: str | Path, device: str = "cpu", threads: int | None = None, model_bytes: bytes | None = None):
+    """Open an ONNX model on `device` ("cpu", "cuda" or "auto"); return (session, metadata, provider).
+
+    model_bytes: run these bytes instead of the file (e.g. the file with its input made dynamic); `path` still
+    names the model in messages."""
     import onnxruntime as ort
 
     path = Path(path)
@@ -33,7 +36,8 @@ def open_session(path: str | Path, device: str = "cpu", threads: int | None = No
     options.intra_op_num_threads = threads or default_threads()
     options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        session = ort.InferenceSession(model_bytes if model_bytes is not None else str(path), sess_options=options,
+                                       providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: not a usable ONNX model ({first[:200]})") from None

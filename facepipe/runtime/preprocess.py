@@ -1,6 +1,7 @@
 """Turn RGB uint8 images into network input as a model's metadata describes it."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -20,3 +21,20 @@ def to_network_input(images: np.ndarray, color: str, mean, std) -> np.ndarray:
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def resize_chips(chips, size: tuple[int, int]) -> np.ndarray:
+    """Chips (N x H x W x 3 array or a list of arrays) at `size` (width, height): INTER_AREA to shrink,
+    INTER_LINEAR to enlarge; chips already at that size are left untouched."""
+    def one(chip: np.ndarray) -> np.ndarray:
+        if (chip.shape[1], chip.shape[0]) == tuple(size):
+            return chip
+        shrink = chip.shape[1] > size[0]
+        return cv2.resize(chip, tuple(size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+    return np.stack([one(np.asarray(c)) for c in chips]) if len(chips) else np.zeros((0, size[1], size[0], 3), np.uint8)
+
+
+def chips_to_input(chips, size: tuple[int, int], color: str, mean, std) -> np.ndarray:
+    """Every recognizer's preprocessing: chips at the network's size, then (x - mean) / std, N x C x H x W."""
+    return to_network_input(resize_chips(chips, size), color, mean, std)

@@ -19,9 +19,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from facepipe.errors import FacepipeError, GalleryError, ImageError
+import facepipe
+from facepipe.errors import FacepipeError, GalleryError, ImageError, ModelMismatchError
 from facepipe.serve.auth import BearerKey, read_api_key
-from facepipe.serve.engine_compat import ModelMismatchError, open_engine
 from facepipe.serve.limits import BodyLimit, BodyTooLarge
 from facepipe.serve.settings import ServeSettings
 from facepipe.serve.uploads import option, read_uploads
@@ -33,10 +33,14 @@ PERSON_NAME = re.compile(r"[^\W_][\w .'\-]{0,99}")
 
 
 def create_app(settings: ServeSettings, engine=None) -> FastAPI:
-    """The app with its models loaded (once, here) unless an engine is handed in."""
+    """The app, with its models loaded and its gallery opened (once, here) unless an engine is handed in."""
     key = read_api_key(settings.api_key_file) if settings.api_key_file else None
-    fp = engine if engine is not None else open_engine(gallery=settings.gallery, detector=settings.detector,
-                                                        recognizer=settings.recognizer, device=settings.device)
+    fp = engine
+    if fp is None:
+        fp = facepipe.open(gallery=settings.gallery, detector=settings.detector, recognizer=settings.recognizer,
+                           device=settings.device)
+        fp.gallery(create=True)  # a new server can enroll into a new gallery
+        fp.detector, fp.recognizer  # load now: a bad model file stops start-up, the first request is not slow
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -106,9 +110,9 @@ def _api(fp) -> APIRouter:
         the same object as one line of `facepipe identify --json`. top_k and threshold may also be
         fields of the form or of the JSON body."""
         [(name, data)], body = await read_uploads(request, "image")
-        faces = await run_in_threadpool(_on_image, name, fp.identify, data,
-                                        top_k=min(100, option(top_k, body, "top_k", int, 3, low=1)),
-                                        threshold=option(threshold, body, "threshold", float))
+        top_k = min(100, option(top_k, body, "top_k", int, 3, low=1))
+        threshold = option(threshold, body, "threshold", float)
+        faces = await run_in_threadpool(lambda: fp.identify(facepipe.load_image(data, name), top_k, threshold))
         return {"image": name, "faces": [f.to_json() for f in faces]}
 
     @api.post("/detect", tags=["faces"], openapi_extra=_image_body("image"))
@@ -116,15 +120,17 @@ def _api(fp) -> APIRouter:
                      threshold: float | None = Query(None, description="detector score threshold")) -> dict:
         """Faces only: box, score and 5 landmarks (as `facepipe detect --json`)."""
         [(name, data)], body = await read_uploads(request, "image")
-        faces = await run_in_threadpool(_on_image, name, fp.detect, data, threshold=option(threshold, body, "threshold", float))
+        threshold = option(threshold, body, "threshold", float)
+        faces = await run_in_threadpool(lambda: fp.detect(facepipe.load_image(data, name), threshold))
         return {"image": name, "faces": [f.to_json(with_identity=False) for f in faces]}
 
     @api.post("/verify", tags=["faces"], openapi_extra=_image_body("image_a", "image_b"))
     async def verify(request: Request, threshold: float | None = Query(None)) -> dict:
         """Same person or not, from the largest face of each photo."""
         [(name_a, a), (name_b, b)], body = await read_uploads(request, "image_a", "image_b")
-        v = await run_in_threadpool(_on_image, f"{name_a} or {name_b}", fp.verify, a, b,
-                                    threshold=option(threshold, body, "threshold", float))
+        threshold = option(threshold, body, "threshold", float)
+        v = await run_in_threadpool(
+            lambda: fp.verify(facepipe.load_image(a, name_a), facepipe.load_image(b, name_b), threshold))
         return {"a": name_a, "b": name_b, "similarity": round(float(v.similarity), 4),
                 "threshold": float(v.threshold), "same_person": bool(v.same_person)}
 
@@ -140,7 +146,8 @@ def _api(fp) -> APIRouter:
         nothing (200, "duplicate"): photos are known by the sha256 of their bytes."""
         _check_name(name)
         [(image_name, data)], _ = await read_uploads(request, "image")
-        status, = await run_in_threadpool(_on_image, image_name, fp.enroll, name, [data])
+        # The bytes themselves go to the engine: a photo is known by the sha256 of its file, as in the CLI.
+        status, = await run_in_threadpool(_named_errors, image_name, fp.enroll, name, [data], source=f"upload:{image_name}")
         if status == "no face":
             raise FacepipeError(f"{image_name}: no face found (nothing enrolled)")
         return JSONResponse({"person": name, "image": image_name, "status": status},
@@ -166,16 +173,15 @@ def _api(fp) -> APIRouter:
     return api
 
 
-def _on_image(name: str, fn, *args, **kwargs):
-    """Call the engine; image errors name the upload instead of whatever the engine called it."""
+def _named_errors(name: str, fn, *args, **kwargs):
+    """Call the engine with bytes; its reader calls them "image" in errors: say the upload's name instead."""
     try:
         return fn(*args, **kwargs)
     except ImageError as exc:
         message = str(exc)
-        for generic in ("image: ", "<bytes>: ", "bytes: "):
-            if message.startswith(generic):
-                message = f"{name}: " + message[len(generic):]
-        raise ImageError(message) from None
+        if not message.startswith("image: "):
+            raise
+        raise ImageError(f"{name}: {message.removeprefix('image: ')}") from None
 
 
 def _check_name(name: str) -> None:

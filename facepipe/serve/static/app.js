@@ -20,9 +20,23 @@ async function call(method, path, body) {
   try { data = await response.json(); } catch (e) { /* empty body */ }
   if (!response.ok) {
     const why = response.status === 401 ? "the server wants the right API key (top right)" : (data.error || response.statusText);
-    throw new Error(why + (data.error_id ? " (error id " + data.error_id + ")" : ""));
+    const error = new Error(why + (data.error_id ? " (error id " + data.error_id + ")" : ""));
+    error.status = response.status;
+    throw error;
   }
   return data;
+}
+
+// identify, or (the gallery refuses because it is still empty) detect: every face is unknown then
+async function findFaces() {
+  try {
+    return { ...(await call("POST", "/v1/identify", imageForm())), empty: false };
+  } catch (error) {
+    if (error.status !== 409 || (await call("GET", "/v1/gallery")).faces !== 0) throw error;
+    const result = await call("POST", "/v1/detect", imageForm());
+    result.faces.forEach((f) => Object.assign(f, { identity: null, similarity: null, candidates: [] }));
+    return { ...result, empty: true };
+  }
 }
 
 function imageForm() {
@@ -68,11 +82,13 @@ async function identify() {
   document.body.dataset.state = "working";
   setStatus("Looking for faces…");
   try {
-    const result = await call("POST", "/v1/identify", imageForm());
-    draw(result.faces);
+    const result = await findFaces();
+    if (bitmap) draw(result.faces);
     listFaces(result.faces);
     const named = result.faces.filter((f) => f.identity !== null).length;
-    setStatus(result.faces.length ? `${result.faces.length} face(s), ${named} named.` : "No face found in this photo.");
+    setStatus(!result.faces.length ? "No face found in this photo."
+              : result.empty ? `${result.faces.length} face(s); the gallery is empty: enroll one below.`
+              : `${result.faces.length} face(s), ${named} named.`);
     $("enroll-button").disabled = result.faces.length === 0;
     document.body.dataset.state = "identified";
   } catch (error) {

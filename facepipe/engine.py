@@ -1,0 +1,314 @@
+"""The one object that identifies: models + gallery + threshold policy, for every front end.
+
+`facepipe.open(...)` returns an Engine. The CLI, the HTTP service and Python callers all go through it, so
+the model check against the gallery, the choice of threshold and the copying of matches onto faces live here
+and nowhere else. Models and the gallery are opened on first use: `fp.persons()` loads no model, and
+`fp.detect()` needs no gallery.
+
+Thread safety: detect / identify / match / verify may run in several threads at once, and one thread may enroll
+while others identify. Gallery access is serialised by a lock (searches are fast; detection and embedding, the
+slow part, run outside it); a detector that is not thread-safe (dlib's) is called under its own lock.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from facepipe.batch import ImageResult, ModelSpec, largest_first, run_images
+from facepipe.errors import FacepipeError, GalleryError, ModelMismatchError
+from facepipe.pipeline import FacePipeline
+from facepipe.runtime.image import ImageLike, load_image
+from facepipe.runtime.loader import load_detector, load_recognizer
+from facepipe.types import Face
+
+MAX_NAME_LENGTH = 128
+
+
+@dataclass
+class Verification:
+    similarity: float
+    threshold: float
+    threshold_source: str
+    same_person: bool
+    faces: tuple[Face, Face]
+
+
+def check_person_name(name: str) -> str:
+    """A person's name as the gallery stores it: trimmed, 1..128 printable characters."""
+    name = name.strip() if isinstance(name, str) else ""
+    if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable() or name in (".", ".."):
+        raise FacepipeError(f"{name!r}: not a usable person name (1 to {MAX_NAME_LENGTH} printable characters)")
+    return name
+
+
+def content_hash(image: ImageLike) -> str | None:
+    """sha256 of what identifies a photo's content: a file's bytes, uploaded bytes, or an array's pixels."""
+    from facepipe.runtime.hashing import file_sha256
+
+    if isinstance(image, (str, Path)):
+        try:
+            return file_sha256(image)
+        except OSError as exc:
+            raise FacepipeError(f"{image}: cannot read ({exc.strerror})") from None
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(bytes(image)).hexdigest()
+    pixels = load_image(image)
+    return hashlib.sha256(str(pixels.shape).encode() + pixels.tobytes()).hexdigest()
+
+
+class _Serialised:
+    """The wrapped object's attributes and calls, one thread at a time (an SQLite connection is not
+    safe to use from two threads at once; its searches are fast, so a lock costs little)."""
+
+    def __init__(self, target, lock: threading.RLock):
+        self._target, self._lock = target, lock
+
+    def __getattr__(self, name: str):
+        with self._lock:
+            attr = getattr(self._target, name)  # properties (e.g. .model) run their query here
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            with self._lock:
+                return attr(*args, **kwargs)
+        return call
+
+
+class Engine:
+    """Detect, identify, enroll and verify with one set of models and one gallery."""
+
+    def __init__(self, gallery: str | Path | None = None, detector: str | Path | None = None,
+                 recognizer: str | Path | None = None, device: str = "cpu", threads: int | None = None,
+                 detect_threshold: float | None = None):
+        self.spec = ModelSpec(None if detector is None else str(detector), None if recognizer is None else str(recognizer),
+                              device, threads, detect_threshold)
+        self.gallery_spec = gallery
+        self._gallery = None
+        self._detector = None
+        self._recognizer = None
+        self._lock = threading.RLock()  # the gallery, and loading things once
+        self._detect_lock = threading.Lock()
+
+    # -- what it is made of (opened on first use) ----------------------------------------------------
+    @property
+    def detector(self):
+        """The detector (loaded once, on first use)."""
+        if self._detector is None:
+            with self._lock:
+                if self._detector is None:
+                    self._detector = load_detector(self.spec.detector, self.spec.device, self.spec.threads)
+        return self._detector
+
+    @property
+    def recognizer(self):
+        """The recognizer (loaded once, on first use)."""
+        if self._recognizer is None:
+            with self._lock:
+                if self._recognizer is None:
+                    self._recognizer = load_recognizer(self.spec.recognizer, self.spec.device, self.spec.threads)
+        return self._recognizer
+
+    @property
+    def pipeline(self) -> FacePipeline:
+        return FacePipeline(self.detector, self.recognizer)
+
+    def gallery(self, create: bool = False):
+        """The gallery (opened on first use). create=True makes an empty one where there is none."""
+        with self._lock:
+            if self._gallery is None:
+                from facepipe.gallery import open_gallery
+
+                self._gallery = _Serialised(open_gallery(self.gallery_spec, create=create), self._lock)
+            return self._gallery
+
+    def close(self) -> None:
+        with self._lock:
+            if self._gallery is not None:
+                self._gallery.close()
+                self._gallery = None
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- detect / embed ------------------------------------------------------------------------------
+    def detect(self, image: ImageLike, threshold: float | None = None) -> list[Face]:
+        """Every face: box, score, 5 landmarks (original pixels), best first."""
+        rgb = load_image(image)
+        return self._detect(rgb, threshold)
+
+    def _detect(self, rgb: np.ndarray, threshold: float | None = None) -> list[Face]:
+        threshold = self.spec.detect_threshold if threshold is None else threshold
+        pipeline = FacePipeline(self.detector)
+        if getattr(self.detector, "thread_safe", False):
+            return pipeline.detect(rgb, threshold)
+        with self._detect_lock:
+            return pipeline.detect(rgb, threshold)
+
+    def embed(self, image: ImageLike, faces: list[Face]) -> list[Face]:
+        """Fill face.embedding for the given faces of this image (in place) and return them."""
+        return self.pipeline.embed(load_image(image), faces)
+
+    # -- the gallery's side --------------------------------------------------------------------------
+    def _checked_gallery(self, bind: bool = False):
+        """The gallery, after making sure it holds this recognizer's embeddings (bind=True: claim an empty one)."""
+        g = self.gallery(create=bind)  # first: a missing gallery is said before any model loads
+        rec = self.recognizer
+        if bind:
+            g.check_model(rec.fingerprint, rec.embedding_size)
+        elif g.face_count() == 0:
+            raise GalleryError(f"{g.path}: the gallery is empty (run `facepipe enroll` first)")
+        elif g.model != rec.fingerprint:
+            raise ModelMismatchError(
+                f"{g.path}: gallery made with model {g.model!r}, but the recognizer is {rec.fingerprint!r}; "
+                "use that model or re-enroll with --reembed")
+        return g
+
+    def threshold(self, override: float | None = None):
+        """The similarity a face needs to be named, and why (facepipe.matching.Threshold)."""
+        from facepipe.matching import choose_threshold
+
+        return choose_threshold(self.recognizer, self._checked_gallery(), override)
+
+    def match(self, embeddings: np.ndarray | Sequence[np.ndarray], top_k: int = 3, threshold: float | None = None):
+        """Per embedding: the best persons (candidates) and the identity, or None below the threshold."""
+        value = self.threshold(threshold).value
+        return self._checked_gallery().match(np.atleast_2d(np.asarray(embeddings, dtype=np.float32)), value, top_k)
+
+    def label(self, faces: list[Face], top_k: int = 3, threshold: float | None = None) -> list[Face]:
+        """Copy the gallery's answer onto faces that carry embeddings (in place)."""
+        if faces:
+            for face, m in zip(faces, self.match([f.embedding for f in faces], top_k, threshold)):
+                face.identity, face.similarity, face.candidates = m.identity, m.similarity, m.candidates
+        return faces
+
+    # -- identify --------------------------------------------------------------------------------------
+    def identify(self, image: ImageLike, top_k: int = 3, threshold: float | None = None) -> list[Face]:
+        """Every face with its identity (None: unknown), similarity and top-k candidates."""
+        self._checked_gallery()  # before any work: a missing or foreign gallery is the first thing to say
+        rgb = load_image(image)
+        faces = self.pipeline.embed(rgb, self._detect(rgb))
+        return self.label(faces, top_k, threshold)
+
+    def identify_paths(self, paths: list[Path], top_k: int = 3, threshold: float | None = None, workers: int = 1,
+                       keep_images: bool = False) -> Iterator[ImageResult]:
+        """identify() over many files (worker processes when asked), results in input order; a bad file is a
+        result with an error, never an exception."""
+        self._checked_gallery()
+        self.threshold(threshold)  # calibrate once, before the first result
+        for result in run_images(paths, self.spec, "all", workers, keep_images, pipeline=self._local_pipeline(workers)):
+            if not result.error:
+                self.label(result.faces, top_k, threshold)
+            yield result
+
+    def detect_paths(self, paths: list[Path], threshold: float | None = None, workers: int = 1,
+                     keep_images: bool = False) -> Iterator[ImageResult]:
+        from dataclasses import replace
+
+        spec = self.spec if threshold is None else replace(self.spec, detect_threshold=threshold)
+        pipeline = self._local_pipeline(workers, with_recognizer=False)
+        yield from run_images(paths, spec, "detect", workers, keep_images, pipeline=pipeline)
+
+    def _local_pipeline(self, workers: int, with_recognizer: bool = True) -> FacePipeline | None:
+        if workers > 1:
+            return None  # each worker process builds its own
+        return FacePipeline(self.detector, self.recognizer if with_recognizer else None)
+
+    # -- enroll ----------------------------------------------------------------------------------------
+    def enroll(self, name: str, images: ImageLike | Sequence[ImageLike], source: str | None = None) -> list[str]:
+        """Add the largest face of each image to person `name`: per image "added", "duplicate" (this content is
+        already enrolled) or "no face". Each face is its own transaction."""
+        name = check_person_name(name)
+        if isinstance(images, (str, Path, bytes, bytearray, np.ndarray)) or not isinstance(images, Sequence):
+            images = [images]
+        g = self._checked_gallery(bind=True)
+        out = []
+        for image in images:
+            digest = content_hash(image)
+            if g.person_of_hash(digest) is not None:
+                out.append("duplicate")
+                continue
+            rgb = load_image(image)
+            faces = largest_first(self._detect(rgb))
+            if not faces:
+                out.append("no face")
+                continue
+            face = self.pipeline.embed(rgb, faces[:1])[0]
+            where = str(Path(image).resolve()) if isinstance(image, (str, Path)) else (source or "upload")
+            out.append(g.add_face(name, where, digest, face.box, face.score, face.embedding))
+        return out
+
+    def enroll_folder(self, folder: str | Path, workers: int = 1, on_item: Callable[[str], None] | None = None,
+                      reembed: bool = False):
+        """Enroll ROOT/<person>/**/<photo>: the largest face of each photo (facepipe.enroll.EnrollReport)."""
+        from facepipe.enroll import enroll_folder, reembed_gallery
+        from facepipe.runtime.folders import scan_identity_folders
+
+        folders = scan_identity_folders(folder, "person")  # check the folder before anything is created
+        rec = self.recognizer
+        g = self.gallery(create=True)
+        if reembed and g.model not in (None, rec.fingerprint) and g.face_count():
+            reembed_gallery(g, self.spec, rec.fingerprint, workers, pipeline=self._local_pipeline(workers))
+        g.check_model(rec.fingerprint, rec.embedding_size)
+        return enroll_folder(folders, g, self.spec, workers, on_item, pipeline=self._local_pipeline(workers))
+
+    # -- verify, persons --------------------------------------------------------------------------------
+    def verify(self, a: ImageLike, b: ImageLike, threshold: float | None = None) -> Verification:
+        """Same person or not: the largest face of each image, compared by the recognizer's similarity."""
+        faces = []
+        for image, label in ((a, "first"), (b, "second")):
+            rgb = load_image(image)
+            found = largest_first(self._detect(rgb))
+            if not found:
+                where = image if isinstance(image, (str, Path)) else f"the {label} image"
+                raise FacepipeError(f"{where}: no face found")
+            faces.append(self.pipeline.embed(rgb, found[:1])[0])
+        rec = self.recognizer
+        similarity = float(np.dot(faces[0].embedding, faces[1].embedding))
+        value, source = (rec.threshold, f"{rec.name} default") if threshold is None else (threshold, "--threshold")
+        return Verification(similarity, float(value), source, similarity >= value, (faces[0], faces[1]))
+
+    def persons(self):
+        """Everyone enrolled: name, number of faces, when first enrolled."""
+        return self.gallery().persons()
+
+    def remove(self, name: str) -> int:
+        """Remove a person and all their faces; returns how many faces went."""
+        return self.gallery().remove_person(name)
+
+    def info(self) -> dict:
+        """Where the gallery is, which model filled it, its size, how it is searched, and the threshold."""
+        from facepipe.calibration import MIN_PERSONS
+        from facepipe.matching import TARGET_FPIR
+
+        g = self.gallery()
+        matrix, _, names = g.embeddings()
+        calibrated = g.open_set_threshold(TARGET_FPIR)
+        out = {"gallery": str(g.path), "model": g.model, "persons": len(names), "faces": int(len(matrix)),
+               "embedding_size": int(matrix.shape[1]) if len(matrix) else None, "search": g.search_kind,
+               "calibrated_threshold": calibrated,
+               "calibration": None if calibrated is not None else
+               f"n/a (fewer than {MIN_PERSONS} persons: the model default applies)",
+               "threshold": None, "threshold_source": None}
+        if len(matrix) and g.model == self.recognizer.fingerprint:
+            th = self.threshold()
+            out.update(threshold=th.value, threshold_source=th.source)
+        return out
+
+
+def open(gallery: str | Path | None = None, detector: str | Path | None = None, recognizer: str | Path | None = None,
+         device: str = "cpu", threads: int | None = None) -> Engine:  # noqa: A001 - facepipe.open(), like io.open
+    """The library's entry point: `with facepipe.open() as fp: fp.identify("photo.jpg")`.
+
+    gallery: None (your user data folder's gallery), or a gallery file. detector / recognizer: None (the embedded
+    dlib models), a model file (.onnx / .pt), or a model name. device: "cpu", "cuda" or "auto".
+    """
+    return Engine(gallery, detector, recognizer, device, threads)
