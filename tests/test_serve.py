@@ -241,3 +241,22 @@ def test_unexpected_errors_are_500_with_an_id_in_the_log(caplog):
     body = r.json()
     assert set(body) == {"error", "error_id"} and "secret" not in r.text and "Traceback" not in r.text
     assert any(body["error_id"] in rec.getMessage() and rec.exc_info for rec in caplog.records)
+
+
+def test_cors_only_for_the_origin_asked(tmp_path):
+    """In-process, with a real engine that loads no model for these routes."""
+    import facepipe
+    from fastapi.testclient import TestClient
+
+    from facepipe.serve.app import create_app
+    from facepipe.serve.settings import ServeSettings
+
+    engine = facepipe.open(gallery=tmp_path / "g.db")
+    engine.gallery(create=True)
+    app = create_app(ServeSettings(cors_origins=["http://kiosk.example"]), engine=engine)
+    with TestClient(app) as c:
+        ok = c.options("/v1/persons", headers={"Origin": "http://kiosk.example", "Access-Control-Request-Method": "GET"})
+        assert ok.headers["access-control-allow-origin"] == "http://kiosk.example"
+        other = c.get("/v1/persons", headers={"Origin": "http://elsewhere.example"})
+        assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
+        assert c.get("/v1/persons").json() == {"persons": []}
