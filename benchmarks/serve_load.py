@@ -4,8 +4,10 @@ A server is started on 127.0.0.1 (a child process, free port, default models) on
 people/person01..08. Then:
 
 1. Overhead: one client, one photo at a time, alternating a direct `fp.identify(bytes)` in this process
-   and `POST /v1/identify` of the same bytes (keep-alive connection). overhead = HTTP time - direct time
-   per photo; its p50 is the number to keep <= 10 ms.
+   and `POST /v1/identify` of the same bytes (keep-alive connection), --repeats times each; overhead =
+   best HTTP time - best direct time per photo. On a shared, loaded machine two separate runs differ by
+   more than the overhead, so the same overhead is also taken inside each request: round trip minus the
+   server's own engine time (its Server-Timing header), whose p50 is the number to keep <= 10 ms.
 2. Load: --clients threads x --requests identify calls each over people/*/*.jpg, while one more thread
    enrolls --enroll photos of person09..13 that the gallery does not hold. Prints throughput, latency
    p50/p95/p99, the error count (must be 0), and checks afterwards that every enrolled photo is in the
@@ -38,12 +40,18 @@ def percentiles(values: list[float]) -> str:
     return f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms"
 
 
+def engine_seconds(response) -> float:
+    """The engine's time for this request, from the server's `Server-Timing: engine;dur=<ms>` header."""
+    return float(response.headers["server-timing"].split("dur=")[1]) / 1000
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=50, help="identify requests per client")
     ap.add_argument("--enroll", type=int, default=20, help="photos the ninth client enrolls (at most 28)")
-    ap.add_argument("--overhead-photos", type=int, default=30)
+    ap.add_argument("--overhead-photos", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3, help="timings per photo and way; the best counts")
     ap.add_argument("--time-limit", type=float, default=900, help="seconds before the load phase stops early")
     args = ap.parse_args()
 
@@ -73,25 +81,30 @@ def main() -> int:
     with ServerProcess(["--gallery", gallery], work / "server.log") as server:
         # -- 1. overhead over a direct call, photo by photo --------------------------------------------
         sample = all_photos[:: max(1, len(all_photos) // args.overhead_photos)][: args.overhead_photos]
-        direct, over_http, overhead = [], [], []
+        direct, over_http, overhead, same_request = [], [], [], []
         with httpx.Client(base_url=server.url, timeout=120) as client:
             for warm in sample[:2]:  # first calls pay for lazy initialisation on both sides
                 fp.identify(photo_bytes[warm])
                 client.post("/v1/identify", files={"image": (warm.name, photo_bytes[warm])})
-            for i, photo in enumerate(sample):
+            for photo in sample:
                 data = photo_bytes[photo]
-                timed = {}
-                # alternate which goes first, so a drift in machine load favours neither
-                for way in (("direct", "http") if i % 2 == 0 else ("http", "direct")):
-                    t = time.perf_counter()
-                    if way == "direct":
-                        fp.identify(data)
-                    else:
-                        r = client.post("/v1/identify", files={"image": (photo.name, data)})
-                        assert r.status_code == 200, r.text
-                    timed[way] = time.perf_counter() - t
-                direct.append(timed["direct"]), over_http.append(timed["http"])
-                overhead.append(timed["http"] - timed["direct"])
+                timed = {"direct": [], "http": []}
+                around_engine = []  # this request's time minus the server's own engine time (Server-Timing)
+                # alternate the two, --repeats rounds; the best of each is its cost without the machine's
+                # other load (on a shared machine single timings vary by far more than 10 ms)
+                for i in range(args.repeats):
+                    for way in (("direct", "http") if i % 2 == 0 else ("http", "direct")):
+                        t = time.perf_counter()
+                        if way == "direct":
+                            fp.identify(data)
+                        else:
+                            r = client.post("/v1/identify", files={"image": (photo.name, data)})
+                            assert r.status_code == 200, r.text
+                            around_engine.append(time.perf_counter() - t - engine_seconds(r))
+                        timed[way].append(time.perf_counter() - t)
+                direct.append(min(timed["direct"])), over_http.append(min(timed["http"]))
+                overhead.append(over_http[-1] - direct[-1])
+                same_request.append(min(around_engine))
             floor = []  # the smallest request there is: what this machine's scheduling costs right now
             for _ in range(30):
                 t = time.perf_counter()
@@ -151,11 +164,16 @@ def main() -> int:
     with Gallery(gallery, create=False) as g:
         missing = [str(p) for n, p in to_enroll if g.person_of_hash(file_sha256(p)) != n]
 
-    print(f"\noverhead ({len(sample)} photos, one at a time): direct fp.identify {percentiles(direct)}; "
+    print(f"\noverhead ({len(sample)} photos, one at a time, best of {args.repeats}): direct fp.identify {percentiles(direct)}; "
           f"POST /v1/identify {percentiles(over_http)}")
-    print(f"  per-request overhead p50 {p50_overhead:.1f} ms (target <= 10 ms: "
-          f"{'met' if p50_overhead <= 10 else 'NOT met'}); p95 {np.percentile(overhead, 95) * 1000:.1f} ms; "
-          f"GET /healthz round trip p50 {np.median(floor) * 1000:.1f} ms")
+    p50_same = float(np.median(same_request)) * 1000
+    print(f"  overhead, HTTP best - direct best per photo: p50 {p50_overhead:.1f} ms, "
+          f"p95 {np.percentile(overhead, 95) * 1000:.1f} ms (two runs: includes their run-to-run noise)")
+    print(f"  overhead, round trip - the server's engine time in the same request: p50 {p50_same:.1f} ms, "
+          f"p95 {np.percentile(same_request, 95) * 1000:.1f} ms (target <= 10 ms at p50: "
+          f"{'met' if p50_same <= 10 else 'NOT met'})")
+    print(f"  GET /healthz round trip p50 {np.median(floor) * 1000:.1f} ms (the machine's floor for any request now); "
+          f"overhead above it: {p50_same - np.median(floor) * 1000:.1f} ms")
     try:
         print(f"  machine load average (1 min) {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     except OSError:

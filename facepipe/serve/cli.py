@@ -42,5 +42,7 @@ def register(app: typer.Typer) -> None:
             target, options = create_app(settings), {}  # model or gallery errors stop here, as one line
         else:
             os.environ[ENV_VAR] = settings.to_env()
-            target, options = "facepipe.serve.app:app_from_environment", {"factory": True, "workers": workers}
+            # Each worker loads its models before it answers the supervisor's health pings: give it time.
+            target = "facepipe.serve.app:app_from_environment"
+            options = {"factory": True, "workers": workers, "timeout_worker_healthcheck": 120}
         uvicorn.run(target, host=host, port=port, log_level="info", server_header=False, **options)
