@@ -299,7 +299,7 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep th
 
 # Training, preparation and export verbs live next to their code; each module adds its own commands.
 SUBSYSTEMS = ("facepipe.detection.cli", "facepipe.recognition.cli", "facepipe.prepare.cli", "facepipe.export_cli",
-              "facepipe.models_cli")
+              "facepipe.models_cli", "facepipe.serve.cli")
 
 
 def _register_subsystems() -> None:

@@ -1,0 +1,29 @@
+"""What a server was asked for, in one record that can travel to worker processes (as JSON)."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+ENV_VAR = "FACEPIPE_SERVE_SETTINGS"  # how `--workers N` hands the settings to each worker process
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    gallery: str | None = None
+    detector: str | None = None
+    recognizer: str | None = None
+    device: str = "cpu"
+    api_key_file: str | None = None  # read by each worker: the key itself never goes into the environment
+    max_upload_bytes: int = 20 * 1024 * 1024
+    cors_origins: list[str] = field(default_factory=list)
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> "ServeSettings":
+        raw = os.environ.get(ENV_VAR)
+        if not raw:
+            raise RuntimeError(f"{ENV_VAR} is not set (start the server with `facepipe serve`)")
+        return cls(**json.loads(raw))
