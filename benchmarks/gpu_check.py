@@ -102,7 +102,7 @@ def train_memory(out: Path, args, backbone: str, batch: int, amp: str, sample_ra
 
     cfg = recognizer_config(out, args.device, backbone, batch, amp, args.size, data_format="synthetic",
                             synthetic_classes=args.classes, synthetic_samples=batch, sample_rate=sample_rate,
-                            num_workers=0)
+                            workers=0)
     reset_peak(torch.device("cuda") if args.device == "cuda" else torch.device("cpu"))
     trainer = Trainer(cfg)
     g = torch.Generator(device=trainer.device).manual_seed(0)
@@ -133,7 +133,7 @@ def train_recordio(out: Path, args, backbone: str, batch: int, amp: str) -> dict
     if not prefix.with_suffix(".rec").is_file():
         write_recordio(prefix, count, max(2, count // 8), args.size)
     workers = args.workers if args.workers is not None else min(8, os.cpu_count() or 1)
-    cfg = recognizer_config(out, args.device, backbone, batch, amp, args.size, data=str(prefix), num_workers=workers,
+    cfg = recognizer_config(out, args.device, backbone, batch, amp, args.size, data=str(prefix), workers=workers,
                             sample_rate=1.0)
     device = torch.device("cuda") if args.device == "cuda" else torch.device("cpu")
     reset_peak(device)
@@ -203,7 +203,7 @@ def make_checkpoint(out: Path, args) -> Path:
     from facepipe.recognition.train import Trainer
 
     cfg = recognizer_config(out, args.device, "mbf", 8, "none", args.size, name="identify", data_format="synthetic",
-                            synthetic_classes=100, synthetic_samples=8, num_workers=0)
+                            synthetic_classes=100, synthetic_samples=8, workers=0)
     trainer = Trainer(cfg)
     for _ in range(2):
         trainer.train_step([next(trainer.batches(0, 0))])

@@ -33,8 +33,8 @@ def _tiny_folder(root: Path, identities: int = 4, per_identity: int = 4, size: i
 def _tiny_config(data: Path, out: Path, **kw) -> RecognizerConfig:
     base = dict(name="tiny", output_dir=str(out), data=str(data), backbone="mobilefacenet", embedding_size=32,
                 input_size=[32, 32], batch_size=4, max_steps=6, lr=0.05, warmup_steps=2, sample_rate=0.5,
-                checkpoint_every=3, keep_checkpoints=0, eval_every=3, num_workers=0, log_every=1, progress=False,
-                cpu_threads=1, split="identity", val_fraction=0.5, val_pairs=10)
+                checkpoint_every=3, keep_checkpoints=0, eval_every=3, workers=0, log_every=1, progress=False,
+                threads=1, split="identity", val_fraction=0.5, val_pairs=10)
     base.update(kw)
     return RecognizerConfig(**base)
 
@@ -137,7 +137,7 @@ def test_recordio_training_with_worker_processes(tmp_path):
             for img in sorted(ident.iterdir()):
                 w.write(cv2.imread(str(img))[:, :, ::-1], label)
     out = train(_tiny_config(tmp_path / "rec", tmp_path, name="rec", split="image", val_fraction=0.34,
-                             num_workers=1, max_steps=2, eval_every=2))
+                             workers=1, max_steps=2, eval_every=2))
     assert out["step"] == 2 and 0.0 <= out["train_eval_acc"] <= 1.0
     metrics = (Path(out["run_dir"]) / "metrics.jsonl").read_text()
     assert '"val_acc"' in metrics and '"val-image_acc"' in metrics
