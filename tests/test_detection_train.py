@@ -166,3 +166,8 @@ def test_torch_detector_implements_the_protocol(tmp_path):
     assert all(0 <= f.box[0] <= f.box[2] <= 70 and 0 <= f.box[1] <= f.box[3] <= 50 for f in faces)
     with pytest.raises(FacepipeError):
         det.detect(np.zeros((10, 10, 3), np.float32))
+
+
+def test_checkpoint_from_a_newer_facepipe_is_refused_saying_so(tmp_path):
+    with pytest.raises(ModelError, match="format 99, written by a newer facepipe"):
+        load_detector_checkpoint(_checkpoint(tmp_path, format=99))

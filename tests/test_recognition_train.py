@@ -205,3 +205,28 @@ def test_mobilefacenet_stem_groups_follow_arcface_torch():
     for name, channels in (("mobilefacenet", 64), ("mbf", 128)):
         conv = build_backbone(name).body[0][1][0]
         assert (conv.groups, conv.in_channels, tuple(conv.weight.shape)) == (64, channels, (channels, channels // 64, 3, 3))
+
+
+def test_files_from_a_newer_facepipe_are_refused_saying_so(tiny_run, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from facepipe.recognition.checkpoint import load_recognizer_checkpoint
+    from facepipe.runtime.onnx_meta import write_metadata
+    from facepipe.runtime.onnx_session import open_session
+
+    state = torch.load(tiny_run[2]["checkpoint"], weights_only=True)
+    save_checkpoint({**state, "format": 99}, tmp_path / "new.pt")
+    with pytest.raises(ModelError, match="format 99, written by a newer facepipe"):
+        load_recognizer_checkpoint(tmp_path / "new.pt")
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    write_metadata(model, {"facepipe.kind": "recognizer"})
+    onnx.save(model, str(tmp_path / "ok.onnx"))
+    open_session(tmp_path / "ok.onnx")  # this format loads
+    model.metadata_props[0].value = "99"
+    onnx.save(model, str(tmp_path / "new.onnx"))
+    with pytest.raises(ModelError, match="format 99, written by a newer facepipe"):
+        open_session(tmp_path / "new.onnx")

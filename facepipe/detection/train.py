@@ -19,12 +19,12 @@ import torch
 
 from facepipe import log
 from facepipe.detection.augment import AugmentConfig
-from facepipe.detection.checkpoint import detector_state
+from facepipe.detection.checkpoint import FORMAT as CHECKPOINT_FORMAT, detector_state
 from facepipe.detection.data import DetectionDataset, load_datasets
 from facepipe.runtime.centernet import DetectorSpec
 from facepipe.detection.losses import LossWeights, detector_loss
 from facepipe.detection.model import build_detector
-from facepipe.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from facepipe.train.checkpoint import capture_rng, check_format, load_checkpoint, restore_rng, save_checkpoint
 from facepipe.train.config import ConfigError, RunConfig, config_to_dict
 from facepipe.train.distributed import DistInfo, cleanup_distributed, setup_distributed
 from facepipe.train.progress import make_progress
@@ -133,6 +133,7 @@ def train_step(net: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer, 
 def _check_resume(ckpt: dict[str, Any], config: DetectorConfig, path: Path) -> None:
     if ckpt.get("kind") != "detector":
         raise ConfigError(f"{path}: not a detector checkpoint, cannot resume from it")
+    check_format(ckpt, path, "detector", CHECKPOINT_FORMAT)
     if ckpt.get("arch") != config.arch or ckpt.get("arch_args") != config.arch_args():
         raise ConfigError(f"{path} was trained as {ckpt.get('arch')} {ckpt.get('arch_args')}, the config asks for "
                           f"{config.arch} {config.arch_args()}: resume with the same network settings")
