@@ -238,12 +238,12 @@ def export_parity(checkpoint: Path, args) -> dict:
     chips = chips_for(args.size, 16)
     report = export_recognizer(checkpoint, checkpoint.with_name("recognizer.onnx"), chips)
     on_device = load_recognizer(checkpoint, device=args.device).embed(chips)
-    onnx_cpu = load_recognizer(Path(report["path"]), device="cpu").embed(chips)
+    onnx_cpu = load_recognizer(report.path, device="cpu").embed(chips)
     cos = (on_device * onnx_cpu).sum(1)
     return {"figure": "export", "torch_device": args.device, "onnx_provider": "CPUExecutionProvider",
             "chips": len(chips), "min_cosine": round(float(cos.min()), 6),
             "max_abs_diff": float(np.abs(on_device - onnx_cpu).max()),
-            "cpu_parity_min_cosine": report["parity"]["min_cosine"], "ok": bool(cos.min() >= 0.999)}
+            "cpu_parity_min_cosine": report.parity["min_cosine"], "ok": bool(cos.min() >= 0.999)}
 
 
 def run(args) -> int:

@@ -171,3 +171,17 @@ def test_torch_detector_implements_the_protocol(tmp_path):
 def test_checkpoint_from_a_newer_facepipe_is_refused_saying_so(tmp_path):
     with pytest.raises(ModelError, match="format 99, written by a newer facepipe"):
         load_detector_checkpoint(_checkpoint(tmp_path, format=99))
+
+
+def test_export_that_fails_parity_removes_the_file(tmp_path):
+    import cv2
+
+    from facepipe.detection.export import export_detector
+
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    with pytest.raises(ModelError, match="disagree.*the file was removed"):
+        export_detector(_checkpoint(tmp_path), tmp_path / "det.onnx", [image], tolerance=-1.0)  # nothing passes
+    assert not (tmp_path / "det.onnx").exists()
+    report = export_detector(_checkpoint(tmp_path), tmp_path / "det.onnx", [image])
+    assert report.kind == "detector" and report.opset == 18 and report.parity["max_abs_diff"] < 1e-3

@@ -150,12 +150,13 @@ def test_export_loads_in_onnx_recognizer_and_matches_torch(tiny_run, tmp_path):
 
     data, _, summary = tiny_run
     report = export_recognizer(summary["checkpoint"], tmp_path / "rec.onnx", check_images=data)
-    assert report["parity"]["min_cosine"] > 0.9999 and report["parity"]["max_abs_diff"] < 1e-3
-    assert report["parity"]["images"] == 24 and report["threshold_source"] == "verification"
+    assert report.parity["min_cosine"] > 0.9999 and report.parity["max_abs_diff"] < 1e-3
+    assert report.parity["images"] == 24 and report.facts["threshold_source"] == "verification"
+    assert report.opset == 18 and report.kind == "recognizer"
     onnx_rec = OnnxRecognizer(tmp_path / "rec.onnx")
     torch_rec = TorchRecognizer(summary["checkpoint"])
     assert onnx_rec.embedding_size == torch_rec.embedding_size == 32
-    assert onnx_rec.fingerprint == torch_rec.fingerprint == report["fingerprint"]
+    assert onnx_rec.fingerprint == torch_rec.fingerprint == report.facts["fingerprint"]
     assert onnx_rec.threshold == pytest.approx(torch_rec.threshold)
     np.testing.assert_allclose(onnx_rec.template.points, ARCFACE_TEMPLATE.scaled_to(32, 32).points, atol=1e-4)
     chips = np.stack([cv2.imread(str(p))[:, :, ::-1] for p in sorted(data.rglob("*.png"))[:5]])
@@ -230,3 +231,12 @@ def test_files_from_a_newer_facepipe_are_refused_saying_so(tiny_run, tmp_path):
     onnx.save(model, str(tmp_path / "new.onnx"))
     with pytest.raises(ModelError, match="format 99, written by a newer facepipe"):
         open_session(tmp_path / "new.onnx")
+
+
+def test_recognizer_export_that_fails_parity_removes_the_file(tiny_run, tmp_path, monkeypatch):
+    import facepipe.recognition.export as export
+
+    monkeypatch.setattr(export, "MIN_COSINE", 1.5)  # no export can reach it
+    with pytest.raises(ModelError, match="disagree.*the file was removed"):
+        export.export_recognizer(tiny_run[2]["checkpoint"], tmp_path / "rec.onnx")
+    assert not (tmp_path / "rec.onnx").exists()
