@@ -185,3 +185,30 @@ def test_export_that_fails_parity_removes_the_file(tmp_path):
     assert not (tmp_path / "det.onnx").exists()
     report = export_detector(_checkpoint(tmp_path), tmp_path / "det.onnx", [image])
     assert report.kind == "detector" and report.opset == 18 and report.parity["max_abs_diff"] < 1e-3
+
+
+def test_persistent_workers_augment_for_each_epoch(tmp_path):
+    """The epoch travels with every key, so a worker process kept across epochs still changes the augmentation,
+    exactly as in the main process."""
+    import cv2
+
+    from facepipe.detection.data import DetectionDataset, FaceSample
+    from facepipe.detection.train import EpochKeys, RepeatDataset
+
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    data = RepeatDataset(DetectionDataset([FaceSample.make(path, [[10, 10, 40, 40]])], 64, AugmentConfig(), seed=1), 1)
+    sampler = EpochKeys(torch.utils.data.DistributedSampler(data, num_replicas=1, rank=0, shuffle=False))
+
+    def images(workers: int) -> list[torch.Tensor]:
+        loader = torch.utils.data.DataLoader(data, batch_size=1, sampler=sampler, num_workers=workers,
+                                             persistent_workers=workers > 0)
+        out = []
+        for epoch in range(4):
+            sampler.set_epoch(epoch)
+            out.append(next(iter(loader))["image"])
+        return out
+
+    inline, persistent = images(0), images(1)
+    assert all(torch.equal(a, b) for a, b in zip(inline, persistent))
+    assert any(not torch.equal(inline[0], other) for other in inline[1:])

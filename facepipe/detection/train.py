@@ -2,7 +2,7 @@
 
 One process or many under torchrun (DDP); AMP on CUDA; a run folder models/<run>/ with config.yaml,
 last.pt / best.pt, metrics.jsonl, training.png (loss and AP per epoch) and pr_curve.png. An
-interrupted run continues exactly where its last checkpoint left it with `resume=true` (model,
+interrupted run continues exactly where its last checkpoint left it (resume=auto, the default; model,
 optimizer, scheduler, grad scaler, epoch, RNG; augmentation is a pure function of seed/epoch/index).
 """
 from __future__ import annotations
@@ -90,7 +90,10 @@ class DetectorConfig(RunConfig):
 
 
 class RepeatDataset:
-    """The dataset `times` times over; index i and i + n are different augmentations of the same image."""
+    """The dataset `times` times over; index i and i + n are different augmentations of the same image.
+
+    Keys are (epoch, index) pairs from EpochKeys: the epoch travels with each index, so persistent
+    DataLoader workers (which keep their own copy of the dataset) augment for the right epoch."""
 
     def __init__(self, dataset: DetectionDataset, times: int):
         self.dataset, self.times = dataset, max(1, times)
@@ -98,8 +101,26 @@ class RepeatDataset:
     def __len__(self) -> int:
         return len(self.dataset) * self.times
 
-    def __getitem__(self, i: int):
-        return self.dataset.getitem(i % len(self.dataset), i)
+    def __getitem__(self, key):
+        epoch, i = key if isinstance(key, tuple) else (self.dataset.epoch, key)
+        return self.dataset.getitem(i % len(self.dataset), i, epoch)
+
+
+class EpochKeys(torch.utils.data.Sampler):
+    """A DistributedSampler's indices as (epoch, index) keys."""
+
+    def __init__(self, sampler: torch.utils.data.DistributedSampler):
+        self.sampler, self.epoch = sampler, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        return ((self.epoch, i) for i in self.sampler)
 
 
 def validate(model: torch.nn.Module, samples, spec: DetectorSpec, device: torch.device) -> tuple[dict[str, Any], Any]:
@@ -183,8 +204,8 @@ def _train(config: DetectorConfig, dist: DistInfo, on_epoch_end) -> Path:
     dataset = DetectionDataset(train_samples, config.input_size, config.augment, spec.stride, config.seed,
                                spec.mean, spec.std)
     data = RepeatDataset(dataset, config.repeat)
-    sampler = torch.utils.data.DistributedSampler(data, num_replicas=dist.world_size, rank=dist.rank,
-                                                  shuffle=True, seed=config.seed, drop_last=False)
+    sampler = EpochKeys(torch.utils.data.DistributedSampler(data, num_replicas=dist.world_size, rank=dist.rank,
+                                                            shuffle=True, seed=config.seed, drop_last=False))
     per_rank = math.ceil(len(data) / dist.world_size)
     drop_last = per_rank > config.batch_size
     steps_per_epoch = per_rank // config.batch_size if drop_last else 1
@@ -218,12 +239,11 @@ def _train(config: DetectorConfig, dist: DistInfo, on_epoch_end) -> Path:
             net, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
     loader = torch.utils.data.DataLoader(
         data, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers, drop_last=drop_last,
-        pin_memory=dist.device.type == "cuda", persistent_workers=False)
+        pin_memory=dist.device.type == "cuda", persistent_workers=config.workers > 0)
     weights = config.loss
 
     for epoch in range(start_epoch, config.epochs):
         sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)  # workers are started per epoch, so they see it
         net.train()
         sums = torch.zeros(7, dtype=torch.float64, device=dist.device)  # loss hm wh off lm, batches, images
         started = time.perf_counter()
