@@ -102,7 +102,7 @@ def train_memory(out: Path, args, backbone: str, batch: int, amp: str, sample_ra
 
     cfg = recognizer_config(out, args.device, backbone, batch, amp, args.size, data_format="synthetic",
                             synthetic_classes=args.classes, synthetic_samples=batch, sample_rate=sample_rate,
-                            num_workers=0)
+                            workers=0)
     reset_peak(torch.device("cuda") if args.device == "cuda" else torch.device("cpu"))
     trainer = Trainer(cfg)
     g = torch.Generator(device=trainer.device).manual_seed(0)
@@ -133,7 +133,7 @@ def train_recordio(out: Path, args, backbone: str, batch: int, amp: str) -> dict
     if not prefix.with_suffix(".rec").is_file():
         write_recordio(prefix, count, max(2, count // 8), args.size)
     workers = args.workers if args.workers is not None else min(8, os.cpu_count() or 1)
-    cfg = recognizer_config(out, args.device, backbone, batch, amp, args.size, data=str(prefix), num_workers=workers,
+    cfg = recognizer_config(out, args.device, backbone, batch, amp, args.size, data=str(prefix), workers=workers,
                             sample_rate=1.0)
     device = torch.device("cuda") if args.device == "cuda" else torch.device("cpu")
     reset_peak(device)
@@ -203,7 +203,7 @@ def make_checkpoint(out: Path, args) -> Path:
     from facepipe.recognition.train import Trainer
 
     cfg = recognizer_config(out, args.device, "mbf", 8, "none", args.size, name="identify", data_format="synthetic",
-                            synthetic_classes=100, synthetic_samples=8, num_workers=0)
+                            synthetic_classes=100, synthetic_samples=8, workers=0)
     trainer = Trainer(cfg)
     for _ in range(2):
         trainer.train_step([next(trainer.batches(0, 0))])
@@ -238,12 +238,12 @@ def export_parity(checkpoint: Path, args) -> dict:
     chips = chips_for(args.size, 16)
     report = export_recognizer(checkpoint, checkpoint.with_name("recognizer.onnx"), chips)
     on_device = load_recognizer(checkpoint, device=args.device).embed(chips)
-    onnx_cpu = load_recognizer(Path(report["path"]), device="cpu").embed(chips)
+    onnx_cpu = load_recognizer(report.path, device="cpu").embed(chips)
     cos = (on_device * onnx_cpu).sum(1)
     return {"figure": "export", "torch_device": args.device, "onnx_provider": "CPUExecutionProvider",
             "chips": len(chips), "min_cosine": round(float(cos.min()), 6),
             "max_abs_diff": float(np.abs(on_device - onnx_cpu).max()),
-            "cpu_parity_min_cosine": report["parity"]["min_cosine"], "ok": bool(cos.min() >= 0.999)}
+            "cpu_parity_min_cosine": report.parity["min_cosine"], "ok": bool(cos.min() >= 0.999)}
 
 
 def run(args) -> int:

@@ -19,7 +19,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     # a tiny clip norm so clipping acts on every step; each rank holds a different Partial FC shard
     cfg = RecognizerConfig(name="ddp", output_dir=out_dir, data_format="synthetic", synthetic_classes=12,
                            synthetic_samples=64, input_size=[32, 32], backbone="mobilefacenet", embedding_size=16,
-                           batch_size=4, max_steps=4, lr=0.1, grad_clip=0.05, num_workers=0, cpu_threads=1,
+                           batch_size=4, max_steps=4, lr=0.1, grad_clip=0.05, workers=0, threads=1,
                            log_every=2, checkpoint_every=4, eval_every=100, progress=False, resume="never")
     train(cfg)
 

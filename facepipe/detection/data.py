@@ -346,8 +346,9 @@ class DetectionDataset:
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         return self.getitem(i, i)
 
-    def getitem(self, i: int, key: int) -> dict[str, np.ndarray]:
-        """Sample i, augmented with the randomness of (seed, epoch, key)."""
+    def getitem(self, i: int, key: int, epoch: int | None = None) -> dict[str, np.ndarray]:
+        """Sample i, augmented with the randomness of (seed, epoch, key); epoch defaults to set_epoch's."""
+        epoch = self.epoch if epoch is None else epoch
         from facepipe.detection.augment import letterbox, train_transform
         from facepipe.runtime.centernet import network_input
         from facepipe.detection.targets import encode_targets
@@ -357,7 +358,7 @@ class DetectionDataset:
         boxes, lms, valid = sample.boxes[keep], sample.landmarks[keep], sample.landmark_valid[keep]
         ignored = sample.boxes[sample.ignore]  # e.g. WIDER "invalid": neither face nor background
         if self.augment is not None:
-            rng = np.random.default_rng((self.seed, self.epoch, key))
+            rng = np.random.default_rng((self.seed, epoch, key))
             image, boxes, lms, valid, ignored = train_transform(image, boxes, lms, valid, self.input_size, self.augment,
                                                                 rng, self.mean, ignore_boxes=ignored)
         else:

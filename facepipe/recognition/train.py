@@ -41,7 +41,8 @@ from facepipe.train.checkpoint import capture_rng, restore_rng, save_checkpoint
 from facepipe.train.config import ConfigError
 from facepipe.train.distributed import DistInfo, cleanup_distributed, setup_distributed
 from facepipe.train.progress import make_progress
-from facepipe.train.runlog import RunDir, plot_metrics
+from facepipe.train.runlog import RunDir, plot_metrics, resume_checkpoint
+from facepipe.train.schedule import SCHEDULES, lr_factor
 
 TEMPLATES = {"arcface": ARCFACE_TEMPLATE, "dlib": DLIB_TEMPLATE}
 
@@ -49,10 +50,10 @@ TEMPLATES = {"arcface": ARCFACE_TEMPLATE, "dlib": DLIB_TEMPLATE}
 def check_config(cfg: RecognizerConfig) -> None:
     """Errors a user can fix, before anything is loaded."""
     choices = {"backbone": BACKBONES, "loss": ("margin", "triplet"), "optimizer": ("sgd", "adamw"),
-               "schedule": ("poly", "cosine", "step", "constant"), "amp": ("none", "fp16", "bf16"),
+               "schedule": SCHEDULES,
                "color": ("RGB", "BGR", "GRAY"), "template": TEMPLATES, "softmax_loss": ("ce", "focal"),
                "split": ("none", "identity", "image"), "triplet_mining": ("hard", "semi-hard"),
-               "data_format": ("auto", "folder", "recordio", "synthetic"), "device": ("auto", "cpu", "cuda")}
+               "data_format": ("auto", "folder", "recordio", "synthetic")}
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             raise ConfigError(f"config key {key!r}: {getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
@@ -83,21 +84,6 @@ def preprocess_meta(cfg: RecognizerConfig) -> dict[str, Any]:
     w, h = (int(v) for v in cfg.input_size)
     return {"color": cfg.color, "mean": [float(v) for v in cfg.mean], "std": [float(v) for v in cfg.std],
             "input_size": [w, h], "template": TEMPLATES[cfg.template].scaled_to(w, h).points.tolist()}
-
-
-def lr_factor(step: int, total: int, cfg: RecognizerConfig) -> float:
-    """Multiplier of the base learning rates at `step`: linear warmup, then the schedule."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    span = max(1, total - cfg.warmup_steps)
-    t = min(1.0, (step - cfg.warmup_steps) / span)
-    if cfg.schedule == "poly":
-        return (1.0 - t) ** cfg.poly_power
-    if cfg.schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * t))
-    if cfg.schedule == "step":
-        return cfg.step_gamma ** sum(step >= m * total for m in cfg.step_milestones)
-    return 1.0
 
 
 def make_embedder(model: torch.nn.Module, cfg: RecognizerConfig, device: torch.device,
@@ -205,12 +191,13 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
             torch.set_float32_matmul_precision("high")  # TF32 for the fp32 Partial FC matmul (logits stay float)
-        if cfg.cpu_threads > 0:
-            torch.set_num_threads(cfg.cpu_threads)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed + self.dist.rank)
         np.random.seed((cfg.seed + self.dist.rank) % 2**32)
-        self.run = RunDir(Path(cfg.output_dir) / cfg.name) if self.dist.is_main else None
-        self.run_path = Path(cfg.output_dir) / cfg.name
+        self.run_path = cfg.run_dir
+        self.resume_from = resume_checkpoint(self.run_path, cfg.resume)  # before the folder is touched
+        self.run = RunDir(self.run_path) if self.dist.is_main else None
         self.data = build_data(cfg, evaluates=self.dist.is_main)
         self.backbone = build_backbone(cfg.backbone, **backbone_args(cfg)).to(self.device)
         channels_last = self.device.type == "cuda"
@@ -226,7 +213,7 @@ class Trainer:
                                                    cfg.softmax_loss, cfg.focal_gamma).to(self.device)
         else:
             self.head = TripletLoss(cfg.triplet_margin, cfg.triplet_mining)
-        self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp)
+        self.amp_dtype = cfg.amp_dtype(self.device.type)
         self.forward_module = TrainForward(self.backbone, cfg, self.amp_dtype, channels_last)
         self.model: torch.nn.Module = self.forward_module
         if self.dist.distributed:
@@ -239,7 +226,7 @@ class Trainer:
             self.optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         else:
             self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.sampler = self._sampler()
         self.steps_per_epoch = len(self.sampler) // cfg.gradient_acc
         if self.steps_per_epoch < 1:
@@ -275,11 +262,8 @@ class Trainer:
             log.warn(f"{path} was trained on chips aligned differently (template) from this run's")
 
     def _resume(self) -> None:
-        cfg = self.cfg
-        if cfg.resume == "never":
-            return
-        path = self.run_path / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
-        if cfg.resume == "auto" and not path.is_file():
+        cfg, path = self.cfg, self.resume_from
+        if path is None:
             return
         # on the CPU: load_state_dict moves weights and optimizer state to the model's device, RNG states stay here
         state = ckpt.load_recognizer_checkpoint(ckpt.rank_path(path, self.dist.rank), cfg.backbone, cfg.embedding_size,
@@ -384,7 +368,7 @@ class Trainer:
     def _make_loader(self) -> DataLoader:
         """One DataLoader for the whole run: its workers persist across epochs (the batch sampler runs in this
         process, so set_epoch before each pass still takes effect)."""
-        workers = self.cfg.num_workers
+        workers = self.cfg.workers
         return DataLoader(self.data.train, batch_sampler=self.sampler, num_workers=workers,
                           pin_memory=self.device.type == "cuda", generator=torch.Generator(),
                           persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
@@ -398,7 +382,8 @@ class Trainer:
         """One optimizer step over `gradient_acc` micro-batches; returns (loss, accuracy) as device tensors
         (reading them is a host sync: the loop does it on logging steps only)."""
         cfg = self.cfg
-        factor = lr_factor(self.step, self.total_steps, cfg)
+        factor = lr_factor(self.step, self.total_steps, cfg.warmup_steps, cfg.schedule, 0.0, cfg.poly_power,
+                           cfg.step_milestones, cfg.step_gamma)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         self.optimizer.zero_grad(set_to_none=True)

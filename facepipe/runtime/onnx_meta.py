@@ -41,6 +41,18 @@ def write_metadata(model, meta: dict[str, Any]) -> None:
         prop.value = json.dumps(value)
 
 
+def check_format(meta: dict[str, Any], path) -> None:
+    """Refuse a model whose metadata contract is newer than this facepipe's (files without the key are third-party)."""
+    from facepipe.errors import ModelError
+
+    fmt = meta.get("facepipe.format")
+    if fmt is None:
+        return
+    if not isinstance(fmt, int) or fmt > FORMAT:
+        raise ModelError(f"{path}: facepipe model format {fmt!r}, written by a newer facepipe (this one reads "
+                         f"format {FORMAT} and older): upgrade facepipe to use it")
+
+
 def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
     """Decode a {key: json-string} map, as onnxruntime's custom_metadata_map gives it."""
     out: dict[str, Any] = {}

@@ -35,6 +35,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def check_format(state: dict[str, Any], path: str | Path, kind: str, current: int) -> None:
+    """Refuse a checkpoint written in a newer format than this facepipe reads, saying so."""
+    fmt = state.get("format", current)
+    if not isinstance(fmt, int) or fmt > current:
+        raise ModelError(f"{path}: {kind} checkpoint format {fmt!r}, written by a newer facepipe (this one reads "
+                         f"format {current} and older): upgrade facepipe to use it")
+
+
 def capture_rng() -> dict[str, Any]:
     """RNG states as plain Python lists, so they survive weights_only loading and come back on the CPU
     whatever `map_location` a loader uses (tensors mapped to a GPU cannot be handed to torch.set_rng_state)."""

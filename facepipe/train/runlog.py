@@ -5,7 +5,27 @@ import json
 from pathlib import Path
 from typing import Any
 
-from facepipe.train.config import save_config
+from facepipe.train.config import ConfigError, save_config
+
+
+def resume_checkpoint(run_dir: str | Path, resume: str) -> Path | None:
+    """The one run-folder policy of both trainers: which checkpoint a run continues from, or None for a new run.
+
+    auto: <run_dir>/last.pt when there is one; never: a new run, refused when the folder already holds one
+    (nothing is overwritten); anything else: that checkpoint file, which must exist.
+    """
+    last = Path(run_dir) / "last.pt"
+    if resume == "auto":
+        return last if last.is_file() else None
+    if resume == "never":
+        if last.is_file():
+            raise ConfigError(f"{run_dir} already holds a training run (last.pt): resume=auto continues it, "
+                              "name=<new name> starts another")
+        return None
+    path = Path(resume)
+    if not path.is_file():
+        raise ConfigError(f"resume={resume}: checkpoint not found (use auto, never or a checkpoint path)")
+    return path
 
 
 class RunDir:
