@@ -18,26 +18,28 @@ import torch
 from torch.utils.data import Dataset
 
 from facepipe.runtime.align import ARCFACE_TEMPLATE, Template
-from facepipe.errors import DataError
+from facepipe.errors import DataError, FacepipeError
 from facepipe.recognition.recordio import RecordIOReader, RecordIOError
 
-IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 class FolderSource:
-    """root/<identity>/<image>: identities sorted by name get labels 0..C-1 (like torchvision's ImageFolder)."""
+    """root/<identity>/**/<image> (runtime/folders.py's rule): identities sorted by name get labels 0..C-1
+    (like torchvision's ImageFolder)."""
 
     def __init__(self, root: str | Path):
+        from facepipe.runtime.folders import scan_identity_folders  # the rule enroll and prepare use too
+
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: training folder not found")
-        self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        paths, labels = [], []
-        for label, name in enumerate(self.classes):
-            for f in sorted((self.root / name).iterdir()):
-                if f.suffix.lower() in IMAGE_EXT:
-                    paths.append(f)
-                    labels.append(label)
+        try:
+            persons = {n: p for n, p in scan_identity_folders(self.root).persons.items() if p}
+        except FacepipeError as exc:
+            raise DataError(str(exc)) from None
+        self.classes = sorted(persons)
+        paths = [f for name in self.classes for f in persons[name]]
+        labels = [label for label, name in enumerate(self.classes) for _ in persons[name]]
         if not paths:
             raise DataError(f"{self.root}: no images found in identity sub-folders (expected root/<identity>/*.jpg)")
         self.paths, self.labels = paths, np.asarray(labels, dtype=np.int64)
