@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facepipe.runtime.align import align_face
+from facepipe.runtime.align import align_face, dlib_face_chip, is_dlib_template
 from facepipe.runtime.base import Detector, Recognizer
 from facepipe.types import Detection, Face
 
@@ -23,12 +23,18 @@ class FacePipeline:
         self.recognizer = recognizer
 
     def detect(self, image: np.ndarray, threshold: float | None = None) -> list[Face]:
-        return [Face(box=d.box, score=d.score, landmarks=d.landmarks) for d in self.detector.detect(image, threshold)]
+        return [Face(box=d.box, score=d.score, landmarks=d.landmarks, landmarks68=d.landmarks68) for d in self.detector.detect(image, threshold)]
 
     def chips(self, image: np.ndarray, faces: list[Detection]) -> np.ndarray:
+        """Aligned chips for the recognizer: dlib's own chip when the recognizer takes dlib chips and the
+        detector fitted 68 points, else the 5-point similarity onto the recognizer's template."""
         template = self.recognizer.template
+        dlib_chips = is_dlib_template(template)
         out = np.empty((len(faces), template.size[1], template.size[0], 3), dtype=np.uint8)
         for i, face in enumerate(faces):
+            if dlib_chips and face.landmarks68 is not None:
+                out[i] = dlib_face_chip(image, face.landmarks68, template.size[0])
+                continue
             points = face.landmarks if face.landmarks is not None else landmarks_from_box(face.box)
             out[i] = align_face(image, points, template)
         return out

@@ -17,6 +17,7 @@ class Detection:
     box: np.ndarray  # (4,) float32 x1, y1, x2, y2
     score: float
     landmarks: np.ndarray | None = None
+    landmarks68: np.ndarray | None = None  # 68x2 iBUG points when the detector fits them (dlib): dlib's own chip
 
     @property
     def area(self) -> float:

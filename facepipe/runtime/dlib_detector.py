@@ -52,6 +52,6 @@ class DlibDetector:
             full_rect = self._dlib.rectangle(int(round(x1)), int(round(y1)), int(round(x2)), int(round(y2)))
             shape = self._landmarks(image, full_rect)
             points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
-            faces.append(Detection(box=box, score=float(score), landmarks=reduce_68_to_5(points)))
+            faces.append(Detection(box=box, score=float(score), landmarks=reduce_68_to_5(points), landmarks68=points))
         faces.sort(key=lambda f: f.score, reverse=True)
         return faces

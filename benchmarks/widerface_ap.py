@@ -1,0 +1,73 @@
+"""Small faces: AP (IoU 0.5, faces >= 16 px) on widerface-dev, facepipe's default detector against
+dlib's HOG upsampled once (face_recognition's default), with seconds per image, in one process.
+
+    nice -n 10 python benchmarks/widerface_ap.py [--limit 100]
+
+Targets (issue 8): AP >= HOG upsampled once, at <= 1.5x its time per image. Both run with a low score
+threshold so the whole precision-recall curve counts. facepipe's time includes its 68-point landmarks.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+from _common import data_root
+
+from facepipe.detection.data import parse_retinaface
+from facepipe.detection.evaluate import evaluate, run_detector
+from facepipe.types import Detection
+
+SCORE_FLOOR = -0.5  # HOG SVM score: keep weak detections too, AP integrates over the curve
+
+
+def hog_upsampled_once():
+    import dlib
+
+    hog = dlib.get_frontal_face_detector()
+
+    def detect(image: np.ndarray, threshold: float) -> list[Detection]:
+        rects, scores, _ = hog.run(image, 1, threshold)
+        return [Detection(np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], np.float32), float(s))
+                for r, s in zip(rects, scores)]
+    return detect
+
+
+def facepipe_default():
+    from facepipe.runtime.loader import load_detector
+
+    detector = load_detector()
+    return detector.detect
+
+
+def timed(detect, samples):
+    t = time.perf_counter()
+    detections = run_detector(detect, samples, SCORE_FLOOR)
+    return detections, (time.perf_counter() - t) / len(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=100, help="images to use (all 100 by default)")
+    args = parser.parse_args()
+    root = data_root() / "widerface-dev"
+    samples = parse_retinaface(root / "label.txt", root)[: args.limit]
+    rows = {}
+    for name, make in (("dlib HOG, upsampled once", hog_upsampled_once), ("facepipe default", facepipe_default)):
+        detections, seconds = timed(make(), samples)
+        report = evaluate(samples, detections, 0.0)
+        rows[name] = (report.curves["min16"].ap, report.curves["min16"].n_faces,
+                      sum(len(d) for d in detections), seconds)
+    base_ap, _, _, base_s = rows["dlib HOG, upsampled once"]
+    print(f"widerface-dev: {len(samples)} images, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'detector':28s} {'AP (>=16 px)':>12s} {'faces':>6s} {'dets':>6s} {'s/image':>8s} {'time ratio':>10s}")
+    for name, (ap, n_faces, n_dets, seconds) in rows.items():
+        print(f"{name:28s} {ap:12.3f} {n_faces:6d} {n_dets:6d} {seconds:8.3f} {seconds / base_s:10.2f}")
+    ap, _, _, seconds = rows["facepipe default"]
+    print(f"target AP >= {base_ap:.3f}: {'met' if ap >= base_ap - 1e-9 else 'NOT met'}; "
+          f"target time <= 1.5x: {'met' if seconds <= 1.5 * base_s else 'NOT met'} ({seconds / base_s:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
