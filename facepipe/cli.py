@@ -73,6 +73,7 @@ def enroll(
     """Enroll everyone in FOLDER: the largest face of each photo; re-enrolling a photo is a no-op."""
     from facepipe.batch import build_pipeline
     from facepipe.enroll import count_images, enroll_folder, reembed_gallery
+    from facepipe.matching import recognizer_metric
     from facepipe.gallery import Gallery
 
     total = count_images(folder)  # checks the folder before anything is created
@@ -81,12 +82,13 @@ def enroll(
     rec = pipeline.recognizer
     with Gallery(gallery) as g:
         if reembed and g.model not in (None, rec.fingerprint) and g.face_count():
-            n = reembed_gallery(g, spec, rec.fingerprint, workers, pipeline=pipeline)
+            n = reembed_gallery(g, spec, rec.fingerprint, workers, pipeline=pipeline, metric=recognizer_metric(rec))
             err.print(f"re-embedded {n} faces with {rec.name}")
         with _progress() as bar:
             task = bar.add_task("enrolling", total=total, status="")
             report = enroll_folder(folder, g, spec, rec.fingerprint, rec.embedding_size, workers,
-                                   on_item=lambda name: bar.update(task, advance=1, status=name), pipeline=pipeline)
+                                   on_item=lambda name: bar.update(task, advance=1, status=name), pipeline=pipeline,
+                                   metric=recognizer_metric(rec))
         table = Table(title=f"Enrolled into {g.path}  (model {rec.name}, {rec.provider})")
         for col in ("person", "added", "already enrolled", "largest of several", "no face", "errors", "faces in gallery"):
             table.add_column(col, justify="left" if col == "person" else "right")
@@ -149,7 +151,7 @@ def identify(
         for result in _with_progress(results, "identifying", len(images), errors):
             matches = g.match([f.embedding for f in result.faces], th.value, top_k) if result.faces else []
             for face, m in zip(result.faces, matches):
-                face.identity, face.similarity, face.candidates = m.identity, m.similarity, m.candidates
+                face.identity, face.similarity, face.candidates, face.distance = m.identity, m.similarity, m.candidates, m.distance
             _emit(result, table, as_json, True)
             if save_dir is not None:
                 save_annotated(result.image, result.faces, result.path, save_dir)
@@ -234,10 +236,9 @@ def verify(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Similarity needed for 'same person'."),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Same person or not: cosine similarity of the two largest faces against the threshold."""
-    import numpy as np
-
+    """Same person or not: similarity of the two largest faces (the model's metric) against the threshold."""
     from facepipe.batch import build_pipeline, run_images
+    from facepipe.matching import pairwise_similarity, recognizer_metric
 
     spec = _spec(detector, recognizer, device)
     pipeline = build_pipeline(spec)
@@ -248,7 +249,7 @@ def verify(
         if not result.faces:
             raise FacepipeError(f"{result.path}: no face found")
         faces.append(result.faces[0])
-    similarity = float(np.dot(faces[0].embedding, faces[1].embedding))
+    similarity = float(pairwise_similarity(faces[0].embedding, faces[1].embedding, recognizer_metric(pipeline.recognizer))[0, 0])
     th = pipeline.recognizer.threshold if threshold is None else threshold
     same = similarity >= th
     if as_json:

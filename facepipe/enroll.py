@@ -55,12 +55,13 @@ def find_person_images(root: Path) -> tuple[dict[str, list[Path]], list[Path]]:
 
 
 def enroll_folder(root: Path, gallery: Gallery, spec: ModelSpec, fingerprint: str, embedding_size: int,
-                  workers: int = 1, on_item: Callable[[str], None] | None = None, pipeline=None) -> EnrollReport:
+                  workers: int = 1, on_item: Callable[[str], None] | None = None, pipeline=None,
+                  metric: str = "cosine") -> EnrollReport:
     persons, loose = find_person_images(root)
     report = EnrollReport()
     for path in loose:
         report.notes.append((str(path), "skipped: not inside a person folder"))
-    gallery.check_model(fingerprint, embedding_size)
+    gallery.check_model(fingerprint, embedding_size, metric)
 
     todo: list[tuple[Path, str, str]] = []  # (path, person, sha256)
     for name, paths in persons.items():
@@ -113,7 +114,8 @@ def count_images(root: Path) -> int:
     return sum(len(v) for v in persons.values())
 
 
-def reembed_gallery(gallery: Gallery, spec: ModelSpec, fingerprint: str, workers: int = 1, pipeline=None) -> int:
+def reembed_gallery(gallery: Gallery, spec: ModelSpec, fingerprint: str, workers: int = 1, pipeline=None,
+                    metric: str = "cosine") -> int:
     """Recompute every face's embedding with another model from its source photo, all or nothing."""
     faces = gallery.faces()
     missing = []
@@ -132,5 +134,5 @@ def reembed_gallery(gallery: Gallery, spec: ModelSpec, fingerprint: str, workers
         if result.error or not result.faces:
             raise ImageError(f"cannot re-embed {source}: {result.error or 'no face found'} (nothing was changed)")
         new[face_id] = result.faces[0].embedding
-    gallery.replace_embeddings(fingerprint, new)
+    gallery.replace_embeddings(fingerprint, new, metric)
     return len(new)

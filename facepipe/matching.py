@@ -15,7 +15,7 @@ from facepipe.runtime.base import Recognizer
 TARGET_FPIR = 0.01  # aim: 1 stranger in 100 named (the promise is at most 2%)
 METRICS = ("cosine", "euclidean")
 AGGREGATIONS = ("best", "mean2", "centroid", "blend")
-DEFAULT_AGGREGATION = "blend"  # chosen by benchmarks/open_set.py (docs/open_set.md)
+DEFAULT_AGGREGATION = "centroid"  # chosen by benchmarks/open_set.py --variants (docs/open_set.md)
 BLEND = 0.5  # weight of the best face in "blend"; the rest goes to the person's centroid
 
 
