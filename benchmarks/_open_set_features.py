@@ -121,3 +121,31 @@ def default_embeddings(photos: list[Path], cache_name: str, refresh: bool = Fals
         seconds[i] = time.perf_counter() - t
     np.savez(cache, keys=keys, embeddings=out, seconds=seconds)
     return out, seconds
+
+
+def time_side_by_side(photos: list[Path], n: int = 60) -> tuple[float, float]:
+    """Seconds per photo of face_recognition's recipe (dlib: HOG upsampled once, 68 points, dlib's own
+    compute_face_descriptor on every face) and of facepipe's default (detect + embed every face), on the
+    same sample, alternating photo by photo so that the machine's load weighs on both alike."""
+    import dlib
+
+    from facepipe.batch import ModelSpec, build_pipeline
+    from facepipe.runtime.dlib_files import LANDMARKS_68, RESNET, dlib_model_path
+    from facepipe.runtime.image import read_image
+
+    pipeline = build_pipeline(ModelSpec(threads=1))
+    hog = dlib.get_frontal_face_detector()
+    shape_predictor = dlib.shape_predictor(str(dlib_model_path(LANDMARKS_68)))
+    net = dlib.face_recognition_model_v1(str(dlib_model_path(RESNET)))
+    sample = photos[:: max(1, len(photos) // n)][:n]
+    t_recipe = t_facepipe = 0.0
+    for path in sample:
+        image = read_image(path)
+        t = time.perf_counter()
+        for rect in hog(image, 1):
+            net.compute_face_descriptor(image, shape_predictor(image, rect))
+        t_recipe += time.perf_counter() - t
+        t = time.perf_counter()
+        pipeline.analyze(image)
+        t_facepipe += time.perf_counter() - t
+    return t_recipe / len(sample), t_facepipe / len(sample)

@@ -41,6 +41,17 @@ def facepipe_default():
     return detector.detect
 
 
+def facepipe_before():
+    """facepipe before issue 8: no upsampling unless nothing was found."""
+    from facepipe.runtime.dlib_detector import DlibDetector
+
+    single, upsampled = DlibDetector(upsample=0), DlibDetector(upsample=1)
+
+    def detect(image: np.ndarray, threshold: float) -> list[Detection]:
+        return single.detect(image, threshold) or upsampled.detect(image, threshold)
+    return detect
+
+
 def timed(detect, samples):
     t = time.perf_counter()
     detections = run_detector(detect, samples, SCORE_FLOOR)
@@ -54,7 +65,8 @@ def main() -> None:
     root = data_root() / "widerface-dev"
     samples = parse_retinaface(root / "label.txt", root)[: args.limit]
     rows = {}
-    for name, make in (("dlib HOG, upsampled once", hog_upsampled_once), ("facepipe default", facepipe_default)):
+    for name, make in (("dlib HOG, upsampled once", hog_upsampled_once), ("facepipe before issue 8", facepipe_before),
+                       ("facepipe default", facepipe_default)):
         detections, seconds = timed(make(), samples)
         report = evaluate(samples, detections, 0.0)
         rows[name] = (report.curves["min16"].ap, report.curves["min16"].n_faces,

@@ -4,7 +4,7 @@ import pytest
 
 from facepipe.batch import ModelSpec, build_pipeline
 from facepipe.gallery import Gallery
-from facepipe.matching import choose_threshold
+from facepipe.matching import choose_threshold, recognizer_metric
 from facepipe.runtime.image import read_image
 
 N_ENROLLED, PER_PERSON, N_STRANGERS, PER_STRANGER = 40, 3, 60, 4
@@ -26,7 +26,7 @@ def test_calibrated_threshold_names_at_most_2_percent_of_held_out_strangers(data
     pipeline = build_pipeline(ModelSpec(threads=1))
     rec = pipeline.recognizer
     with Gallery(tmp_path / "g.db") as gallery:
-        gallery.check_model(rec.fingerprint, rec.embedding_size)
+        gallery.check_model(rec.fingerprint, rec.embedding_size, recognizer_metric(rec))
         for folder in folders[:N_ENROLLED]:
             for path in sorted(folder.glob("*.jpg"))[:PER_PERSON]:
                 emb = _embed_largest(pipeline, path)
