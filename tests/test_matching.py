@@ -50,3 +50,13 @@ def test_aggregations_on_a_hand_made_gallery():
     blend = person_scores(q, faces, labels, 3, "cosine", "blend")[0]
     assert np.allclose(blend[:2], 0.5 * best[:2] + 0.5 * centroid[:2])
     assert len(rank_persons(blend[None], 5)[0]) == 2  # persons without faces are never candidates
+
+
+def test_student_t_quantile_matches_the_tables():
+    from facepipe.calibration import prediction_quantile, student_t_quantile
+
+    assert student_t_quantile(0.99, 9) == pytest.approx(2.821, abs=1e-3)  # t tables
+    assert student_t_quantile(0.99, 99) == pytest.approx(2.365, abs=1e-3)
+    samples = np.array([0.0, 1.0] * 5)  # mean 0.5, sd 0.527
+    wide, narrow = prediction_quantile(samples, 0.99, 5), prediction_quantile(samples, 0.99, 500)
+    assert wide > narrow > 0.5 + 2.3 * np.std(samples, ddof=1)  # fewer persons: a wider bound
