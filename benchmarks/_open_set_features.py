@@ -4,7 +4,8 @@ For every photo, the largest face, as:
   recipe      face_recognition's recipe with dlib itself: HOG upsampled once, 68 points, dlib's chip
               (get_face_chip, 150 px, padding 0.25) and dlib's ResNet. The ResNet runs through facepipe's
               ONNX conversion, which tests/test_align_dlib_chip.py holds to cosine >= 0.9999 against
-              dlib's compute_face_descriptor on the same shape; dlib's own (slower) net is timed on a sample.
+              dlib's compute_face_descriptor on the same shape (dlib's own net is what
+              `time_side_by_side` times).
   fp5         facepipe's detector, 68 points reduced to 5, 5-point similarity chip (facepipe before issue 8)
   dchip       facepipe's detector, dlib's own chip
   dchip_flip  the same chip mirrored (for mirror averaging)
@@ -34,7 +35,7 @@ def compute(photos: list[Path], cache_name: str, refresh: bool = False) -> dict[
     from facepipe.batch import ModelSpec, build_pipeline
     from facepipe.errors import FacepipeError
     from facepipe.runtime.align import align_face, dlib_face_chip
-    from facepipe.runtime.dlib_files import LANDMARKS_68, RESNET, dlib_model_path
+    from facepipe.runtime.dlib_files import LANDMARKS_68, dlib_model_path
     from facepipe.runtime.image import read_image
 
     cache = cache_dir() / f"{cache_name}.npz"
@@ -49,17 +50,13 @@ def compute(photos: list[Path], cache_name: str, refresh: bool = False) -> dict[
     shape_predictor = dlib.shape_predictor(str(dlib_model_path(LANDMARKS_68)))
     dim = rec.embedding_size
     out = {v: np.full((len(photos), dim), np.nan, np.float32) for v in VARIANTS}
-    t_recipe_detect = np.zeros(len(photos))
     for i, path in enumerate(track(photos, description=f"descriptors {cache_name}")):
         try:
             image = read_image(path)
         except FacepipeError:
             continue
         # face_recognition's recipe
-        t = time.perf_counter()
-        rects = hog(image, 1)
-        shapes = [shape_predictor(image, r) for r in rects]
-        t_recipe_detect[i] = time.perf_counter() - t
+        shapes = [shape_predictor(image, r) for r in hog(image, 1)]
         if shapes:
             shape = max(shapes, key=lambda s: s.rect.area())
             points = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
@@ -73,20 +70,7 @@ def compute(photos: list[Path], cache_name: str, refresh: bool = False) -> dict[
         raw = rec.embed_raw(batch)
         out["fp5"][i], out["dchip"][i], out["dchip_flip"][i] = raw[0], raw[1], raw[2]
         out["dchip_jit"][i] = raw[3:].mean(0)
-    # dlib's own ResNet (what face_recognition runs), timed on a sample
-    net = dlib.face_recognition_model_v1(str(dlib_model_path(RESNET)))
-    sample = [p for p in photos[:: max(1, len(photos) // 60)]]
-    t_desc = []
-    for path in sample:
-        image = read_image(path)
-        rects = hog(image, 1)
-        if len(rects):
-            shape = shape_predictor(image, rects[0])
-            t = time.perf_counter()
-            net.compute_face_descriptor(image, shape)
-            t_desc.append(time.perf_counter() - t)
-    saved = {"keys": keys, **out, "t_recipe_detect": t_recipe_detect,
-             "t_dlib_descriptor": np.array(t_desc)}
+    saved = {"keys": keys, **out}
     np.savez(cache, **saved)
     return saved
 
