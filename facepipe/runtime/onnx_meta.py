@@ -14,8 +14,9 @@ Common keys:
 Recognizer keys:
   template           5x2 list: where the standard 5 landmarks sit in the input chip (pixels)
   embedding_size     int
-  threshold          recommended cosine similarity threshold (from a verification run)
-  metric             "cosine"
+  threshold          recommended similarity threshold (from a verification run; facepipe.matching)
+  metric             "cosine" (facepipe's exports: embeddings are L2-normalised) or "euclidean"
+                     (dlib's ResNet: raw descriptors, similarity = 1 - d^2/2)
 
 Detector keys:
   input_rule         {"multiple_of": 32, "max_side": 640}: how to size the network input
