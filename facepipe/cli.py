@@ -337,6 +337,7 @@ def _register_subsystems() -> None:
 
 
 _register_subsystems()
+__import__("facepipe.gallery_cli", fromlist=["register"]).register(gallery_app)  # gallery export/import/reindex
 
 
 def main() -> None:

@@ -12,8 +12,8 @@ Arrays (N faces, P persons, D = embedding size):
 | `embeddings`     | float32, (N, D)          | per face: the embedding, bit-exact as stored               |
 | `source`         | str, (N,)                | per face: path of the photo it came from                   |
 | `sha256`         | str, (N,)                | per face: hex sha256 of that photo (the de-duplication key) |
-| `box`            | float32, (N, 4)          | per face: x1, y1, x2, y2 in the photo's pixels             |
-| `score`          | float32, (N,)            | per face: the detector's score                             |
+| `box`            | float64, (N, 4)          | per face: x1, y1, x2, y2 in the photo's pixels             |
+| `score`          | float64, (N,)            | per face: the detector's score                             |
 
 Reading never unpickles (`allow_pickle=False`): an object array is refused like any other wrong field.
 """
@@ -42,8 +42,8 @@ class GalleryRecords:
     embeddings: np.ndarray  # (N, D) float32
     source: np.ndarray      # (N,) str
     sha256: np.ndarray      # (N,) str
-    box: np.ndarray         # (N, 4) float32
-    score: np.ndarray       # (N,) float32
+    box: np.ndarray         # (N, 4) float64
+    score: np.ndarray       # (N,) float64
 
     def __len__(self) -> int:
         return len(self.person)
@@ -59,8 +59,8 @@ def write_npz(path: str | Path, records: GalleryRecords) -> None:
             np.savez(f, format=np.array(FORMAT), model=np.array(records.model),
                      embedding_size=np.array(records.embedding_size, np.int64), names=records.names,
                      person=records.person.astype(np.int32), embeddings=records.embeddings.astype(np.float32),
-                     source=records.source, sha256=records.sha256, box=records.box.astype(np.float32),
-                     score=records.score.astype(np.float32))
+                     source=records.source, sha256=records.sha256, box=records.box.astype(np.float64),
+                     score=records.score.astype(np.float64))
         os.rename(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

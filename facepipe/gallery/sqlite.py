@@ -247,8 +247,8 @@ class Gallery:
         position = {pid: i for i, (pid,) in enumerate(self.db.execute("SELECT id FROM persons ORDER BY id"))}
         person = np.empty(n, np.int32)
         embeddings = np.empty((n, size), np.float32)
-        box = np.empty((n, 4), np.float32)
-        score = np.empty(n, np.float32)
+        box = np.empty((n, 4), np.float64)
+        score = np.empty(n, np.float64)
         source, sha = [], []
         cur = self.db.execute("SELECT person_id, source, sha256, box, score, embedding FROM faces ORDER BY id")
         i = 0
