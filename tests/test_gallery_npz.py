@@ -139,6 +139,8 @@ def test_hostile_or_damaged_files_are_one_line_and_change_nothing(tmp_path, kind
     with pytest.raises(GalleryError) as info:
         read_npz(bad)
     assert str(bad) in str(info.value) and "\n" not in str(info.value)
+    if kind not in ("truncated", "pickle", "object names", "wrong embedding shape"):
+        return  # the CLI path below is the same for every kind: run it for a few
     with filled(tmp_path / "b.db", n_persons=1) as b:
         before = snapshot(b)
     out = cli("gallery", "import", bad, "--gallery", tmp_path / "b.db")

@@ -360,16 +360,19 @@ class MilvusGallery:
 
 
 class _MilvusRows:
-    """Embeddings by position, fetched from Milvus on demand (calibration reads a sample of them)."""
+    """Embeddings by position for calibration: read in one pass on first use (one round trip per
+    face would cost more than the searches)."""
     def __init__(self, gallery: MilvusGallery, ids: np.ndarray):
-        self.gallery, self.ids = gallery, ids
+        self.gallery, self.ids, self._matrix = gallery, ids, None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i) -> np.ndarray:
-        row = self.gallery.client.get(self.gallery.collection, ids=[int(self.ids[i])], output_fields=["embedding"])
-        return np.asarray(row[0]["embedding"], np.float32)
+        if self._matrix is None:
+            rows = self.gallery._all(["embedding"])
+            self._matrix = np.array([r["embedding"] for r in rows], np.float32)
+        return self._matrix[i]
 
 
 class _MilvusPositions:
