@@ -208,3 +208,14 @@ def test_two_writers_at_once_keep_the_gallery_consistent(tmp_path):
         assert g.face_count() == 120
         assert g.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert g.embeddings()[0].shape == (120, 16)
+
+
+def test_gallery_specs():
+    from facepipe.gallery.milvus import parse_spec
+
+    assert parse_spec("milvus://10.0.0.5:19530/faces") == ("http://10.0.0.5:19530", "faces", "milvus://10.0.0.5:19530/faces")
+    assert parse_spec("milvus-lite:///srv/g.db")[:2] == ("/srv/g.db", "facepipe")
+    assert parse_spec("milvus-lite:///srv/g.db#event")[:2] == ("/srv/g.db", "event")
+    for bad in ("milvus://host:19530", "milvus:///faces", "milvus-lite://"):
+        with pytest.raises(GalleryError, match="expected milvus"):
+            parse_spec(bad)

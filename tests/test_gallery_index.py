@@ -206,3 +206,19 @@ def test_kill_during_rebuild_leaves_the_old_index_in_use(tmp_path, monkeypatch):
     with small_ann(path) as g:
         g.reindex()
         assert [p.name for p in g.index_folder.glob("ivf-*")] == [g.index_tag().file]  # leftover swept
+
+
+def test_reindex_command(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "g.db"
+    with small_ann(path) as g:
+        fill(g)
+    env = {**os.environ, "FACEPIPE_ANN_MIN": "50"}
+    out = subprocess.run([sys.executable, "-m", "facepipe.cli", "gallery", "reindex", "--gallery", str(path)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "index rebuilt" in out.stdout and "300 faces" in out.stdout
+    with small_ann(path) as g:
+        assert g.index_state() == "fresh" and g.index_tag().count == 300
