@@ -32,7 +32,6 @@ from facepipe.errors import GalleryError
 from facepipe.gallery import index as ann
 from facepipe.gallery.npz import GalleryRecords
 from facepipe.gallery.ranking import Match, PersonInfo, match_all
-from facepipe.runtime.hashing import file_sha256  # noqa: F401  (re-exported for callers of the gallery)
 from facepipe.search import EmbeddingIndex, ann_min, exact_search, ivf_lists, train_ivf
 
 SCHEMA = """
