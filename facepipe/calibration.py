@@ -90,7 +90,14 @@ def open_set_threshold(matrix: np.ndarray, labels: np.ndarray, scorer: PersonSco
     None when the gallery has too few persons to say."""
     if len(labels) == 0 or len(np.unique(labels)) < MIN_PERSONS:
         return None
-    scores = impostor_best_scores(matrix, labels, scorer)
-    if len(scores) < MIN_PERSONS:
+    return threshold_from_impostors(impostor_best_scores(matrix, labels, scorer), len(np.unique(labels)), target_fpir)
+
+
+def threshold_from_impostors(scores: np.ndarray, n_persons: int, target_fpir: float = 0.01) -> float | None:
+    """The fitted threshold from "stranger's best scores" already computed (a large gallery computes them
+    from its ANN shortlist: facepipe.gallery.ranking.shortlist_impostor_scores)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    scores = scores[np.isfinite(scores)]
+    if n_persons < MIN_PERSONS or len(scores) < MIN_PERSONS:
         return None
-    return prediction_quantile(scores, 1.0 - target_fpir, len(np.unique(labels)))
+    return prediction_quantile(scores, 1.0 - target_fpir, n_persons)

@@ -311,6 +311,14 @@ def _register_subsystems() -> None:
 
 _register_subsystems()
 
+def _register_gallery_verbs() -> None:
+    from facepipe.gallery_cli import register  # gallery export / import / reindex
+
+    register(gallery_app)
+
+
+_register_gallery_verbs()
+
 
 def main() -> None:
     """Entry point: user errors become one red line and exit code 1; usage errors exit 2 (typer)."""

@@ -8,10 +8,45 @@ index probes the few clusters nearest to the query. `nprobe` trades speed for ex
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
 IVF_MIN = 50_000
+
+
+def ann_min() -> int:
+    """Gallery size from which the gallery searches a (persisted) IVF index; FACEPIPE_ANN_MIN overrides it
+    (tests force the index path on small galleries with it)."""
+    return int(os.environ.get("FACEPIPE_ANN_MIN") or IVF_MIN)
+
+
+def ivf_lists(size: int) -> int:
+    return max(1, int(4 * math.sqrt(size)))
+
+
+def default_nprobe(nlist: int) -> int:
+    # About 1/64 of the lists: at 1M faces (4,000 lists) ~10 ms per query with 99.85% exact top-1 on
+    # face-like synthetic data, and the right person found even where the best face is missed
+    # (docs/benchmarks.md). Probing more lists buys exactness with time: set `nprobe`.
+    return min(nlist, max(32, nlist // 64))
+
+
+def train_ivf(sample: np.ndarray, size: int | None = None, seed: int = 0):
+    """An empty, trained faiss IVF-Flat (inner product) for a gallery of `size` vectors (default: the sample's).
+    It trains on at most 64 vectors per list drawn from `sample`."""
+    import faiss
+
+    size = size or len(sample)
+    dim = sample.shape[1]
+    nlist = min(ivf_lists(size), len(sample))
+    if len(sample) > 64 * nlist:
+        sample = sample[np.random.default_rng(seed).choice(len(sample), size=64 * nlist, replace=False)]
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.min_points_per_centroid = 1  # small forced-ANN galleries: no warning spam
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    index.nprobe = default_nprobe(nlist)
+    return index
 
 
 class EmbeddingIndex:
@@ -24,20 +59,10 @@ class EmbeddingIndex:
             self._faiss = self._build_ivf(nprobe)
 
     def _build_ivf(self, nprobe: int | None):
-        import faiss
-
-        dim = self.embeddings.shape[1]
-        nlist = int(4 * math.sqrt(self.size))
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        rng = np.random.default_rng(0)
-        sample = self.embeddings[rng.choice(self.size, size=min(self.size, 64 * nlist), replace=False)]
-        index.train(sample)
+        index = train_ivf(self.embeddings)
         index.add(self.embeddings)
-        # About 1/64 of the lists: at 1M faces (4,000 lists) ~10 ms per query with 99.85% exact top-1 on
-        # face-like synthetic data, and the right person found even where the best face is missed
-        # (docs/benchmarks.md). Probing more lists buys exactness with time: set `nprobe`.
-        index.nprobe = nprobe or max(32, nlist // 64)
+        if nprobe:
+            index.nprobe = nprobe
         return index
 
     @property

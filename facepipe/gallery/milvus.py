@@ -1,0 +1,367 @@
+"""The Milvus gallery: the same contract as the SQLite gallery, in a Milvus collection.
+
+    milvus://HOST:PORT/COLLECTION        a Milvus server or cluster (token: env MILVUS_TOKEN, "user:password")
+    milvus-lite:///path/to/file.db       Milvus Lite, the Milvus engine in-process, one local file
+                                         (collection "facepipe"; add #NAME for another)
+
+Both go through pymilvus' MilvusClient, so the tests on Milvus Lite exercise the code a cluster runs.
+Two collections per gallery: COLLECTION (one entity per face: person, source, sha256, box, score, created,
+embedding; AUTOINDEX on the embedding, inner product) and COLLECTION_meta (key -> value: the model fingerprint,
+embedding size, change counter, cached calibration), so the fingerprint lives with the collection and is checked
+on every enroll and identify.
+
+Milvus has no transactions and no unique constraints. Enroll is idempotent by checking the content hash
+before inserting (two enrolls of the same new photo racing each other may both insert it); import is
+all-or-nothing by compensation (the faces it inserted are deleted again when it fails).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from facepipe.calibration import MAX_PROBES, threshold_from_impostors
+from facepipe.errors import GalleryError, ModelMismatchError
+from facepipe.gallery.npz import GalleryRecords
+from facepipe.gallery.ranking import Match, PersonInfo, match_shortlist, shortlist_impostor_scores
+
+MAX_TOPK = 16384      # Milvus' bound on limit for one search
+BATCH = 2000          # entities per insert / iterator page
+CALIBRATION_DRIFT = 0.01
+FACE_FIELDS = ["id", "person", "source", "sha256", "box", "score", "created"]
+
+
+def parse_spec(spec: str) -> tuple[str, str, str]:
+    """(uri for MilvusClient, collection name, what to call it in messages)."""
+    if spec.startswith("milvus-lite://"):
+        rest = spec[len("milvus-lite://"):]
+        path, _, name = rest.partition("#")
+        if not path:
+            raise GalleryError(f"{spec}: expected milvus-lite:///path/to/file.db")
+        return str(Path(path).expanduser()), name or "facepipe", spec
+    rest = spec[len("milvus://"):]
+    host, _, name = rest.partition("/")
+    if not host or not name or "/" in name:
+        raise GalleryError(f"{spec}: expected milvus://HOST:PORT/COLLECTION")
+    return f"http://{host}", name, spec
+
+
+def _quote(text: str) -> str:
+    return json.dumps(text)  # a Milvus filter string literal: double quotes, backslash escapes
+
+
+class MilvusGallery:
+    def __init__(self, spec: str, create: bool = True):
+        from pymilvus import MilvusClient
+        from pymilvus.exceptions import MilvusException
+
+        self._error = MilvusException
+        uri, self.collection, self.path = parse_spec(spec)
+        self.meta_collection = f"{self.collection}_meta"
+        if uri.endswith(".db"):
+            if not create and not Path(uri).exists():
+                raise GalleryError(f"{self.path}: no gallery here (run `facepipe enroll` first)")
+            Path(uri).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.client = MilvusClient(uri=uri, token=os.environ.get("MILVUS_TOKEN", ""))
+            if not self.client.has_collection(self.meta_collection):
+                if not create:
+                    raise GalleryError(f"{self.path}: no gallery here (run `facepipe enroll` first)")
+                self._create_meta()
+            self.client.load_collection(self.meta_collection)
+            if self.client.has_collection(self.collection):
+                self.client.load_collection(self.collection)
+        except MilvusException as exc:
+            raise GalleryError(f"{self.path}: cannot open the Milvus gallery ({exc.message})") from None
+
+    # -- collections -------------------------------------------------------------------------------
+    def _create_meta(self) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False)
+        schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=256)
+        schema.add_field("value", DataType.VARCHAR, max_length=65535)
+        schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector field in every collection
+        index = self.client.prepare_index_params()
+        index.add_index("unused", index_type="FLAT", metric_type="L2")
+        self.client.create_collection(self.meta_collection, schema=schema, index_params=index, consistency_level="Strong")
+
+    def _create_faces(self, dim: int) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=True)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("person", DataType.VARCHAR, max_length=1024)
+        schema.add_field("source", DataType.VARCHAR, max_length=4096)
+        schema.add_field("sha256", DataType.VARCHAR, max_length=64)
+        schema.add_field("box", DataType.VARCHAR, max_length=256)
+        schema.add_field("score", DataType.DOUBLE)
+        schema.add_field("created", DataType.DOUBLE)
+        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
+        index = self.client.prepare_index_params()
+        index.add_index("embedding", index_type="AUTOINDEX", metric_type="IP")
+        index.add_index("sha256", index_type="INVERTED")
+        index.add_index("person", index_type="INVERTED")
+        # Strong: an enroll is seen by the next query (the idempotency check, then identify), as in SQLite.
+        self.client.create_collection(self.collection, schema=schema, index_params=index, consistency_level="Strong")
+        self.client.load_collection(self.collection)
+
+    def _has_faces(self) -> bool:
+        return self.client.has_collection(self.collection)
+
+    def _meta(self, key: str) -> str | None:
+        rows = self.client.get(self.meta_collection, ids=[key], output_fields=["value"])
+        return rows[0]["value"] if rows else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.client.upsert(self.meta_collection, [{"key": key, "value": value, "unused": [0.0, 0.0]}])
+
+    def _bump(self, faces_changed: int) -> None:
+        self._set_meta("changes", str(self.changes + faces_changed))
+        self._set_meta("revision", str(self.revision + 1))
+
+    @property
+    def revision(self) -> int:
+        return int(self._meta("revision") or 0)
+
+    @property
+    def changes(self) -> int:
+        return int(self._meta("changes") or 0)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "MilvusGallery":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- model binding -----------------------------------------------------------------------------
+    @property
+    def model(self) -> str | None:
+        return self._meta("model")
+
+    @property
+    def embedding_size(self) -> int | None:
+        size = self._meta("embedding_size")
+        return int(size) if size is not None else None
+
+    @property
+    def metric(self) -> str:
+        """How the model that filled this gallery compares embeddings (facepipe.matching.METRICS)."""
+        return self._meta("metric") or "cosine"
+
+    def check_model(self, fingerprint: str, embedding_size: int, metric: str = "cosine") -> None:
+        current = self.model
+        if current is None or self.face_count() == 0:
+            if self._has_faces() and self.embedding_size != embedding_size:
+                self.client.drop_collection(self.collection)  # empty, and the vector field has another size
+            if not self._has_faces():
+                self._create_faces(embedding_size)
+            self._set_meta("model", fingerprint)
+            self._set_meta("embedding_size", str(embedding_size))
+            self._set_meta("metric", metric)
+        elif current != fingerprint:
+            raise ModelMismatchError(
+                f"{self.path}: this gallery holds embeddings from model {current!r}, not {fingerprint!r}; "
+                "use that model, another --gallery, or `facepipe enroll --reembed` to convert it")
+        elif self.embedding_size != embedding_size:
+            raise GalleryError(f"{self.path}: embedding size {embedding_size} does not match the gallery's {self.embedding_size}")
+
+    # -- writes ------------------------------------------------------------------------------------
+    def person_of_hash(self, sha256: str) -> str | None:
+        if not self._has_faces():
+            return None
+        rows = self.client.query(self.collection, filter=f"sha256 == {_quote(sha256)}", output_fields=["person"], limit=1)
+        return rows[0]["person"] if rows else None
+
+    def add_face(self, name: str, source: str, sha256: str, box, score: float, embedding: np.ndarray) -> str:
+        emb = np.asarray(embedding, dtype=np.float32)
+        size = self.embedding_size
+        if size is None or not self._has_faces():
+            raise GalleryError(f"{self.path}: no model bound yet (check_model first)")
+        if size != emb.shape[0]:
+            raise GalleryError(f"{self.path}: embedding size {emb.shape[0]} does not match the gallery's {size}")
+        if self.person_of_hash(sha256) is not None:
+            return "duplicate"
+        self.client.insert(self.collection, [{
+            "person": name, "source": source, "sha256": sha256, "box": json.dumps([round(float(v), 2) for v in box]),
+            "score": float(score), "created": time.time(), "embedding": emb.tolist()}])
+        self._bump(1)
+        return "added"
+
+    def remove_person(self, name: str) -> int:
+        n = self._count(f"person == {_quote(name)}") if self._has_faces() else 0
+        if n == 0:
+            raise GalleryError(f"{self.path}: no person named {name!r} in the gallery")
+        self.client.delete(self.collection, filter=f"person == {_quote(name)}")
+        self._bump(n)
+        return n
+
+    def replace_embeddings(self, model: str, embeddings: dict[int, np.ndarray], metric: str = "cosine") -> None:
+        """Swap every face's embedding for another model's (re-creates the collection: the size may change)."""
+        rows = list(self._iterate(FACE_FIELDS))
+        size = len(next(iter(embeddings.values()))) if embeddings else 0
+        self.client.drop_collection(self.collection)
+        self._create_faces(size)
+        for lo in range(0, len(rows), BATCH):
+            self.client.insert(self.collection, [{**{k: r[k] for k in FACE_FIELDS if k != "id"},
+                                                  "embedding": np.asarray(embeddings[r["id"]], np.float32).tolist()}
+                                                 for r in rows[lo:lo + BATCH]])
+        self._set_meta("model", model)
+        self._set_meta("metric", metric)
+        self._set_meta("embedding_size", str(size))
+        self._bump(len(rows))
+
+    # -- reads -------------------------------------------------------------------------------------
+    def _count(self, filter: str = "") -> int:
+        rows = self.client.query(self.collection, filter=filter, output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def _iterate(self, fields: list[str], filter: str = "id >= 0"):
+        if not self._has_faces():
+            return
+        it = self.client.query_iterator(self.collection, batch_size=BATCH, filter=filter, output_fields=fields)
+        try:
+            while batch := it.next():
+                yield from batch
+        finally:
+            it.close()
+
+    def face_count(self) -> int:
+        return self._count() if self._has_faces() else 0
+
+    def persons(self) -> list[PersonInfo]:
+        out: dict[str, list] = {}
+        for r in self._iterate(["person", "created"]):
+            p = out.setdefault(r["person"], [0, r["created"]])
+            p[0] += 1
+            p[1] = min(p[1], r["created"])
+        return [PersonInfo(name, n, created) for name, (n, created) in sorted(out.items())]
+
+    def faces(self) -> list[tuple[int, str, str, str]]:
+        return sorted((r["id"], r["person"], r["source"], r["sha256"]) for r in self._iterate(["person", "source", "sha256"]))
+
+    def _all(self, fields: list[str]) -> list[dict]:
+        return sorted(self._iterate(fields), key=lambda r: r["id"])
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        rows = self._all(["person", "embedding"])
+        names = sorted({r["person"] for r in rows})
+        position = {n: i for i, n in enumerate(names)}
+        matrix = np.array([r["embedding"] for r in rows], np.float32).reshape(len(rows), self.embedding_size or 0)
+        return matrix, np.array([position[r["person"]] for r in rows], np.int64), names
+
+    @property
+    def search_kind(self) -> str:
+        return "milvus (AUTOINDEX, inner product)"
+
+    def reindex(self, full: bool = True):
+        return None  # Milvus builds and maintains its own index
+
+    # -- export / import ---------------------------------------------------------------------------
+    def export_records(self) -> GalleryRecords:
+        if self.model is None:
+            raise GalleryError(f"{self.path}: the gallery is empty, nothing to export")
+        rows = self._all(FACE_FIELDS + ["embedding"])
+        names = sorted({r["person"] for r in rows})
+        position = {n: i for i, n in enumerate(names)}
+        size = self.embedding_size or 0
+        return GalleryRecords(
+            self.model, size, np.array(names, dtype=str), np.array([position[r["person"]] for r in rows], np.int32),
+            np.array([r["embedding"] for r in rows], np.float32).reshape(len(rows), size),
+            np.array([r["source"] for r in rows], dtype=str), np.array([r["sha256"] for r in rows], dtype=str),
+            np.array([json.loads(r["box"]) for r in rows], np.float64).reshape(len(rows), 4),
+            np.array([r["score"] for r in rows], np.float64))
+
+    def _present(self, hashes: list[str]) -> set[str]:
+        present: set[str] = set()
+        for lo in range(0, len(hashes), 1000):
+            part = hashes[lo:lo + 1000]
+            present |= {r["sha256"] for r in self.client.query(
+                self.collection, filter=f"sha256 in {json.dumps(part)}", output_fields=["sha256"], limit=len(part))}
+        return present
+
+    def import_records(self, records: GalleryRecords, on_progress: Callable[[int], None] | None = None,
+                       chunk: int = BATCH) -> tuple[int, int]:
+        """Add the faces whose hash is new; on any failure the faces inserted so far are deleted again."""
+        self.check_model(records.model, records.embedding_size)
+        hashes = records.sha256.tolist()
+        present = self._present(hashes)
+        seen: set[str] = set()
+        todo = []
+        for i, h in enumerate(hashes):
+            if h not in present and h not in seen:
+                seen.add(h)
+                todo.append(i)
+        inserted: list[int] = []
+        now = time.time()
+        try:
+            for lo in range(0, len(todo), chunk):
+                part = todo[lo:lo + chunk]
+                result = self.client.insert(self.collection, [{
+                    "person": str(records.names[records.person[i]]), "source": str(records.source[i]),
+                    "sha256": hashes[i], "box": "[" + ", ".join(map(repr, records.box[i].tolist())) + "]",
+                    "score": float(records.score[i]), "created": now, "embedding": records.embeddings[i].tolist()}
+                    for i in part])
+                inserted += list(result["ids"])
+                if on_progress:
+                    on_progress(min(len(records), round((lo + len(part)) / max(len(todo), 1) * len(records))))
+        except BaseException:
+            for lo in range(0, len(inserted), 10_000):
+                self.client.delete(self.collection, ids=inserted[lo:lo + 10_000])
+            raise
+        if on_progress:
+            on_progress(len(records))
+        if todo:
+            self._bump(len(todo))
+        return len(todo), len(records) - len(todo)
+
+    # -- matching ----------------------------------------------------------------------------------
+    def _search(self, query: np.ndarray, k: int) -> list[tuple[float, str]]:
+        res = self.client.search(self.collection, [np.asarray(query, np.float32).tolist()], limit=min(k, MAX_TOPK),
+                                 anns_field="embedding", output_fields=["person"], search_params={"metric_type": "IP"})
+        return [(float(h["distance"]), h["entity"]["person"]) for h in res[0]]
+
+    def _search_ids(self, query: np.ndarray, k: int) -> list[tuple[float, int]]:
+        res = self.client.search(self.collection, [np.asarray(query, np.float32).tolist()], limit=min(k, MAX_TOPK),
+                                 anns_field="embedding", search_params={"metric_type": "IP"})
+        return [(float(h["distance"]), int(h["id"])) for h in res[0]]
+
+    def faces_of(self, persons: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """All faces of these persons and each one's position in `persons`."""
+        position = {name: i for i, name in enumerate(persons)}
+        rows = self.client.query(self.collection, filter=f"person in [{', '.join(_quote(p) for p in persons)}]",
+                                 output_fields=["person", "embedding"])
+        matrix = np.array([r["embedding"] for r in rows], np.float32).reshape(len(rows), self.embedding_size or 0)
+        return matrix, np.array([position[r["person"]] for r in rows], np.int64)
+
+    def match(self, embeddings: np.ndarray, threshold: float, top_k: int = 5) -> list[Match]:
+        """Per query: the shortlisted persons scored from all their faces (facepipe.gallery.ranking)."""
+        if not self._has_faces() or self.face_count() == 0:
+            return [Match(None, 0.0, []) for _ in range(len(np.atleast_2d(embeddings)))]
+        return match_shortlist(self._search, self.faces_of, embeddings, threshold, top_k, self.metric)
+
+    def open_set_threshold(self, target_fpir: float = 0.01) -> float | None:
+        key = f"calibration:{target_fpir}:changes"
+        cached = self._meta(key)
+        changes, n = self.changes, self.face_count()
+        if cached:
+            at, value = json.loads(cached)
+            if abs(changes - at) <= CALIBRATION_DRIFT * n:
+                return value
+        rows = self._all(["person", "embedding"])
+        if len(rows) > MAX_PROBES:
+            rows = [rows[i] for i in np.random.default_rng(0).choice(len(rows), MAX_PROBES, replace=False)]
+        probes = np.array([r["embedding"] for r in rows], np.float32).reshape(len(rows), self.embedding_size or 0)
+        persons = len({r["person"] for r in self._iterate(["person"])})
+        scores = shortlist_impostor_scores(probes, [r["person"] for r in rows], self._search, self.faces_of,
+                                           self.metric)
+        value = threshold_from_impostors(scores, persons, target_fpir)
+        self._set_meta(key, json.dumps([changes, value]))
+        return value
