@@ -6,15 +6,25 @@
         for face in fp.identify("photo.jpg"):
             print(face.identity, face.similarity)
 
-Importing facepipe loads no model and changes no global state; `open()` loads models on first use.
+Importing facepipe loads no model and changes no global state; the names below are imported on first use,
+so `import facepipe.train...` on a training machine does not pull in the runtime's image or model libraries.
 """
 
 __version__ = "0.1.0"
 
-from facepipe.engine import Engine, Verification, open  # noqa: E402,A004
-from facepipe.errors import FacepipeError, GalleryError, ImageError, ModelError, ModelMismatchError  # noqa: E402
-from facepipe.runtime.image import from_bgr, load_image  # noqa: E402
-from facepipe.types import Candidate, Detection, Face  # noqa: E402
+_PUBLIC = {
+    "open": "facepipe.engine", "Engine": "facepipe.engine", "Verification": "facepipe.engine",
+    "Face": "facepipe.types", "Detection": "facepipe.types", "Candidate": "facepipe.types",
+    "from_bgr": "facepipe.runtime.image", "load_image": "facepipe.runtime.image",
+    "FacepipeError": "facepipe.errors", "ImageError": "facepipe.errors", "ModelError": "facepipe.errors",
+    "GalleryError": "facepipe.errors", "ModelMismatchError": "facepipe.errors",
+}
+__all__ = list(_PUBLIC)
 
-__all__ = ["open", "Engine", "Verification", "Face", "Detection", "Candidate", "from_bgr", "load_image",
-           "FacepipeError", "ImageError", "ModelError", "GalleryError", "ModelMismatchError"]
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        import importlib
+
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'facepipe' has no attribute {name!r}")

@@ -22,8 +22,8 @@ app.add_typer(gallery_app, name="gallery")
 console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
-DetectorOpt = typer.Option(None, "--detector", help="Detector model (.onnx or .pt); default: dlib HOG + 68 landmarks.")
-RecognizerOpt = typer.Option(None, "--recognizer", help="Recognizer model (.onnx or .pt); default: dlib ResNet via ONNX Runtime.")
+DetectorOpt = typer.Option(None, "--detector", help="A named model (yunet), a third-party or facepipe ONNX file, or a .pt checkpoint; default: dlib HOG + 68 landmarks.")
+RecognizerOpt = typer.Option(None, "--recognizer", help="A named model (sface), a third-party or facepipe ONNX file, or a .pt checkpoint; default: dlib ResNet via ONNX Runtime.")
 DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda or auto. Asking for cuda warns loudly if it is not used.")
 GalleryOpt = typer.Option(None, "--gallery", help="Gallery file (SQLite); default: your user data folder.")
 WorkersOpt = typer.Option(1, "--workers", min=1, help="Worker processes (dlib's detector uses one core each).")
@@ -109,32 +109,46 @@ def _collect(paths: list[Path]) -> tuple[list[Path], list[str]]:
 
 @app.command()
 def identify(
-    paths: list[Path] = typer.Argument(..., help="Images or folders of images."),
+    paths: Optional[list[str]] = typer.Argument(None, help="Images, folders of images, videos or stream URLs (rtsp://, http://)."),
     gallery: Optional[str] = GalleryOpt,
     detector: Optional[str] = DetectorOpt,
     recognizer: Optional[str] = RecognizerOpt,
     device: str = DeviceOpt,
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Similarity needed to name a face (default: calibrated)."),
     top_k: int = typer.Option(3, "--top-k", min=1, help="Candidates listed per face."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per image on stdout."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per image (per track for videos) on stdout."),
     save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="Write annotated copies here."),
     workers: int = WorkersOpt,
+    camera: Optional[int] = typer.Option(None, "--camera", help="Identify from this camera (index, e.g. 0) until Ctrl-C."),
+    every: int = typer.Option(3, "--every", min=1, help="Videos: detect on every Nth frame, track faces in between."),
+    max_fps: Optional[float] = typer.Option(None, "--max-fps", help="Videos: take at most this many frames per second."),
+    start: Optional[str] = typer.Option(None, "--start", help="Videos: start here (seconds, m:s or h:m:s)."),
+    end: Optional[str] = typer.Option(None, "--end", help="Videos: stop here (seconds, m:s or h:m:s)."),
 ):
-    """Name every face in every image, or call it unknown."""
+    """Name every face in every image, video or stream, or call it unknown."""
     from facepipe.annotate import save_annotated
+    from facepipe.video.cli import identify_videos, is_video_source, video_options
 
-    images, errors = _collect(paths)
+    paths = paths or []
+    if not paths and camera is None:
+        raise FacepipeError("nothing to identify: give images, videos, stream URLs or --camera N")
+    videos = [p for p in paths if is_video_source(p)] + ([camera] if camera is not None else [])
+    options = video_options(every, max_fps, start, end, top_k, threshold) if videos else None
+    images, errors = _collect([Path(p) for p in paths if not is_video_source(p)]) if len(videos) < len(paths) else ([], [])
     with _engine(gallery, detector, recognizer, device) as fp:
-        results = fp.identify_paths(images, top_k, threshold, workers, keep_images=save_dir is not None)
-        th = fp.threshold(threshold)
-        rec = fp.recognizer
-        table = _faces_table(f"threshold {th.value:.3f} ({th.source}); model {rec.name} on {rec.provider}", True)
-        for result in _with_progress(results, "identifying", len(images), errors):
-            _emit(result, table, as_json, True)
-            if save_dir is not None:
-                save_annotated(result.image, result.faces, result.path, save_dir)
-    if not as_json:
-        console.print(table)
+        if images or not videos:
+            results = fp.identify_paths(images, top_k, threshold, workers, keep_images=save_dir is not None)
+            th = fp.threshold(threshold)
+            rec = fp.recognizer
+            table = _faces_table(f"threshold {th.value:.3f} ({th.source}); model {rec.name} on {rec.provider}", True)
+            for result in _with_progress(results, "identifying", len(images), errors):
+                _emit(result, table, as_json, True)
+                if save_dir is not None:
+                    save_annotated(result.image, result.faces, result.path, save_dir)
+            if not as_json:
+                console.print(table)
+        if videos:
+            errors += identify_videos(fp, videos, options, as_json, save_dir, console, err)
     _report_errors(errors)
     if errors:
         raise typer.Exit(1)
@@ -278,7 +292,8 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep th
     console.print(f"[bold]1. facepipe enroll[/] {people}")
     enroll(people, gallery_path, None, None, "cpu", 1, False)
     console.print(f"[bold]2. facepipe identify[/] {' '.join(str(q) for q in queries)}")
-    identify(queries, gallery_path, None, None, "cpu", None, 3, False, root / "annotated", 1)
+    identify([str(q) for q in queries], gallery_path, None, None, "cpu", None, 3, False, root / "annotated", 1,
+             None, 3, None, None, None)
     console.print(f"annotated copies: {root / 'annotated'}")
 
 

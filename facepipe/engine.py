@@ -21,6 +21,7 @@ import numpy as np
 
 from facepipe.batch import ImageResult, ModelSpec, largest_first, run_images
 from facepipe.errors import FacepipeError, GalleryError, ModelMismatchError
+from facepipe.matching import pairwise_similarity, recognizer_metric
 from facepipe.pipeline import FacePipeline
 from facepipe.runtime.image import ImageLike, load_image
 from facepipe.runtime.loader import load_detector, load_recognizer
@@ -163,7 +164,7 @@ class Engine:
         g = self.gallery(create=bind)  # first: a missing gallery is said before any model loads
         rec = self.recognizer
         if bind:
-            g.check_model(rec.fingerprint, rec.embedding_size)
+            g.check_model(rec.fingerprint, rec.embedding_size, recognizer_metric(rec))
         elif g.face_count() == 0:
             raise GalleryError(f"{g.path}: the gallery is empty (run `facepipe enroll` first)")
         elif g.model != rec.fingerprint:
@@ -187,7 +188,8 @@ class Engine:
         """Copy the gallery's answer onto faces that carry embeddings (in place)."""
         if faces:
             for face, m in zip(faces, self.match([f.embedding for f in faces], top_k, threshold)):
-                face.identity, face.similarity, face.candidates = m.identity, m.similarity, m.candidates
+                face.identity, face.similarity, face.candidates, face.distance = \
+                    m.identity, m.similarity, m.candidates, m.distance
         return faces
 
     # -- identify --------------------------------------------------------------------------------------
@@ -256,8 +258,9 @@ class Engine:
         rec = self.recognizer
         g = self.gallery(create=True)
         if reembed and g.model not in (None, rec.fingerprint) and g.face_count():
-            reembed_gallery(g, self.spec, rec.fingerprint, workers, pipeline=self._local_pipeline(workers))
-        g.check_model(rec.fingerprint, rec.embedding_size)
+            reembed_gallery(g, self.spec, rec.fingerprint, workers, pipeline=self._local_pipeline(workers),
+                            metric=recognizer_metric(rec))
+        g.check_model(rec.fingerprint, rec.embedding_size, recognizer_metric(rec))
         return enroll_folder(folders, g, self.spec, workers, on_item, pipeline=self._local_pipeline(workers))
 
     # -- verify, persons --------------------------------------------------------------------------------
@@ -272,7 +275,7 @@ class Engine:
                 raise FacepipeError(f"{where}: no face found")
             faces.append(self.pipeline.embed(rgb, found[:1])[0])
         rec = self.recognizer
-        similarity = float(np.dot(faces[0].embedding, faces[1].embedding))
+        similarity = float(pairwise_similarity(faces[0].embedding, faces[1].embedding, recognizer_metric(rec))[0, 0])
         value, source = (rec.threshold, f"{rec.name} default") if threshold is None else (threshold, "--threshold")
         return Verification(similarity, float(value), source, similarity >= value, (faces[0], faces[1]))
 

@@ -91,7 +91,8 @@ def enroll_folder(folders: IdentityFolders, gallery: Gallery, spec: ModelSpec, w
     return report
 
 
-def reembed_gallery(gallery: Gallery, spec: ModelSpec, fingerprint: str, workers: int = 1, pipeline=None) -> int:
+def reembed_gallery(gallery: Gallery, spec: ModelSpec, fingerprint: str, workers: int = 1, pipeline=None,
+                    metric: str = "cosine") -> int:
     """Recompute every face's embedding with another model from its source photo, all or nothing."""
     faces = gallery.faces()
     missing = []
@@ -110,5 +111,5 @@ def reembed_gallery(gallery: Gallery, spec: ModelSpec, fingerprint: str, workers
         if result.error or not result.faces:
             raise ImageError(f"cannot re-embed {source}: {result.error or 'no face found'} (nothing was changed)")
         new[face_id] = result.faces[0].embedding
-    gallery.replace_embeddings(fingerprint, new)
+    gallery.replace_embeddings(fingerprint, new, metric)
     return len(new)

@@ -13,6 +13,10 @@ class ModelError(FacepipeError):
     """A model file that cannot be used."""
 
 
+class DataError(FacepipeError):
+    """Training or evaluation data (annotations, image folders, RecordIO, pair lists) that cannot be used."""
+
+
 class GalleryError(FacepipeError):
     """A gallery that cannot be opened or written as asked."""
 

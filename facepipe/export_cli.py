@@ -38,12 +38,12 @@ def export_command(
         from facepipe.detection.export import export_detector
 
         report = export_detector(checkpoint, out, check_images or None)
-        console.print(str(report))
     else:
-        from facepipe.recognition.export import export_recognizer, format_report
+        from facepipe.recognition.export import export_recognizer
 
         images = check_images[0] if check_images and len(check_images) == 1 and check_images[0].is_dir() else check_images
-        console.print(format_report(export_recognizer(checkpoint, out, images or None)))
+        report = export_recognizer(checkpoint, out, images or None)
+    console.print(str(report), markup=False, highlight=False)
     console.print(f"[green]wrote[/] {out}")
 
 

@@ -20,6 +20,7 @@ import platformdirs
 
 from facepipe.calibration import open_set_threshold
 from facepipe.errors import GalleryError, ModelMismatchError
+from facepipe.matching import distance_from_similarity, person_scores, rank_persons
 from facepipe.runtime.hashing import file_sha256  # noqa: F401  (re-exported for callers of the gallery)
 from facepipe.search import EmbeddingIndex
 from facepipe.types import Candidate
@@ -44,6 +45,9 @@ CREATE TABLE IF NOT EXISTS faces (
 CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
 """
 FORMAT = "1"
+CALIBRATION_VERSION = 2  # bump when the calibration changes, so cached thresholds are recomputed
+SHORTLIST_MIN = 20_000  # smaller galleries score every person exactly
+SHORTLIST_FACES = 256  # larger ones: only persons owning one of the query's nearest faces
 
 
 def default_gallery_path() -> Path:
@@ -63,6 +67,7 @@ class Match:
     identity: str | None  # None: unknown
     similarity: float
     candidates: list[Candidate]
+    distance: float | None = None  # for a distance metric: the distance behind `similarity`
 
 
 def _create_private(path: Path) -> None:
@@ -144,13 +149,19 @@ class Gallery:
     def model(self) -> str | None:
         return self._meta("model")
 
-    def check_model(self, fingerprint: str, embedding_size: int) -> None:
-        """Bind an empty gallery to this model, or refuse a model other than the one that filled it."""
+    @property
+    def metric(self) -> str:
+        """How the model that filled this gallery compares embeddings (facepipe.matching.METRICS)."""
+        return self._meta("metric") or "cosine"
+
+    def check_model(self, fingerprint: str, embedding_size: int, metric: str = "cosine") -> None:
+        """Bind an empty gallery to this model (and its metric), or refuse a model other than the one that filled it."""
         def bind():
             current = self._meta("model")
             if current is None or self.face_count() == 0:
                 self._set_meta("model", fingerprint)
                 self._set_meta("embedding_size", str(embedding_size))
+                self._set_meta("metric", metric)
             elif current != fingerprint:
                 raise ModelMismatchError(
                     f"{self.path}: this gallery holds embeddings from model {current!r}, not {fingerprint!r}; "
@@ -198,12 +209,13 @@ class Gallery:
             return n
         return self._write(delete)
 
-    def replace_embeddings(self, model: str, embeddings: dict[int, np.ndarray]) -> None:
+    def replace_embeddings(self, model: str, embeddings: dict[int, np.ndarray], metric: str = "cosine") -> None:
         """Swap every face's embedding for one from another model, in a single transaction."""
         def swap():
             for face_id, emb in embeddings.items():
                 self.db.execute("UPDATE faces SET embedding = ? WHERE id = ?", (np.asarray(emb, np.float32).tobytes(), face_id))
             self._set_meta("model", model)
+            self._set_meta("metric", metric)
             self._set_meta("embedding_size", str(len(next(iter(embeddings.values()))) if embeddings else 0))
             self.db.execute("DELETE FROM meta WHERE key LIKE 'calibration%'")
             self._bump_revision()
@@ -252,31 +264,54 @@ class Gallery:
     def open_set_threshold(self, target_fpir: float = 0.01) -> float | None:
         """Threshold at which a stranger is named with probability ~target_fpir, from this gallery's
         own impostor scores (cached until the gallery changes). None when too few persons to say."""
-        key = f"calibration:{target_fpir}"
+        key = f"calibration:{CALIBRATION_VERSION}:{target_fpir}"
         cached = self._meta(key)
         if cached:
             revision, value = json.loads(cached)
             if revision == self.revision:
                 return value
-        matrix, labels, _, index = self._load()
-        value = open_set_threshold(matrix, labels, index, target_fpir)
+        matrix, labels, _, _ = self._load()
+        value = open_set_threshold(matrix, labels, self.person_scores, target_fpir)
         try:
             self._write(lambda: self._set_meta(key, json.dumps([self.revision, value])))
         except sqlite3.OperationalError:
             pass  # read-only gallery: the value is still good for this run
         return value
 
+    def person_scores(self, queries: np.ndarray) -> np.ndarray:
+        """Q x P similarity of each query to each person (facepipe.matching.person_scores: every face
+        of a person counts, not just the best). Beyond SHORTLIST_MIN faces only the persons owning one
+        of the query's nearest faces are scored; the others get -inf."""
+        matrix, labels, names, index = self._load()
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        n_persons = len(names)
+        metric = self.metric
+        if len(matrix) < SHORTLIST_MIN:
+            return person_scores(queries, matrix, labels, n_persons, metric)
+        out = np.full((len(queries), n_persons), -np.inf, dtype=np.float32)
+        _, hits = index.search(queries, SHORTLIST_FACES)
+        for row, (query, idx) in enumerate(zip(queries, hits)):
+            persons = np.unique(labels[idx[idx >= 0]])
+            faces = np.flatnonzero(np.isin(labels, persons))
+            out[row, persons] = person_scores(query[None], matrix[faces], np.searchsorted(persons, labels[faces]),
+                                              len(persons), metric)[0]
+        return out
+
     def match(self, embeddings: np.ndarray, threshold: float, top_k: int = 5) -> list[Match]:
-        """Per query: persons ranked by their best face's cosine similarity; unknown below threshold."""
+        """Per query: persons ranked by their person score (facepipe.matching.person_scores); unknown
+        below threshold. For a distance metric each candidate also carries its distance (the similarity
+        is 1 - d^2/2 of it: facepipe.matching.similarity_from_distance)."""
         matrix, labels, names, index = self._load()
         if len(matrix) == 0:
             return [Match(None, 0.0, []) for _ in range(len(embeddings))]
         out = []
-        for query in np.atleast_2d(embeddings):
-            ranked = best_per_person(index, labels, query, top_k)
-            candidates = [Candidate(names[p], float(s)) for p, s in ranked]
+        with_distance = self.metric != "cosine"
+        for ranked in rank_persons(self.person_scores(np.atleast_2d(embeddings)), top_k):
+            candidates = [Candidate(names[p], s, float(distance_from_similarity(s)) if with_distance else None)
+                          for p, s in ranked]
             best = candidates[0]
-            out.append(Match(best.identity if best.similarity >= threshold else None, best.similarity, candidates))
+            out.append(Match(best.identity if best.similarity >= threshold else None, best.similarity, candidates,
+                             best.distance))
         return out
 
 

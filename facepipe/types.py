@@ -17,6 +17,7 @@ class Detection:
     box: np.ndarray  # (4,) float32 x1, y1, x2, y2
     score: float
     landmarks: np.ndarray | None = None
+    landmarks68: np.ndarray | None = None  # 68x2 iBUG points when the detector fits them (dlib): dlib's own chip
 
     @property
     def area(self) -> float:
@@ -27,7 +28,8 @@ class Detection:
 @dataclass
 class Candidate:
     identity: str
-    similarity: float
+    similarity: float  # higher = more alike, for every model
+    distance: float | None = None  # for a distance metric (dlib): the distance the similarity maps from
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Face(Detection):
     identity: str | None = None
     similarity: float | None = None
     candidates: list[Candidate] = field(default_factory=list)
+    distance: float | None = None  # set for a distance metric; the JSON then adds "distance"
 
     def to_json(self, with_identity: bool = True) -> dict:
         out = {
@@ -49,8 +52,11 @@ class Face(Detection):
         if with_identity:
             out["identity"] = self.identity
             out["similarity"] = None if self.similarity is None else round(float(self.similarity), 4)
+            if self.distance is not None:
+                out["distance"] = round(float(self.distance), 4)
             out["candidates"] = [
-                {"identity": c.identity, "similarity": round(float(c.similarity), 4)}
+                {"identity": c.identity, "similarity": round(float(c.similarity), 4),
+                 **({"distance": round(float(c.distance), 4)} if c.distance is not None else {})}
                 for c in self.candidates
             ]
         return out

@@ -75,7 +75,9 @@ def test_identify_json_contract(enrolled, data_dir):
     for record in records:
         assert set(record) == {"image", "faces"}
         for face in record["faces"]:
-            assert set(face) == {"box", "score", "landmarks", "identity", "similarity", "candidates"}
+            # dlib's ResNet compares by Euclidean distance: the contract adds "distance" next to "similarity"
+            assert set(face) == {"box", "score", "landmarks", "identity", "similarity", "distance", "candidates"}
+            assert face["similarity"] == pytest.approx(1 - face["distance"] ** 2 / 2, abs=2e-4)
             assert len(face["box"]) == 4 and len(face["landmarks"]) == 5
             assert face["candidates"], "candidates are filled even for unknown faces"
             sims = [c["similarity"] for c in face["candidates"]]

@@ -122,7 +122,7 @@ def test_crop_and_letterbox_move_boxes_with_the_pixels():
     x1, y1, x2, y2 = boxes[0].astype(int)
     img[y1:y2, x1:x2] = 255
     for _ in range(20):
-        out, b, l, v = train_transform(img, boxes, lms, valid, 64,
+        out, b, l, v, _ = train_transform(img, boxes, lms, valid, 64,
                                        AugmentConfig(crop_scales=[0.5, 1.0], color_jitter=0.0), rng, [0, 0, 0])
         assert out.shape == (64, 64, 3)
         if len(b):
@@ -130,7 +130,7 @@ def test_crop_and_letterbox_move_boxes_with_the_pixels():
             painted = np.argwhere(out[..., 0] > 128)
             assert painted[:, 1].min() >= bx1 - 1.5 and painted[:, 1].max() <= bx2 + 1.5
             assert painted[:, 0].min() >= by1 - 1.5 and painted[:, 0].max() <= by2 + 1.5
-    lb, b, l, _ = letterbox(img, boxes, lms, valid, 80, [0, 0, 0])
+    lb, b, l, _, _ = letterbox(img, boxes, lms, valid, 80, [0, 0, 0])
     np.testing.assert_allclose(b[0], boxes[0] * 0.5)
     np.testing.assert_allclose(l[0], lms[0] * 0.5)
 
@@ -141,7 +141,7 @@ def test_square_crop_keeps_only_faces_whose_centre_is_inside():
     boxes = np.array([[5, 5, 25, 25], [170, 60, 195, 90]], np.float32)
     lms, valid = np.zeros((2, 5, 2), np.float32), np.zeros((2, 5), bool)
     for _ in range(10):
-        out, b, _, _ = random_square_crop(img, boxes, lms, valid, rng, [0.5])
+        out, b, _, _, _ = random_square_crop(img, boxes, lms, valid, rng, [0.5])
         assert out.shape[:2] == (50, 50) and len(b) == 1  # never both: they are 150 px apart
 
 
@@ -177,3 +177,27 @@ def test_pseudo_label_boxes_from_68_points_follow_the_wider_convention(data_dir)
     assert b[0] < five[:, 0].min() and five[:, 0].max() < b[2]
     assert b[1] < pts[17:27, 1].min() - 5 and b[3] == pytest.approx(pts[0:17, 1].max())
     assert (b[1] + b[3]) / 2 < five[2, 1]  # the nose sits below the box centre: the forehead is in the box
+
+
+def test_invalid_wider_faces_are_ignore_regions_without_loss(tmp_path):
+    """A WIDER "invalid" face is neither a face nor background: no heatmap peak, no loss on its cells."""
+    import torch
+
+    from facepipe.detection.losses import focal_loss
+
+    _write_image(tmp_path / "x.jpg", 128, 128)
+    (tmp_path / "gt.txt").write_text("x.jpg\n2\n8 8 32 32 0 0 0 0 0 0 \n64 64 40 40 0 0 0 1 0 0 \n")
+    samples, _ = load_dataset(DataSpec(str(tmp_path / "gt.txt")))
+    for augment in (None, AugmentConfig(crop_scales=[1.0], color_jitter=0.0)):
+        t = DetectionDataset(samples, 128, augment, seed=0)[0]
+        assert t["reg_mask"].sum() == 1  # only the valid face is a centre
+        w = t["hm_weight"][0]
+        if augment is None:  # no flip: the invalid face covers cells 16..26 of the 32 x 32 grid
+            assert (w[16:26, 16:26] == 0).all() and t["hm"][0, 16:26, 16:26].max() == 0
+        assert (w == 0).sum() >= 100 and w[t["reg_mask"][0] > 0].min() == 1
+        hm, centres, weight = (torch.from_numpy(t[k])[None] for k in ("hm", "reg_mask", "hm_weight"))
+        logits = torch.full_like(hm, -4.0)
+        loud = logits.clone()
+        loud[weight == 0] = 8.0  # confident "face" on the ignored region
+        assert focal_loss(loud, hm, centres, weight=weight) == focal_loss(logits, hm, centres, weight=weight)
+        assert focal_loss(loud, hm, centres) > focal_loss(logits, hm, centres)  # without the weight it would count

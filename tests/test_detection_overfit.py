@@ -33,7 +33,7 @@ def test_overfit_a_few_real_images(data_dir, tmp_path):
 
     samples, _ = load_dataset(DataSpec(labels))
     report = export_detector(run / "best.pt", run / "detector.onnx", [s.image for s in samples])
-    assert report.max_diff < 1e-3, str(report)
+    assert report.parity["max_abs_diff"] < 1e-3 and report.opset == 18, str(report)
 
     det = OnnxDetector(run / "detector.onnx", threads=1)
     assert det.spec.max_side == 256

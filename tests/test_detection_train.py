@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from facepipe.detection.augment import AugmentConfig
 from facepipe.detection.checkpoint import detector_state, load_detector_checkpoint
 from facepipe.runtime.centernet import DetectorSpec
 from facepipe.detection.model import CenterFace, DetectorInference, build_detector
@@ -38,7 +39,23 @@ def test_unknown_config_key_is_an_error_naming_it(tmp_path):
         load_config(DetectorConfig, cfg)
     with pytest.raises(ConfigError, match="'lr_rate'"):
         load_config(DetectorConfig, None, ["lr_rate=0.1"])
-    assert load_config(DetectorConfig, None, ["epochs=7", "crop_scales=[0.5,1.0]"]).crop_scales == [0.5, 1.0]
+    assert load_config(DetectorConfig, None, ["epochs=7", "augment.crop_scales=[0.5,1.0]"]).augment.crop_scales == [0.5, 1.0]
+    with pytest.raises(ConfigError, match="'filp'.*section 'augment'.*did you mean 'flip'"):
+        load_config(DetectorConfig, None, ["augment.filp=false"])
+
+
+def test_older_flat_keys_still_load(tmp_path):
+    """Configs written before the shared run keys and the nested sections keep working."""
+    (tmp_path / "old.yaml").write_text("run: old\nout_dir: out\namp: false\nresume: true\ncrop_scales: [0.5]\n"
+                                       "hm_weight: 2.0\nmax_side: 480\ntrain_data: [x.txt]\n")
+    cfg = load_config(DetectorConfig, tmp_path / "old.yaml", ["flip=false", "threads=1"])
+    assert (cfg.name, cfg.output_dir, cfg.amp, cfg.resume) == ("old", "out", "none", "auto")
+    assert cfg.augment.crop_scales == [0.5] and cfg.augment.flip is False and cfg.loss.hm == 2.0
+    assert cfg.spec().max_side == 480 and cfg.threads == 1
+    from facepipe.recognition.config import RecognizerConfig
+
+    rec = load_config(RecognizerConfig, None, ["cpu_threads=1", "num_workers=3", "amp=bf16"])
+    assert (rec.threads, rec.workers, rec.amp) == (1, 3, "bf16")
 
 
 def test_shipped_configs_load():
@@ -50,9 +67,9 @@ def test_shipped_configs_load():
 
 def _tiny_config(data_dir: Path, out: Path, **kw) -> DetectorConfig:
     label = str(data_dir / "dlib-faces" / "training_with_face_landmarks.xml")
-    base = dict(run="r", out_dir=str(out), train_data=[label], width_mult=0.25, neck_channels=8, head_channels=8,
+    base = dict(name="r", output_dir=str(out), train_data=[label], width_mult=0.25, neck_channels=8, head_channels=8,
                 input_size=64, batch_size=2, epochs=2, workers=0, threads=1, progress=False, lr=0.01,
-                crop_scales=[0.5, 1.0], color_jitter=0.5, flip=True)
+                augment=AugmentConfig(crop_scales=[0.5, 1.0], color_jitter=0.5, flip=True))
     base.update(kw)
     return DetectorConfig(**base)
 
@@ -70,9 +87,9 @@ def test_resume_restores_state_exactly(data_dir, tmp_path):
 
     with pytest.raises(_Crash):
         train(_tiny_config(data_dir, tmp_path / "b"), on_epoch_end=crash_after_first_epoch)
-    with pytest.raises(ConfigError, match="resume=true"):
-        train(_tiny_config(data_dir, tmp_path / "b"))  # an existing run is never overwritten silently
-    resumed = train(_tiny_config(data_dir, tmp_path / "b", resume=True))
+    with pytest.raises(ConfigError, match="already holds a training run"):
+        train(_tiny_config(data_dir, tmp_path / "b", resume="never"))  # an existing run is never overwritten
+    resumed = train(_tiny_config(data_dir, tmp_path / "b"))  # resume=auto: continues last.pt
 
     a = torch.load(straight / "last.pt", weights_only=True)
     b = torch.load(resumed / "last.pt", weights_only=True)
@@ -149,3 +166,49 @@ def test_torch_detector_implements_the_protocol(tmp_path):
     assert all(0 <= f.box[0] <= f.box[2] <= 70 and 0 <= f.box[1] <= f.box[3] <= 50 for f in faces)
     with pytest.raises(FacepipeError):
         det.detect(np.zeros((10, 10, 3), np.float32))
+
+
+def test_checkpoint_from_a_newer_facepipe_is_refused_saying_so(tmp_path):
+    with pytest.raises(ModelError, match="format 99, written by a newer facepipe"):
+        load_detector_checkpoint(_checkpoint(tmp_path, format=99))
+
+
+def test_export_that_fails_parity_removes_the_file(tmp_path):
+    import cv2
+
+    from facepipe.detection.export import export_detector
+
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    with pytest.raises(ModelError, match="disagree.*the file was removed"):
+        export_detector(_checkpoint(tmp_path), tmp_path / "det.onnx", [image], tolerance=-1.0)  # nothing passes
+    assert not (tmp_path / "det.onnx").exists()
+    report = export_detector(_checkpoint(tmp_path), tmp_path / "det.onnx", [image])
+    assert report.kind == "detector" and report.opset == 18 and report.parity["max_abs_diff"] < 1e-3
+
+
+def test_persistent_workers_augment_for_each_epoch(tmp_path):
+    """The epoch travels with every key, so a worker process kept across epochs still changes the augmentation,
+    exactly as in the main process."""
+    import cv2
+
+    from facepipe.detection.data import DetectionDataset, FaceSample
+    from facepipe.detection.train import EpochKeys, RepeatDataset
+
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    data = RepeatDataset(DetectionDataset([FaceSample.make(path, [[10, 10, 40, 40]])], 64, AugmentConfig(), seed=1), 1)
+    sampler = EpochKeys(torch.utils.data.DistributedSampler(data, num_replicas=1, rank=0, shuffle=False))
+
+    def images(workers: int) -> list[torch.Tensor]:
+        loader = torch.utils.data.DataLoader(data, batch_size=1, sampler=sampler, num_workers=workers,
+                                             persistent_workers=workers > 0)
+        out = []
+        for epoch in range(4):
+            sampler.set_epoch(epoch)
+            out.append(next(iter(loader))["image"])
+        return out
+
+    inline, persistent = images(0), images(1)
+    assert all(torch.equal(a, b) for a, b in zip(inline, persistent))
+    assert any(not torch.equal(inline[0], other) for other in inline[1:])

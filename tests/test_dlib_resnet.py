@@ -19,6 +19,7 @@ from facepipe.runtime.dlib_files import LANDMARKS_5, RESNET, dlib_model_path
 from facepipe.runtime.dlib_resnet import CONVERTER_VERSION, build_onnx, ensure_dlib_resnet_onnx
 from facepipe.runtime.onnx_recognizer import OnnxRecognizer
 from facepipe.errors import ModelError
+from facepipe.matching import pairwise_similarity
 
 dlib = pytest.importorskip("dlib")
 
@@ -89,6 +90,7 @@ def test_descriptors_match_dlib(recognizer, real_chips):
     johns = len(sorted((DATA / "johns").glob("*/*.jpg")))
     chips = np.concatenate([real_chips[:johns:2], real_chips[johns:]])
     ours = recognizer.embed(chips).astype(np.float64)
+    ours /= np.linalg.norm(ours, axis=1, keepdims=True)  # raw descriptors (metric "euclidean"): compare directions
     theirs = _dlib_descriptors(chips)
     cosine = (ours * theirs).sum(axis=1)
     assert len(cosine) >= 20
@@ -100,7 +102,7 @@ def test_same_identity_closer_than_others(recognizer, real_chips):
     johns = sorted((DATA / "johns").glob("*/*.jpg"))
     labels = np.array([p.parent.name for p in johns])
     emb = recognizer.embed(real_chips[:len(johns)])
-    sim = emb @ emb.T
+    sim = pairwise_similarity(emb, emb, recognizer.metric)
     same = labels[:, None] == labels[None, :]
     off_diagonal = ~np.eye(len(labels), dtype=bool)
     assert sim[same & off_diagonal].mean() > sim[~same].mean() + 0.1
@@ -108,20 +110,22 @@ def test_same_identity_closer_than_others(recognizer, real_chips):
 
 def test_metadata_and_dynamic_batch(recognizer):
     assert recognizer.name == "dlib_resnet_v1"
-    assert recognizer.fingerprint == "dlib_resnet_v1"
+    assert recognizer.fingerprint == "dlib_resnet_v1/euclidean"
+    assert recognizer.metric == "euclidean"
     assert recognizer.embedding_size == 128
     assert recognizer.template.size == (150, 150)
     np.testing.assert_allclose(recognizer.template.points, DLIB_TEMPLATE.points, atol=1e-4)
     np.testing.assert_allclose(recognizer.meta["mean"], [122.782, 117.001, 104.298], atol=1e-3)
     assert recognizer.meta["std"] == [256.0, 256.0, 256.0]
-    assert recognizer.meta["color"] == "RGB" and recognizer.meta["metric"] == "cosine"
+    assert recognizer.meta["color"] == "RGB" and recognizer.meta["metric"] == "euclidean"
 
     chips = np.random.default_rng(0).integers(0, 256, size=(3, 150, 150, 3), dtype=np.uint8)
     together = recognizer.embed(chips)
     one_by_one = np.concatenate([recognizer.embed(chips[i:i + 1]) for i in range(3)])
     assert together.shape == (3, 128)
     np.testing.assert_allclose(together, one_by_one, atol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    # raw descriptors, as dlib gives them (length about 1.5), not unit vectors
+    assert (np.linalg.norm(together, axis=1) > 1.1).all()
 
 
 def test_cache_is_reused_and_named_by_hash(onnx_path, tmp_path):

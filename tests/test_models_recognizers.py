@@ -122,3 +122,8 @@ def test_yunet_and_arcface_standin_through_the_pipeline(yunet_file, data_dir, tm
     chips = pipeline.chips(read_image(data_dir / "scenes" / "couple.jpg"), faces)
     assert chips.shape == (2, 112, 112, 3)
     assert all(f.embedding.shape == (512,) and abs(np.linalg.norm(f.embedding) - 1) < 1e-5 for f in faces)
+
+
+def test_a_mistyped_name_lists_the_named_models():
+    with pytest.raises(ModelError, match=r"yunett: no such detector file or named model \(named models: yunet, sface\)"):
+        load_detector("yunett")

@@ -106,3 +106,31 @@ def test_decode_by_hand():
 def test_decode_rejects_outputs_of_another_size():
     with pytest.raises(ValueError, match="cls_8"):
         decode_yunet(_outputs(64, 64), (64, 32), 0.5)
+
+
+def test_fixed_graph_that_cannot_be_made_dynamic_is_letterboxed(tmp_path):
+    """A YuNet-layout file whose outputs do not follow the input size keeps its fixed input (letterboxed)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReduceMean", ["input"], ["m"], keepdims=0), helper.make_node("Mul", ["m", "zero"], ["z"])]
+    inits = [numpy_helper.from_array(np.zeros((), np.float32), "zero")]
+    outputs = []
+    for name, value in _outputs(64, 64).items():
+        if name == "cls_32":
+            value[0, 0] = 1.0  # cell (0, 0) of stride 32
+        if name == "obj_32":
+            value[0, 0] = 0.81  # score 0.9
+        inits.append(numpy_helper.from_array(value, f"{name}_c"))
+        nodes.append(helper.make_node("Add", [f"{name}_c", "z"], [name]))
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(value.shape)))
+    graph = helper.make_graph(nodes, "fixed", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 64, 64])],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "fixed_yunet.onnx"))
+    detector = YunetDetector(tmp_path / "fixed_yunet.onnx")
+    assert detector.rule.fixed_size == (64, 64)
+    faces = detector.detect(np.zeros((128, 64, 3), np.uint8), threshold=0.5)  # letterboxed at x0.5
+    assert len(faces) == 1 and faces[0].score == pytest.approx(0.9)
+    np.testing.assert_allclose(faces[0].box, [0, 0, 16 * 2, 16 * 2], atol=1e-4)  # centre (0, 0), 32 x 32 -> clipped, x2

@@ -8,6 +8,7 @@ import struct
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from facepipe.recognition import recordio
 from facepipe.recognition.data import FolderSource, open_source, split_indices
@@ -207,8 +208,8 @@ def test_online_mask_augmentation_hook(monkeypatch):
     plain = FaceTransform(mask_prob=0.0, flip=False)(chip, seed=1)
     pytest.importorskip("facepipe.prepare.masks")
     masked = FaceTransform(mask_prob=1.0, flip=False)(chip, seed=1)
-    assert not np.allclose(masked.numpy(), plain.numpy())  # a mask was drawn on the lower face
-    diff = (masked - plain).abs().numpy()
+    assert masked.dtype == torch.uint8 and not np.array_equal(masked.numpy(), plain.numpy())  # a mask on the lower face
+    diff = (masked.float() - plain.float()).abs().numpy()
     lower, upper = diff[:, 70:, :], diff[:, :40, :]
     assert lower.mean() > upper.mean()
     FaceTransform(mask_prob=1.0, template=DLIB_TEMPLATE)(chip, seed=2)  # other templates are passed through
@@ -218,3 +219,15 @@ def test_online_mask_augmentation_hook(monkeypatch):
     monkeypatch.delattr(facepipe.prepare, "masks", raising=False)
     with pytest.raises(DataError, match="mask_prob > 0 needs facepipe.prepare.masks"):
         FaceTransform(mask_prob=0.5)
+
+
+@pytest.mark.parametrize("color", ["RGB", "BGR", "GRAY"])
+def test_device_normalisation_equals_the_runtime_preprocessing(color):
+    """Workers ship uint8; normalize_batch on the device must give exactly what the exported model sees."""
+    from facepipe.recognition.data import normalize_batch
+    from facepipe.runtime.preprocess import to_network_input
+
+    chips = np.random.default_rng(0).integers(0, 256, (3, 16, 20, 3), dtype=np.uint8)
+    mean, std = ([127.5], [128.0]) if color == "GRAY" else ([120.0, 110.0, 100.0], [60.0, 61.0, 62.0])
+    got = normalize_batch(torch.from_numpy(chips.transpose(0, 3, 1, 2).copy()), color, mean, std)
+    np.testing.assert_allclose(got.numpy(), to_network_input(chips, color, mean, std), rtol=1e-6, atol=1e-5)

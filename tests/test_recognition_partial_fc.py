@@ -39,7 +39,7 @@ def _run(kind: str, x, y, centres, backbone_state, rank: int = 0, world: int = 1
     loss = head(model(x[rows]), y[rows])
     loss.backward()
     return {"loss": loss.detach(), "w": backbone.weight.grad, "b": backbone.bias.grad, "centres": head.weight.grad,
-            "acc": head.last_accuracy}
+            "acc": float(head.last_accuracy)}
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str):

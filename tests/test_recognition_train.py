@@ -33,8 +33,8 @@ def _tiny_folder(root: Path, identities: int = 4, per_identity: int = 4, size: i
 def _tiny_config(data: Path, out: Path, **kw) -> RecognizerConfig:
     base = dict(name="tiny", output_dir=str(out), data=str(data), backbone="mobilefacenet", embedding_size=32,
                 input_size=[32, 32], batch_size=4, max_steps=6, lr=0.05, warmup_steps=2, sample_rate=0.5,
-                checkpoint_every=3, keep_checkpoints=0, eval_every=3, num_workers=0, log_every=1, progress=False,
-                cpu_threads=1, split="identity", val_fraction=0.5, val_pairs=10)
+                checkpoint_every=3, keep_checkpoints=0, eval_every=3, workers=0, log_every=1, progress=False,
+                threads=1, split="identity", val_fraction=0.5, val_pairs=10)
     base.update(kw)
     return RecognizerConfig(**base)
 
@@ -86,7 +86,7 @@ def test_resume_is_exact(tiny_run, tmp_path):
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
     for k, st in a["optimizer"]["state"].items():
         assert torch.equal(st["momentum_buffer"], b["optimizer"]["state"][k]["momentum_buffer"])
-    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert a["rng"]["torch"] == b["rng"]["torch"]
 
 
 def test_checkpoint_for_other_backbone_or_size_is_rejected(tiny_run, tmp_path):
@@ -137,7 +137,7 @@ def test_recordio_training_with_worker_processes(tmp_path):
             for img in sorted(ident.iterdir()):
                 w.write(cv2.imread(str(img))[:, :, ::-1], label)
     out = train(_tiny_config(tmp_path / "rec", tmp_path, name="rec", split="image", val_fraction=0.34,
-                             num_workers=1, max_steps=2, eval_every=2))
+                             workers=1, max_steps=2, eval_every=2))
     assert out["step"] == 2 and 0.0 <= out["train_eval_acc"] <= 1.0
     metrics = (Path(out["run_dir"]) / "metrics.jsonl").read_text()
     assert '"val_acc"' in metrics and '"val-image_acc"' in metrics
@@ -150,12 +150,13 @@ def test_export_loads_in_onnx_recognizer_and_matches_torch(tiny_run, tmp_path):
 
     data, _, summary = tiny_run
     report = export_recognizer(summary["checkpoint"], tmp_path / "rec.onnx", check_images=data)
-    assert report["parity"]["min_cosine"] > 0.9999 and report["parity"]["max_abs_diff"] < 1e-3
-    assert report["parity"]["images"] == 24 and report["threshold_source"] == "verification"
+    assert report.parity["min_cosine"] > 0.9999 and report.parity["max_abs_diff"] < 1e-3
+    assert report.parity["images"] == 24 and report.facts["threshold_source"] == "verification"
+    assert report.opset == 18 and report.kind == "recognizer"
     onnx_rec = OnnxRecognizer(tmp_path / "rec.onnx")
     torch_rec = TorchRecognizer(summary["checkpoint"])
     assert onnx_rec.embedding_size == torch_rec.embedding_size == 32
-    assert onnx_rec.fingerprint == torch_rec.fingerprint == report["fingerprint"]
+    assert onnx_rec.fingerprint == torch_rec.fingerprint == report.facts["fingerprint"]
     assert onnx_rec.threshold == pytest.approx(torch_rec.threshold)
     np.testing.assert_allclose(onnx_rec.template.points, ARCFACE_TEMPLATE.scaled_to(32, 32).points, atol=1e-4)
     chips = np.stack([cv2.imread(str(p))[:, :, ::-1] for p in sorted(data.rglob("*.png"))[:5]])
@@ -180,3 +181,62 @@ def test_johns_training_accuracy(data_dir, tmp_path):
     assert summary["train_eval_acc"] >= 0.95, summary
     state = torch.load(summary["checkpoint"], weights_only=True)
     assert state["preprocess"]["template"] == DLIB_TEMPLATE.scaled_to(112, 112).points.tolist()
+
+
+def test_rng_states_survive_a_checkpoint_mapped_off_the_cpu(tmp_path):
+    """Resuming on CUDA maps every tensor of a checkpoint to the GPU; a `meta` mapping does the same on the CPU.
+    The RNG states must still restore, and the draws after them continue exactly."""
+    import random
+
+    from facepipe.train.checkpoint import capture_rng, load_checkpoint, restore_rng
+
+    save_checkpoint({"rng": capture_rng(), "model": {"w": torch.ones(2)}}, tmp_path / "c.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(3))
+    state = load_checkpoint(tmp_path / "c.pt", map_location="meta")
+    assert state["model"]["w"].device.type == "meta"
+    restore_rng(state["rng"])
+    got = (random.random(), np.random.rand(), torch.rand(3))
+    assert got[0] == expected[0] and got[1] == expected[1] and torch.equal(got[2], expected[2])
+
+
+def test_mobilefacenet_stem_groups_follow_arcface_torch():
+    """arcface_torch's stem depthwise conv uses groups=64 whatever the width: 2 channels per group in "mbf"."""
+    from facepipe.recognition.backbones import build_backbone
+
+    for name, channels in (("mobilefacenet", 64), ("mbf", 128)):
+        conv = build_backbone(name).body[0][1][0]
+        assert (conv.groups, conv.in_channels, tuple(conv.weight.shape)) == (64, channels, (channels, channels // 64, 3, 3))
+
+
+def test_files_from_a_newer_facepipe_are_refused_saying_so(tiny_run, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from facepipe.recognition.checkpoint import load_recognizer_checkpoint
+    from facepipe.runtime.onnx_meta import write_metadata
+    from facepipe.runtime.onnx_session import open_session
+
+    state = torch.load(tiny_run[2]["checkpoint"], weights_only=True)
+    save_checkpoint({**state, "format": 99}, tmp_path / "new.pt")
+    with pytest.raises(ModelError, match="format 99, written by a newer facepipe"):
+        load_recognizer_checkpoint(tmp_path / "new.pt")
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    write_metadata(model, {"facepipe.kind": "recognizer"})
+    onnx.save(model, str(tmp_path / "ok.onnx"))
+    open_session(tmp_path / "ok.onnx")  # this format loads
+    model.metadata_props[0].value = "99"
+    onnx.save(model, str(tmp_path / "new.onnx"))
+    with pytest.raises(ModelError, match="format 99, written by a newer facepipe"):
+        open_session(tmp_path / "new.onnx")
+
+
+def test_recognizer_export_that_fails_parity_removes_the_file(tiny_run, tmp_path, monkeypatch):
+    import facepipe.recognition.export as export
+
+    monkeypatch.setattr(export, "MIN_COSINE", 1.5)  # no export can reach it
+    with pytest.raises(ModelError, match="disagree.*the file was removed"):
+        export.export_recognizer(tiny_run[2]["checkpoint"], tmp_path / "rec.onnx")
+    assert not (tmp_path / "rec.onnx").exists()

@@ -10,7 +10,7 @@ import pytest
 from facepipe.errors import ImageError
 from facepipe.runtime.image import read_image
 from facepipe.serve.process import ServerProcess, write_key_file
-from tests.test_image import _png_claiming
+from test_image import _png_claiming
 
 MAX_UPLOAD_MB = 4
 

@@ -29,13 +29,16 @@ def _keep(boxes, landmarks, valid, mask):
     return boxes[mask], landmarks[mask], valid[mask]
 
 
-def random_square_crop(image, boxes, landmarks, valid, rng: np.random.Generator, scales, tries: int = 50):
+def random_square_crop(image, boxes, landmarks, valid, rng: np.random.Generator, scales, tries: int = 50,
+                       ignore_boxes=None):
     """RetinaFace-style: a square of side scale * short side at a random place, keeping faces whose
     centre falls inside (clipped to the crop). After `tries` crops with no face centre inside, the
-    image is returned unchanged."""
+    image is returned unchanged. Ignore regions (M x 4) are clipped to the crop, whatever their centre.
+    Returns (image, boxes, landmarks, valid, ignore_boxes)."""
     h, w = image.shape[:2]
     short = min(h, w)
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    ignore_boxes = _no_boxes() if ignore_boxes is None else np.asarray(ignore_boxes, np.float32).reshape(-1, 4)
     for _ in range(tries):
         side = max(1, int(float(rng.choice(scales)) * short))
         left = int(rng.integers(0, w - side + 1))
@@ -46,19 +49,33 @@ def random_square_crop(image, boxes, landmarks, valid, rng: np.random.Generator,
             continue
         b, l, v = _keep(boxes, landmarks, valid, inside)
         shift = np.array([left, top], np.float32)
-        b = np.clip(b - np.tile(shift, 2), 0, side).astype(np.float32)
+        b = _clip_boxes(b - np.tile(shift, 2), side)
         l = (l - shift).astype(np.float32)
         ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
         b, l, v = _keep(b, l, v, ok)
-        return np.ascontiguousarray(image[top:top + side, left:left + side]), b, l, v
-    return image, boxes, landmarks, valid
+        ig = _clip_boxes(ignore_boxes - np.tile(shift, 2), side)
+        ig = ig[(ig[:, 2] > ig[:, 0]) & (ig[:, 3] > ig[:, 1])]
+        return np.ascontiguousarray(image[top:top + side, left:left + side]), b, l, v, ig
+    return image, boxes, landmarks, valid, ignore_boxes
+
+
+def _no_boxes() -> np.ndarray:
+    return np.zeros((0, 4), np.float32)
+
+
+def _clip_boxes(boxes: np.ndarray, side: int) -> np.ndarray:
+    return np.clip(boxes, 0, side).astype(np.float32)
+
+
+def _flip_boxes(boxes: np.ndarray, w: int) -> np.ndarray:
+    return np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1).astype(np.float32).reshape(-1, 4)
 
 
 def hflip(image, boxes, landmarks, valid):
     """Mirror left-right; landmark order is swapped so 'image-left eye' stays image-left."""
     w = image.shape[1]
     image = np.ascontiguousarray(image[:, ::-1])
-    boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1).astype(np.float32)
+    boxes = _flip_boxes(boxes, w)
     landmarks = landmarks[:, FLIP_ORDER].copy()
     landmarks[..., 0] = w - landmarks[..., 0]
     return image, boxes, landmarks.astype(np.float32), valid[:, FLIP_ORDER].copy()
@@ -80,14 +97,15 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -
     return img
 
 
-def _resize_long_side(image, boxes, landmarks, size: int):
+def _resize_long_side(image, boxes, landmarks, size: int, ignore_boxes):
     h, w = image.shape[:2]
     s = size / max(h, w)
     nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else image
     scale = np.array([nw / w, nh / h], np.float32)
-    return resized, (boxes * np.tile(scale, 2)).astype(np.float32), (landmarks * scale).astype(np.float32)
+    return (resized, (boxes * np.tile(scale, 2)).astype(np.float32), (landmarks * scale).astype(np.float32),
+            (ignore_boxes * np.tile(scale, 2)).astype(np.float32))
 
 
 def _pad_square(image, size: int, mean) -> np.ndarray:
@@ -97,20 +115,28 @@ def _pad_square(image, size: int, mean) -> np.ndarray:
     return out
 
 
-def letterbox(image, boxes, landmarks, valid, size: int, mean):
+def letterbox(image, boxes, landmarks, valid, size: int, mean, ignore_boxes=None):
     """Resize so the long side is `size` (up or down), pad bottom/right to size x size with the mean colour
-    (the same placement as inference.resize_and_pad)."""
-    image, boxes, landmarks = _resize_long_side(image, boxes, landmarks, size)
-    return _pad_square(image, size, mean), boxes, landmarks, valid
+    (the same placement as inference.resize_and_pad). Returns (image, boxes, landmarks, valid, ignore_boxes)."""
+    ignore_boxes = _no_boxes() if ignore_boxes is None else np.asarray(ignore_boxes, np.float32).reshape(-1, 4)
+    image, boxes, landmarks, ignore_boxes = _resize_long_side(image, boxes, landmarks, size, ignore_boxes)
+    return _pad_square(image, size, mean), boxes, landmarks, valid, ignore_boxes
 
 
-def train_transform(image, boxes, landmarks, valid, size: int, cfg: AugmentConfig, rng: np.random.Generator, mean):
-    """Crop -> flip -> resize -> colour jitter -> pad (padding stays the plain mean colour, bottom/right)."""
+def train_transform(image, boxes, landmarks, valid, size: int, cfg: AugmentConfig, rng: np.random.Generator, mean,
+                    ignore_boxes=None):
+    """Crop -> flip -> resize -> colour jitter -> pad (padding stays the plain mean colour, bottom/right).
+
+    ignore_boxes (M x 4, e.g. WIDER's "invalid" faces) follow the same geometry; returns
+    (image, boxes, landmarks, valid, ignore_boxes)."""
+    ignore_boxes = _no_boxes() if ignore_boxes is None else np.asarray(ignore_boxes, np.float32).reshape(-1, 4)
     if cfg.crop_scales and rng.random() < cfg.crop_prob:
-        image, boxes, landmarks, valid = random_square_crop(image, boxes, landmarks, valid, rng, cfg.crop_scales)
+        image, boxes, landmarks, valid, ignore_boxes = random_square_crop(image, boxes, landmarks, valid, rng,
+                                                                          cfg.crop_scales, ignore_boxes=ignore_boxes)
     if cfg.flip and rng.random() < 0.5:
+        ignore_boxes = _flip_boxes(ignore_boxes, image.shape[1])
         image, boxes, landmarks, valid = hflip(image, boxes, landmarks, valid)
-    image, boxes, landmarks = _resize_long_side(image, boxes, landmarks, size)
+    image, boxes, landmarks, ignore_boxes = _resize_long_side(image, boxes, landmarks, size, ignore_boxes)
     if cfg.color_jitter > 0:
         image = color_jitter(image, rng, cfg.color_jitter)
-    return _pad_square(image, size, mean), boxes, landmarks, valid
+    return _pad_square(image, size, mean), boxes, landmarks, valid, ignore_boxes

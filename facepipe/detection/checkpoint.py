@@ -13,7 +13,7 @@ from torch import nn
 from facepipe.runtime.centernet import DetectorSpec
 from facepipe.detection.model import DETECTORS, build_detector
 from facepipe.errors import ModelError
-from facepipe.train.checkpoint import load_checkpoint
+from facepipe.train.checkpoint import check_format, load_checkpoint
 
 KIND = "detector"
 FORMAT = 1
@@ -33,6 +33,7 @@ def load_detector_checkpoint(path: str | Path, device: str | torch.device = "cpu
         what = f"a {kind} checkpoint" if kind else "a checkpoint without a facepipe 'kind'"
         arch = ckpt.get("arch") or ckpt.get("backbone") or ckpt.get("network")
         raise ModelError(f"{path}: {what}{f' (architecture {arch!r})' if arch else ''}, not a detector")
+    check_format(ckpt, path, KIND, FORMAT)
     arch = ckpt.get("arch")
     if arch not in DETECTORS:
         raise ModelError(f"{path}: detector architecture {arch!r} is not one this facepipe knows "

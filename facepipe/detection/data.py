@@ -22,11 +22,7 @@ import numpy as np
 
 from facepipe import log
 from facepipe.runtime.align import reduce_68_to_5
-from facepipe.errors import FacepipeError, ImageError
-
-
-class DataError(FacepipeError):
-    """An annotation file that cannot be used."""
+from facepipe.errors import DataError, ImageError
 
 
 @dataclass
@@ -306,12 +302,6 @@ def load_datasets(values: list[Any], where: str) -> tuple[list[FaceSample], Load
     return samples, summary
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    from facepipe.runtime.image import read_image
-
-    return read_image(path)
-
-
 # ------------------------------------------------------------------------------------------ Dataset
 
 class DetectionDataset:
@@ -344,10 +334,11 @@ class DetectionDataset:
 
     def load(self, i: int) -> tuple[np.ndarray, FaceSample]:
         """The image (RGB uint8) and its faces, trying the next image when one cannot be decoded."""
+        from facepipe.runtime.image import read_image
         for k in range(len(self.samples)):
             sample = self.samples[(i + k) % len(self.samples)]
             try:
-                return read_rgb(sample.image), sample
+                return read_image(sample.image), sample
             except ImageError as exc:
                 log.warn(f"{exc} (skipped in training)")
         raise DataError("no image of the training set can be read")
@@ -355,8 +346,9 @@ class DetectionDataset:
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         return self.getitem(i, i)
 
-    def getitem(self, i: int, key: int) -> dict[str, np.ndarray]:
-        """Sample i, augmented with the randomness of (seed, epoch, key)."""
+    def getitem(self, i: int, key: int, epoch: int | None = None) -> dict[str, np.ndarray]:
+        """Sample i, augmented with the randomness of (seed, epoch, key); epoch defaults to set_epoch's."""
+        epoch = self.epoch if epoch is None else epoch
         from facepipe.detection.augment import letterbox, train_transform
         from facepipe.runtime.centernet import network_input
         from facepipe.detection.targets import encode_targets
@@ -364,12 +356,15 @@ class DetectionDataset:
         image, sample = self.load(i)
         keep = ~sample.ignore
         boxes, lms, valid = sample.boxes[keep], sample.landmarks[keep], sample.landmark_valid[keep]
+        ignored = sample.boxes[sample.ignore]  # e.g. WIDER "invalid": neither face nor background
         if self.augment is not None:
-            rng = np.random.default_rng((self.seed, self.epoch, key))
-            image, boxes, lms, valid = train_transform(image, boxes, lms, valid, self.input_size, self.augment, rng, self.mean)
+            rng = np.random.default_rng((self.seed, epoch, key))
+            image, boxes, lms, valid, ignored = train_transform(image, boxes, lms, valid, self.input_size, self.augment,
+                                                                rng, self.mean, ignore_boxes=ignored)
         else:
-            image, boxes, lms, valid = letterbox(image, boxes, lms, valid, self.input_size, self.mean)
+            image, boxes, lms, valid, ignored = letterbox(image, boxes, lms, valid, self.input_size, self.mean,
+                                                          ignore_boxes=ignored)
         out_size = (self.input_size // self.stride, self.input_size // self.stride)
-        targets = encode_targets(boxes, lms, valid, out_size, self.stride)
+        targets = encode_targets(boxes, lms, valid, out_size, self.stride, ignore_boxes=ignored)
         x = network_input(image, "RGB", self.mean, self.std)[0]
         return {"image": x, **targets}

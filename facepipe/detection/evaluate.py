@@ -18,7 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from facepipe.detection.data import DataError, FaceSample
+from facepipe.detection.data import FaceSample
+from facepipe.errors import DataError
 from facepipe.runtime.centernet_decode import box_iou
 from facepipe.types import Detection
 
@@ -160,26 +161,24 @@ def evaluate(samples: list[FaceSample], detections: list[list[Detection]], thres
 def run_detector(detect: Callable[[np.ndarray, float], list[Detection]], samples: list[FaceSample],
                  threshold: float = 0.05, progress: bool = False) -> list[list[Detection]]:
     """Run `detect(image, threshold)` on every sample's image (read as RGB uint8)."""
-    from facepipe.detection.data import read_rgb
+    from facepipe.runtime.image import read_image
     from facepipe.train.progress import make_progress
 
     out = []
     with make_progress("img", disable=not progress) as bar:
         task = bar.add_task("evaluate", total=len(samples), status="")
         for s in samples:
-            out.append(detect(read_rgb(s.image), threshold))
+            out.append(detect(read_image(s.image), threshold))
             bar.update(task, advance=1)
     return out
 
 
 def plot_pr(curves: dict[str, Curve], path: str | Path, title: str = "") -> None:
     """Precision-recall curves (label: AP in the legend) as a PNG."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig = Figure(figsize=(5.5, 4.5))
+    ax = fig.subplots()
     for label, c in curves.items():
         rec = np.concatenate([[0.0], c.recall]) if len(c.recall) else np.zeros(1)
         pre = np.concatenate([[1.0], c.precision]) if len(c.precision) else np.ones(1)
@@ -193,7 +192,6 @@ def plot_pr(curves: dict[str, Curve], path: str | Path, title: str = "") -> None
     ax.set_title(title or "precision-recall at IoU 0.5", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------ official WIDER FACE val .mat files

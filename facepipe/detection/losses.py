@@ -8,8 +8,10 @@ import torch.nn.functional as F
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, centres: torch.Tensor,
-               alpha: float = 2.0, beta: float = 4.0) -> torch.Tensor:
+               alpha: float = 2.0, beta: float = 4.0, weight: torch.Tensor | None = None) -> torch.Tensor:
     """CenterNet's focal loss from logits, normalised by the number of face centres.
+
+    weight (0 on ignore regions, 1 elsewhere) multiplies every cell's term.
 
     centres is the centre indicator (1 at each face's cell): positives are taken from it, not from
     `target == 1`, so a float rounding in the Gaussian can never turn a centre into a negative.
@@ -19,6 +21,8 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, centres: torch.Tensor
     log_p, log_not_p = F.logsigmoid(logits), F.logsigmoid(-logits)
     pos = centres * (1 - p) ** alpha * log_p
     neg = (1 - centres) * (1 - target) ** beta * p ** alpha * log_not_p
+    if weight is not None:
+        pos, neg = pos * weight.float(), neg * weight.float()
     return -(pos.sum() + neg.sum()) / centres.sum().clamp(min=1.0)
 
 
@@ -46,7 +50,7 @@ def detector_loss(outputs, targets: dict[str, torch.Tensor], weights: LossWeight
     """(hm logits, wh, off, lm) and batched targets -> {"loss", "hm", "wh", "off", "lm"}."""
     hm, wh, off, lm = outputs
     parts = {
-        "hm": focal_loss(hm, targets["hm"], targets["reg_mask"]),
+        "hm": focal_loss(hm, targets["hm"], targets["reg_mask"], weight=targets.get("hm_weight")),
         "wh": masked_l1(wh, targets["wh"], targets["reg_mask"]),
         "off": masked_l1(off, targets["off"], targets["reg_mask"]),
         "lm": masked_l1(lm, targets["lm"], targets["lm_mask"], weights.lm_smooth_beta),

@@ -9,6 +9,8 @@ cell ci = floor(c):
 Regression targets are only defined at centre cells: `reg_mask` is that centre indicator (never
 `target > 0`, which would drop every negative log-size and landmark offset); `lm_mask` further
 zeroes faces or points without landmarks, so those faces train the box heads only.
+`hm_weight` is 0 on the cells an ignore region (a face labelled "invalid") covers, except at real face
+centres: those cells are neither positives nor background in the heatmap loss.
 decode.decode_maps is the exact inverse.
 """
 from __future__ import annotations
@@ -58,11 +60,12 @@ def encode_targets(
     out_size: tuple[int, int],
     stride: int = 4,
     min_overlap: float = 0.7,
+    ignore_boxes: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Boxes N x 4 (x1 y1 x2 y2, input pixels), landmarks N x 5 x 2, landmark_valid N x 5 -> target maps.
 
     out_size is (height, width) of the output grid. Faces whose centre falls outside the grid, or
-    with no area, are left out.
+    with no area, are left out. ignore_boxes (M x 4, input pixels) zero `hm_weight` on the cells they touch.
     """
     oh, ow = out_size
     hm = np.zeros((1, oh, ow), np.float32)
@@ -71,6 +74,11 @@ def encode_targets(
     lm = np.zeros((10, oh, ow), np.float32)
     reg_mask = np.zeros((1, oh, ow), np.float32)
     lm_mask = np.zeros((10, oh, ow), np.float32)
+    hm_weight = np.ones((1, oh, ow), np.float32)
+    for x1, y1, x2, y2 in np.asarray(ignore_boxes if ignore_boxes is not None else [], np.float32).reshape(-1, 4):
+        c1, r1 = max(0, int(math.floor(x1 / stride))), max(0, int(math.floor(y1 / stride)))
+        c2, r2 = min(ow, int(math.ceil(x2 / stride))), min(oh, int(math.ceil(y2 / stride)))
+        hm_weight[0, r1:r2, c1:c2] = 0.0
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     n = len(boxes)
     if landmarks is None:
@@ -97,4 +105,5 @@ def encode_targets(
         rel = (np.asarray(landmarks[i], np.float32) - np.array([ix * stride, iy * stride], np.float32)) / np.array([w, h], np.float32)
         lm[:, iy, ix] = rel.reshape(10)
         lm_mask[:, iy, ix] = np.repeat(np.asarray(landmark_valid[i], np.float32), 2)
-    return {"hm": hm, "wh": wh, "off": off, "lm": lm, "reg_mask": reg_mask, "lm_mask": lm_mask}
+    hm_weight[reg_mask > 0] = 1.0  # a real face inside an ignore region still trains as a face
+    return {"hm": hm, "wh": wh, "off": off, "lm": lm, "reg_mask": reg_mask, "lm_mask": lm_mask, "hm_weight": hm_weight}

@@ -2,7 +2,7 @@
 
 One process or many under torchrun (DDP); AMP on CUDA; a run folder models/<run>/ with config.yaml,
 last.pt / best.pt, metrics.jsonl, training.png (loss and AP per epoch) and pr_curve.png. An
-interrupted run continues exactly where its last checkpoint left it with `resume=true` (model,
+interrupted run continues exactly where its last checkpoint left it (resume=auto, the default; model,
 optimizer, scheduler, grad scaler, epoch, RNG; augmentation is a pure function of seed/epoch/index).
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,24 +19,37 @@ import torch
 
 from facepipe import log
 from facepipe.detection.augment import AugmentConfig
-from facepipe.detection.checkpoint import detector_state
+from facepipe.detection.checkpoint import FORMAT as CHECKPOINT_FORMAT, detector_state
 from facepipe.detection.data import DetectionDataset, load_datasets
 from facepipe.runtime.centernet import DetectorSpec
 from facepipe.detection.losses import LossWeights, detector_loss
 from facepipe.detection.model import build_detector
-from facepipe.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from facepipe.train.config import ConfigError, config_to_dict
+from facepipe.train.checkpoint import capture_rng, check_format, load_checkpoint, restore_rng, save_checkpoint
+from facepipe.train.config import ConfigError, RunConfig, config_to_dict
 from facepipe.train.distributed import DistInfo, cleanup_distributed, setup_distributed
 from facepipe.train.progress import make_progress
-from facepipe.train.runlog import RunDir, plot_metrics
+from facepipe.train.runlog import RunDir, plot_metrics, resume_checkpoint
+from facepipe.train.schedule import lr_factor
 
 ARCH_KEYS = ("width_mult", "neck_channels", "head_channels")
 
 
 @dataclass
-class DetectorConfig:
-    run: str = "detector"  # the run folder is <out_dir>/<run>
-    out_dir: str = "models"
+class InferenceConfig:
+    """Inference settings stored with the model (defaults: the runtime's DetectorSpec)."""
+
+    max_side: int = DetectorSpec.max_side
+    score_threshold: float = DetectorSpec.score_threshold
+    nms_iou: float = DetectorSpec.nms_iou
+
+
+@dataclass
+class DetectorConfig(RunConfig):
+    """Run keys (name, output_dir, resume, device, amp, workers, threads, seed, progress): train.config.RunConfig.
+    Sections augment / loss / inference hold their own defaults (augment.AugmentConfig, losses.LossWeights)."""
+
+    name: str = "detector"  # the run folder is <output_dir>/<name>
+    amp: str = "fp16"  # mixed precision on CUDA
     train_data: list[Any] = field(default_factory=list)  # label files, or {labels, images, split, holdout, seed}
     val_data: list[Any] = field(default_factory=list)
     repeat: int = 1  # passes over the training set per epoch (small sets)
@@ -44,12 +58,10 @@ class DetectorConfig:
     width_mult: float = 0.25
     neck_channels: int = 24
     head_channels: int = 24
-    # input and augmentation
     input_size: int = 320
-    crop_scales: list[float] = field(default_factory=lambda: [0.3, 0.45, 0.6, 0.8, 1.0])
-    crop_prob: float = 1.0
-    flip: bool = True
-    color_jitter: float = 0.5
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
     # optimisation
     epochs: int = 100
     batch_size: int = 32
@@ -58,41 +70,30 @@ class DetectorConfig:
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.02
     grad_clip: float = 10.0
-    hm_weight: float = 1.0
-    wh_weight: float = 1.0
-    off_weight: float = 1.0
-    lm_weight: float = 0.5
-    lm_smooth_beta: float = 0.0
-    # inference settings stored with the model
-    max_side: int = 640
-    score_threshold: float = 0.4
-    nms_iou: float = 0.4
-    # runtime
-    device: str = "auto"  # auto | cpu | cuda
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
-    workers: int = 2
-    threads: int = 0  # torch CPU threads (0: torch's default)
-    seed: int = 0
-    resume: bool = False
     eval_every: int = 1
     save_every: int = 0  # also keep epoch_NNN.pt every N epochs (0: only last.pt and best.pt)
-    progress: bool = True
+
+    # the flat keys of older configs
+    ALIASES: ClassVar[dict[str, str]] = {
+        **RunConfig.ALIASES,
+        **{k: f"augment.{k}" for k in ("crop_scales", "crop_prob", "flip", "color_jitter")},
+        **{f"{k}_weight": f"loss.{k}" for k in ("hm", "wh", "off", "lm")}, "lm_smooth_beta": "loss.lm_smooth_beta",
+        **{k: f"inference.{k}" for k in ("max_side", "score_threshold", "nms_iou")},
+    }
 
     def arch_args(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ARCH_KEYS}
 
     def spec(self) -> DetectorSpec:
-        return DetectorSpec(name=self.arch, max_side=self.max_side, score_threshold=self.score_threshold, nms_iou=self.nms_iou)
-
-    def augment(self) -> AugmentConfig:
-        return AugmentConfig(list(self.crop_scales), self.crop_prob, self.flip, self.color_jitter)
-
-    def loss_weights(self) -> LossWeights:
-        return LossWeights(self.hm_weight, self.wh_weight, self.off_weight, self.lm_weight, self.lm_smooth_beta)
+        return DetectorSpec(name=self.arch, max_side=self.inference.max_side,
+                            score_threshold=self.inference.score_threshold, nms_iou=self.inference.nms_iou)
 
 
 class RepeatDataset:
-    """The dataset `times` times over; index i and i + n are different augmentations of the same image."""
+    """The dataset `times` times over; index i and i + n are different augmentations of the same image.
+
+    Keys are (epoch, index) pairs from EpochKeys: the epoch travels with each index, so persistent
+    DataLoader workers (which keep their own copy of the dataset) augment for the right epoch."""
 
     def __init__(self, dataset: DetectionDataset, times: int):
         self.dataset, self.times = dataset, max(1, times)
@@ -100,16 +101,26 @@ class RepeatDataset:
     def __len__(self) -> int:
         return len(self.dataset) * self.times
 
-    def __getitem__(self, i: int):
-        return self.dataset.getitem(i % len(self.dataset), i)
+    def __getitem__(self, key):
+        epoch, i = key if isinstance(key, tuple) else (self.dataset.epoch, key)
+        return self.dataset.getitem(i % len(self.dataset), i, epoch)
 
 
-def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """Linear warm-up, then cosine decay to min_ratio."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+class EpochKeys(torch.utils.data.Sampler):
+    """A DistributedSampler's indices as (epoch, index) keys."""
+
+    def __init__(self, sampler: torch.utils.data.DistributedSampler):
+        self.sampler, self.epoch = sampler, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        return ((self.epoch, i) for i in self.sampler)
 
 
 def validate(model: torch.nn.Module, samples, spec: DetectorSpec, device: torch.device) -> tuple[dict[str, Any], Any]:
@@ -122,9 +133,28 @@ def validate(model: torch.nn.Module, samples, spec: DetectorSpec, device: torch.
     return {"ap_all": report.curves["all"].ap, "ap_min16": report.curves["min16"].ap, "nme": report.nme}, report
 
 
+def train_step(net: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer, scaler, weights: LossWeights,
+               grad_clip: float, amp_dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """One optimizer step on a batch already on the device; returns the detached loss parts as device tensors
+    (reading them is a host sync, which the loop does once per epoch)."""
+    with torch.autocast(device_type=batch["image"].device.type, dtype=amp_dtype or torch.float32,
+                        enabled=amp_dtype is not None):
+        outputs = net(batch["image"])
+    parts = detector_loss(outputs, batch, weights)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(parts["loss"]).backward()
+    scaler.unscale_(optimizer)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return {k: v.detach() for k, v in parts.items()}
+
+
 def _check_resume(ckpt: dict[str, Any], config: DetectorConfig, path: Path) -> None:
     if ckpt.get("kind") != "detector":
         raise ConfigError(f"{path}: not a detector checkpoint, cannot resume from it")
+    check_format(ckpt, path, "detector", CHECKPOINT_FORMAT)
     if ckpt.get("arch") != config.arch or ckpt.get("arch_args") != config.arch_args():
         raise ConfigError(f"{path} was trained as {ckpt.get('arch')} {ckpt.get('arch_args')}, the config asks for "
                           f"{config.arch} {config.arch_args()}: resume with the same network settings")
@@ -144,12 +174,10 @@ def _train(config: DetectorConfig, dist: DistInfo, on_epoch_end) -> Path:
         torch.set_num_threads(config.threads)
     if not config.train_data:
         raise ConfigError("train_data is empty: give at least one annotation file")
-    run = RunDir(Path(config.out_dir) / config.run) if dist.is_main else None
-    run_path = Path(config.out_dir) / config.run
+    run_path = config.run_dir
     last_path = run_path / "last.pt"
-    if last_path.exists() and not config.resume:
-        raise ConfigError(f"{run_path} already holds a training run (last.pt): pass resume=true to continue it, "
-                          "or run=<new name>")
+    resume_from = resume_checkpoint(run_path, config.resume)
+    run = RunDir(run_path) if dist.is_main else None
 
     train_samples, summary = load_datasets(config.train_data, "train_data")
     val_samples, val_summary = load_datasets(config.val_data, "val_data") if config.val_data else ([], None)
@@ -166,27 +194,31 @@ def _train(config: DetectorConfig, dist: DistInfo, on_epoch_end) -> Path:
     np.random.seed(config.seed)
     spec = config.spec()
     model = build_detector(config.arch, **config.arch_args()).to(dist.device)
-    use_amp = config.amp and dist.device.type == "cuda"
+    amp_dtype = config.amp_dtype(dist.device.type)
+    channels_last = dist.device.type == "cuda"
+    if channels_last:
+        torch.backends.cudnn.benchmark = True  # fixed input size: cuDNN picks the fastest kernels once
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-    dataset = DetectionDataset(train_samples, config.input_size, config.augment(), spec.stride, config.seed,
+    dataset = DetectionDataset(train_samples, config.input_size, config.augment, spec.stride, config.seed,
                                spec.mean, spec.std)
     data = RepeatDataset(dataset, config.repeat)
-    sampler = torch.utils.data.DistributedSampler(data, num_replicas=dist.world_size, rank=dist.rank,
-                                                  shuffle=True, seed=config.seed, drop_last=False)
+    sampler = EpochKeys(torch.utils.data.DistributedSampler(data, num_replicas=dist.world_size, rank=dist.rank,
+                                                            shuffle=True, seed=config.seed, drop_last=False))
     per_rank = math.ceil(len(data) / dist.world_size)
     drop_last = per_rank > config.batch_size
     steps_per_epoch = per_rank // config.batch_size if drop_last else 1
     total_steps = steps_per_epoch * config.epochs
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, warmup, config.min_lr_ratio))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        optimizer, lambda step: lr_factor(step, total_steps, warmup, "cosine", config.min_lr_ratio))
+    scaler = torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16)
 
     start_epoch, best_ap = 0, -1.0
-    if last_path.exists():
-        ckpt = load_checkpoint(last_path, map_location="cpu")
-        _check_resume(ckpt, config, last_path)
+    if resume_from is not None:
+        ckpt = load_checkpoint(resume_from, map_location="cpu")
+        _check_resume(ckpt, config, resume_from)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -195,9 +227,7 @@ def _train(config: DetectorConfig, dist: DistInfo, on_epoch_end) -> Path:
         restore_rng(ckpt["rng"])
         if run:
             run.truncate_metrics_after("epoch", start_epoch)
-            log.info(f"resuming {run_path} after epoch {start_epoch}")
-    elif config.resume and dist.is_main:
-        log.warn(f"resume=true but {last_path} does not exist: starting a new run")
+            log.info(f"resuming {run_path} from {resume_from.name} after epoch {start_epoch}")
     if run:
         run.save_config(config)
 
@@ -209,39 +239,31 @@ def _train(config: DetectorConfig, dist: DistInfo, on_epoch_end) -> Path:
             net, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
     loader = torch.utils.data.DataLoader(
         data, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers, drop_last=drop_last,
-        pin_memory=dist.device.type == "cuda", persistent_workers=False)
-    weights = config.loss_weights()
+        pin_memory=dist.device.type == "cuda", persistent_workers=config.workers > 0)
+    weights = config.loss
 
     for epoch in range(start_epoch, config.epochs):
         sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)  # workers are started per epoch, so they see it
         net.train()
-        sums = torch.zeros(7, dtype=torch.float64)  # loss hm wh off lm, batches, images
+        sums = torch.zeros(7, dtype=torch.float64, device=dist.device)  # loss hm wh off lm, batches, images
         started = time.perf_counter()
         with make_progress("img", disable=not (dist.is_main and config.progress)) as bar:
             task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}",
                                 total=steps_per_epoch * config.batch_size if drop_last else per_rank, status="")
             for batch in loader:
                 batch = {k: v.to(dist.device, non_blocking=True) for k, v in batch.items()}
-                with torch.autocast(device_type=dist.device.type, dtype=torch.float16, enabled=use_amp):
-                    outputs = net(batch["image"])
-                parts = detector_loss(outputs, batch, weights)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(parts["loss"]).backward()
-                scaler.unscale_(optimizer)
-                if config.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
+                if channels_last:
+                    batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+                parts = train_step(net, batch, optimizer, scaler, weights, config.grad_clip, amp_dtype)
                 scheduler.step()
-                values = torch.stack([parts[k].detach().float().cpu() for k in ("loss", "hm", "wh", "off", "lm")])
-                sums += torch.cat([values.double(), torch.tensor([1.0, len(batch["image"])], dtype=torch.float64)])
-                bar.update(task, advance=len(batch["image"]), status=f"loss {parts['loss'].item():.3f}")
+                sums[:5] += torch.stack([parts[k] for k in ("loss", "hm", "wh", "off", "lm")]).double()
+                sums[5] += 1
+                sums[6] += len(batch["image"])
+                bar.update(task, advance=len(batch["image"]))
         elapsed = time.perf_counter() - started
         if dist.distributed:
-            sums = sums.to(dist.device)
             torch.distributed.all_reduce(sums)
-            sums = sums.cpu()
+        sums = sums.cpu()
         n = max(1.0, float(sums[5]))
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                                   **{k: float(sums[i]) / n for i, k in enumerate(("loss", "hm", "wh", "off", "lm"))},
@@ -265,7 +287,7 @@ def _train(config: DetectorConfig, dist: DistInfo, on_epoch_end) -> Path:
             if config.save_every and (epoch + 1) % config.save_every == 0:
                 save_checkpoint(state, run.path / f"epoch_{epoch + 1:03d}.pt")
             plot_metrics(run.read_metrics(), "epoch", [["loss", "hm", "wh", "off", "lm"], ["ap_all", "ap_min16"]],
-                         run.path / "training.png", title=f"{config.run}: loss and validation AP")
+                         run.path / "training.png", title=f"{config.name}: loss and validation AP")
             log.info(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
                               if v is not None))
         if dist.distributed:

@@ -7,7 +7,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from facepipe.errors import ImageError
 from facepipe.prepare.manifest import kept_faces
+from facepipe.runtime.image import read_image
 
 _LABEL_H = 16
 _TITLE_H = 26
@@ -20,9 +22,12 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _read_rgb(path: Path) -> np.ndarray | None:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if bgr is None else bgr[:, :, ::-1]
+def _read_chip(path: Path) -> np.ndarray | None:
+    """The chip through the safe reader; None (left out of the sheet) when it cannot be read."""
+    try:
+        return read_image(path)
+    except ImageError:
+        return None
 
 
 def pick_samples(records, n: int, masked_share: float, seed: int) -> list[tuple[str, str, bool]]:
@@ -56,7 +61,7 @@ def make_contact_sheet(dst: Path, records, out: Path | None = None, cols: int = 
     draw.text((6, 5), title, fill=(235, 235, 235), font=_font(14))
     small = _font(11)
     for i, (identity, rel, is_masked) in enumerate(samples):
-        chip = _read_rgb(dst / rel)
+        chip = _read_chip(dst / rel)
         if chip is None:
             continue
         if chip.shape[:2] != (tile, tile):

@@ -18,7 +18,7 @@ import torch
 
 from facepipe.errors import ModelError
 from facepipe.recognition.backbones import build_backbone
-from facepipe.train.checkpoint import load_checkpoint
+from facepipe.train.checkpoint import check_format, load_checkpoint
 
 KIND = "recognizer"
 FORMAT = 1
@@ -36,6 +36,7 @@ def load_recognizer_checkpoint(path: str | Path, backbone: str | None = None, em
     kind = state.get("kind")
     if kind != KIND:
         raise ModelError(f"{path}: not a recognizer checkpoint (kind={kind!r})")
+    check_format(state, path, KIND, FORMAT)
     for key in ("backbone", "backbone_args", "embedding_size", "model", "preprocess"):
         if key not in state:
             raise ModelError(f"{path}: recognizer checkpoint without {key!r}")

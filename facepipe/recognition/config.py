@@ -6,15 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from facepipe.train.config import RunConfig
+
 
 @dataclass
-class RecognizerConfig:
-    # run
+class RecognizerConfig(RunConfig):
+    """Run keys (name, output_dir, resume, device, amp, workers, threads, seed, progress): train.config.RunConfig."""
+
     name: str = "recognizer"  # run folder: <output_dir>/<name>
-    output_dir: str = "models"
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    cpu_threads: int = 0  # torch intra-op threads on the CPU (0 = torch's default; 1 is best on a busy machine)
     # data
     data: str = ""  # folder of identity folders, RecordIO prefix (.../train) or folder with train.rec
     data_format: str = "auto"  # auto | folder | recordio | synthetic
@@ -31,7 +30,6 @@ class RecognizerConfig:
     flip: bool = True
     color_jitter: float = 0.0
     mask_prob: float = 0.0  # online synthetic masks (needs facepipe.prepare.masks)
-    num_workers: int = 2
     # model
     backbone: str = "mbf"
     embedding_size: int = 512
@@ -51,7 +49,8 @@ class RecognizerConfig:
     identities_per_batch: int = 16  # triplet batches: P identities x K images
     images_per_identity: int = 4
     # optimisation
-    batch_size: int = 128  # per rank
+    batch_size: int = 128  # per rank (and per micro-batch with gradient_acc)
+    gradient_acc: int = 1  # micro-batches per optimizer step (arcface_torch's gradient_acc): a larger batch in less memory
     epochs: float = 20
     max_steps: int = 0  # > 0: train this many steps instead of `epochs`
     optimizer: str = "sgd"  # sgd | adamw
@@ -63,7 +62,6 @@ class RecognizerConfig:
     step_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75, 0.9])  # fractions of the run
     step_gamma: float = 0.1
     warmup_steps: int = 0
-    amp: str = "none"  # none | fp16 | bf16
     grad_clip: float = 5.0  # max gradient norm (0 = off)
     # fine-tuning
     init_from: str = ""  # a recognizer checkpoint: start the backbone from it, with a new head
@@ -78,5 +76,3 @@ class RecognizerConfig:
     checkpoint_every: int = 0  # steps between checkpoints (0 = at the end of every epoch)
     keep_checkpoints: int = 2  # numbered checkpoints to keep besides last.pt (0 = keep all)
     log_every: int = 10
-    resume: str = "auto"  # auto (last.pt of the run folder if present) | never | path to a checkpoint
-    progress: bool = True

@@ -1,9 +1,10 @@
 """Training data: aligned image folders, insightface RecordIO, synthetic tensors; augmentation; splits.
 
 An *image source* lists images with integer labels and loads one as RGB uint8 (FolderSource,
-RecordIOSource). `FaceDataset` turns a subset of a source into tensors in DataLoader workers: decode,
-resize to the network input, optional flip / colour jitter / synthetic mask, then the same
-normalisation the runtime uses (runtime.preprocess.to_network_input). Samplers hand it
+RecordIOSource). `FaceDataset` turns a subset of a source into uint8 tensors in DataLoader workers: decode,
+resize to the network input, optional flip / colour jitter / synthetic mask. Workers ship uint8 (a quarter
+of float32's bytes); `normalize_batch` then applies, on the training device, exactly the normalisation the
+runtime uses (runtime.preprocess.to_network_input). Samplers hand it
 (index, augmentation seed) keys, so augmentation is reproducible whatever the number of workers.
 """
 from __future__ import annotations
@@ -17,38 +18,28 @@ import torch
 from torch.utils.data import Dataset
 
 from facepipe.runtime.align import ARCFACE_TEMPLATE, Template
-from facepipe.runtime.preprocess import to_network_input
-from facepipe.errors import FacepipeError
+from facepipe.errors import DataError, FacepipeError
 from facepipe.recognition.recordio import RecordIOReader, RecordIOError
 
-IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-class DataError(FacepipeError):
-    pass
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DataError(f"{path}: not a readable image")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
 class FolderSource:
-    """root/<identity>/<image>: identities sorted by name get labels 0..C-1 (like torchvision's ImageFolder)."""
+    """root/<identity>/**/<image> (runtime/folders.py's rule): identities sorted by name get labels 0..C-1
+    (like torchvision's ImageFolder)."""
 
     def __init__(self, root: str | Path):
+        from facepipe.runtime.folders import scan_identity_folders  # the rule enroll and prepare use too
+
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: training folder not found")
-        self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        paths, labels = [], []
-        for label, name in enumerate(self.classes):
-            for f in sorted((self.root / name).iterdir()):
-                if f.suffix.lower() in IMAGE_EXT:
-                    paths.append(f)
-                    labels.append(label)
+        try:
+            persons = {n: p for n, p in scan_identity_folders(self.root).persons.items() if p}
+        except FacepipeError as exc:
+            raise DataError(str(exc)) from None
+        self.classes = sorted(persons)
+        paths = [f for name in self.classes for f in persons[name]]
+        labels = [label for label, name in enumerate(self.classes) for _ in persons[name]]
         if not paths:
             raise DataError(f"{self.root}: no images found in identity sub-folders (expected root/<identity>/*.jpg)")
         self.paths, self.labels = paths, np.asarray(labels, dtype=np.int64)
@@ -57,7 +48,9 @@ class FolderSource:
         return len(self.paths)
 
     def load(self, i: int) -> np.ndarray:
-        return read_rgb(self.paths[i])
+        from facepipe.runtime.image import read_image  # the safe reader: EXIF upright, pixel limit, clear errors
+
+        return read_image(self.paths[i])
 
     def describe(self, i: int) -> str:
         return str(self.paths[i].relative_to(self.root))
@@ -101,8 +94,23 @@ def open_source(path: str | Path, kind: str = "auto") -> FolderSource | RecordIO
     raise DataError(f"unknown data format {kind!r} (auto | folder | recordio | synthetic)")
 
 
+def normalize_batch(x: torch.Tensor, color: str, mean, std) -> torch.Tensor:
+    """N x 3 x H x W RGB uint8 (on any device) -> network input float32, as runtime.preprocess.to_network_input."""
+    x = x.float()
+    if color == "BGR":
+        x = x.flip(1)
+    elif color == "GRAY":
+        weights = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
+        x = (x * weights).sum(1, keepdim=True)
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
 class FaceTransform:
-    """RGB uint8 chip -> normalised C x H x W float32 tensor, with seeded augmentation when train=True."""
+    """RGB uint8 chip -> 3 x H x W uint8 tensor, with seeded augmentation when train=True.
+
+    Colour order and mean/std are applied later, on the device, by normalize_batch."""
 
     def __init__(self, input_size=(112, 112), color: str = "RGB", mean=(127.5,) * 3, std=(127.5,) * 3,
                  train: bool = True, flip: bool = True, color_jitter: float = 0.0, mask_prob: float = 0.0,
@@ -125,8 +133,7 @@ class FaceTransform:
                 image = image[:, ::-1]
             if self.color_jitter > 0:
                 image = jitter(image, self.color_jitter, rng)
-        x = to_network_input(np.ascontiguousarray(image)[None], self.color, self.mean, self.std)[0]
-        return torch.from_numpy(x)
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
 def jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
@@ -180,11 +187,11 @@ class FaceDataset(Dataset):
 
 
 class SyntheticDataset(Dataset):
-    """Random tensors with random labels, for throughput runs (no decoding, no disk)."""
+    """Random uint8 RGB chips with random labels, for throughput runs (no decoding, no disk)."""
 
-    def __init__(self, num_samples: int, num_classes: int, input_size=(112, 112), channels: int = 3, seed: int = 0):
+    def __init__(self, num_samples: int, num_classes: int, input_size=(112, 112), seed: int = 0):
         self.n, self.num_classes = num_samples, num_classes
-        self.shape = (channels, int(input_size[1]), int(input_size[0]))
+        self.shape = (3, int(input_size[1]), int(input_size[0]))
         self.labels = np.random.default_rng(seed).integers(0, num_classes, num_samples)
 
     def __len__(self) -> int:
@@ -193,7 +200,7 @@ class SyntheticDataset(Dataset):
     def __getitem__(self, key) -> tuple[torch.Tensor, int]:
         i, _ = key if isinstance(key, tuple) else (key, 0)
         g = torch.Generator().manual_seed(int(i))
-        return torch.randn(self.shape, generator=g), int(self.labels[i])
+        return torch.randint(0, 256, self.shape, generator=g, dtype=torch.uint8), int(self.labels[i])
 
 
 def split_indices(labels: np.ndarray, by: str = "none", val_fraction: float = 0.0, seed: int = 0

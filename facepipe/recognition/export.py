@@ -8,7 +8,6 @@ metric, and a fingerprint of the weights (the same one TorchRecognizer reports f
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,8 +17,8 @@ import torch
 
 from facepipe.runtime.preprocess import l2_normalize, to_network_input
 from facepipe.errors import ModelError
-from facepipe.runtime.onnx_meta import write_metadata
 from facepipe.recognition.checkpoint import build_backbone_from, load_recognizer_checkpoint, weights_fingerprint
+from facepipe.train.onnx_export import OPSET, ExportReport, add_metadata, export_onnx, require_parity
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DEFAULT_THRESHOLD = 0.3
@@ -57,12 +56,9 @@ def _load_check_images(check_images, size: tuple[int, int], limit: int = 32) -> 
             p = Path(item)
             paths += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXT) if p.is_dir() else [p]
         paths = paths[:limit]
-        images = []
-        for p in paths:
-            bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise ModelError(f"{p}: check image not readable")
-            images.append(np.ascontiguousarray(bgr[:, :, ::-1]))
+        from facepipe.runtime.image import read_image
+
+        images = [read_image(p) for p in paths]  # ImageError names the file
         if not images:
             raise ModelError(f"no check images found in {check_images}")
         source = f"{len(images)} face chips from {', '.join(str(i) for i in items)[:120]}"
@@ -71,28 +67,16 @@ def _load_check_images(check_images, size: tuple[int, int], limit: int = 32) -> 
     return chips, source
 
 
-def _onnx_export(model: torch.nn.Module, x: torch.Tensor, out_path: Path, opset: int) -> None:
-    kwargs = dict(input_names=["input"], output_names=["embedding"], opset_version=opset)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:  # the TorchScript exporter: fast, one self-contained file
-            torch.onnx.export(model, (x,), str(out_path), dynamo=False,
-                              dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}}, **kwargs)
-        except (TypeError, RuntimeError, NotImplementedError):  # a torch without it: the dynamo exporter
-            program = torch.onnx.export(model, (x,), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},), **kwargs)
-            program.save(str(out_path), external_data=False)
-
-
 def export_recognizer(checkpoint: str | Path, out_path: str | Path | None = None,
                       check_images: str | Path | Sequence[str | Path] | np.ndarray | None = None,
-                      opset: int = 17) -> dict[str, Any]:
-    """Checkpoint -> ONNX (default: recognizer.onnx next to it); returns a report with the parity check.
+                      opset: int = OPSET, exporter: str = "auto") -> ExportReport:
+    """Checkpoint -> ONNX (default: recognizer.onnx next to it); returns the report with the parity check.
 
     check_images: aligned face chips (a folder, image paths, or an N x H x W x 3 RGB uint8 array) for the
     ONNX Runtime vs PyTorch comparison; without them random chips are used and the report says so.
-    Raises ModelError when the two disagree (min cosine < 0.999).
+    Raises ModelError and removes the file when the two disagree (min cosine < 0.999).
     """
-    import onnx
+    from torch.export import Dim
 
     from facepipe.runtime.onnx_recognizer import OnnxRecognizer
 
@@ -104,14 +88,10 @@ def export_recognizer(checkpoint: str | Path, out_path: str | Path | None = None
     out_path = Path(out_path) if out_path else checkpoint.with_name("recognizer.onnx")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     channels = 1 if pre["color"] == "GRAY" else 3
-    tmp = out_path.with_suffix(".tmp.onnx")
-    _onnx_export(model, torch.zeros(2, channels, size[1], size[0]), tmp, opset)
-    proto = onnx.load(str(tmp))
+    used = export_onnx(model, torch.zeros(2, channels, size[1], size[0]), out_path, ["embedding"],
+                       {"input": {0: "batch"}, "embedding": {0: "batch"}}, ({0: Dim("batch")},), exporter, opset)
     meta = recognizer_metadata(state)
-    write_metadata(proto, meta)
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(out_path))
-    tmp.unlink(missing_ok=True)
+    add_metadata(out_path, meta)
 
     chips, source = _load_check_images(check_images, size)
     with torch.no_grad():
@@ -121,25 +101,12 @@ def export_recognizer(checkpoint: str | Path, out_path: str | Path | None = None
     single = rec.session.run(None, {rec._input: to_network_input(chips[:1], pre["color"], pre["mean"], pre["std"])})[0]
     ours, ref = rec.embed(chips), l2_normalize(ref_raw)
     cos = (ours * ref).sum(1)
-    report = {
-        "path": str(out_path), "checkpoint": str(checkpoint), "backbone": state["backbone"],
-        "embedding_size": meta["embedding_size"], "input_size": list(size), "color": pre["color"],
-        "threshold": meta["threshold"], "threshold_source": "verification" if state.get("verification") else "default",
-        "fingerprint": meta["fingerprint"],
-        "parity": {"images": int(len(chips)), "source": source,
-                   "max_abs_diff": float(np.abs(raw - ref_raw).max()),
-                   "max_abs_diff_batch1": float(np.abs(single - ref_raw[:1]).max()),
-                   "min_cosine": float(cos.min())},
-    }
-    if report["parity"]["min_cosine"] < MIN_COSINE:
-        raise ModelError(f"{out_path}: ONNX Runtime and PyTorch disagree (min cosine {cos.min():.5f}); "
-                         "the export is not usable")
-    return report
-
-
-def format_report(report: dict[str, Any]) -> str:
-    p = report["parity"]
-    return (f"{report['path']}: {report['backbone']} {report['input_size'][0]}x{report['input_size'][1]} {report['color']}"
-            f" -> {report['embedding_size']}-d, threshold {report['threshold']:.3f} ({report['threshold_source']})\n"
-            f"parity on {p['source']}: max |onnx - torch| {p['max_abs_diff']:.2e} (batch 1: {p['max_abs_diff_batch1']:.2e}), "
-            f"min cosine {p['min_cosine']:.6f}")
+    report = ExportReport(
+        "recognizer", out_path, checkpoint, used, opset,
+        {"images": int(len(chips)), "source": source, "max_abs_diff": float(np.abs(raw - ref_raw).max()),
+         "max_abs_diff_batch1": float(np.abs(single - ref_raw[:1]).max()), "min_cosine": float(cos.min())},
+        {"backbone": state["backbone"], "input_size": list(size), "color": pre["color"],
+         "embedding_size": meta["embedding_size"], "threshold": round(float(meta["threshold"]), 4),
+         "threshold_source": "verification" if state.get("verification") else "default",
+         "fingerprint": meta["fingerprint"]})
+    return require_parity(report, report.parity["min_cosine"] >= MIN_COSINE, f"min cosine {cos.min():.5f}")

@@ -10,7 +10,9 @@ continues SphereFace's monotone extension: psi(phi) = (-1)^k cos(phi) - 2k for p
 continuous and strictly decreasing for every phi >= 0, and psi(phi) <= cos(theta) whenever m1 >= 1, m2 >= 0.
 
 Special cases: (1, m2, 0) is ArcFace, (1, 0, m3) is CosFace, (m1, 0, 0) is SphereFace-style; any mix is
-applied at once (arcface_torch's "combined" loss raises for m1 != 1 with m3 > 0 and never applies m1).
+applied at once. (arcface_torch's CombinedMarginLoss is not a combination: with m1 == 1 and m3 == 0 it
+applies ArcFace's m2; with m3 > 0 it applies CosFace's m3 alone, ignoring m1 and m2; any other setting,
+SphereFace's m1 included, raises.)
 `easy_margin` applies the margin only where cos(theta) > 0, as in the ArcFace reference code.
 Other classes keep s * cos(theta). Labels equal to -1 (targets outside this Partial FC shard) are untouched.
 """

@@ -62,7 +62,9 @@ class PartialFC(torch.nn.Module):
         self.margin = margin or CombinedMargin()
         self.loss_kind, self.focal_gamma = loss, focal_gamma
         self.weight = torch.nn.Parameter(torch.normal(0, 0.01, (self.num_local, embedding_size)))
-        self.last_accuracy = 0.0  # training accuracy of the last batch (argmax over the sampled classes)
+        # training accuracy of the last batch (argmax over the sampled classes), a 0-dim device tensor:
+        # reading it is a host sync, which the trainer does on logging steps only
+        self.last_accuracy = torch.zeros(())
 
     def extra_repr(self) -> str:
         return (f"classes {self.class_start}..{self.class_start + self.num_local - 1} of {self.num_classes} "
@@ -82,7 +84,10 @@ class PartialFC(torch.nn.Module):
         has = local_labels != -1
         score = torch.rand(self.num_local, device=local_labels.device)
         score[local_labels[has]] = 2.0  # positives always win
-        index = torch.topk(score, max(self.num_sample, int((score > 1.0).sum())), sorted=False).indices.sort().values
+        # a batch holds at most len(labels) positives: when the sample is at least that large no count is
+        # needed (counting them would be a host sync on every step)
+        k = self.num_sample if self.num_sample >= len(local_labels) else max(self.num_sample, int((score > 1.0).sum()))
+        index = torch.topk(score, k, sorted=False).indices.sort().values
         local_labels = local_labels.clone()
         local_labels[has] = torch.searchsorted(index, local_labels[has])
         return index, local_labels
@@ -99,16 +104,16 @@ class PartialFC(torch.nn.Module):
         self.last_accuracy = self._accuracy(cos.detach(), local)
         return softmax_loss(logits, local, self.loss_kind, self.focal_gamma, self.group if self.world_size > 1 else None)
 
-    def _accuracy(self, cos: torch.Tensor, local: torch.Tensor) -> float:
+    def _accuracy(self, cos: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
         """Fraction of the global batch whose best cosine (over all ranks' sampled centres) is its own class."""
         best = cos.max(1).values
         has = local != -1
-        own = torch.full_like(best, -2.0)
-        own[has] = cos[has, local[has]]
+        own = torch.where(has, cos.gather(1, local.clamp(min=0)[:, None])[:, 0], torch.full_like(best, -2.0))
         if self.world_size > 1:
-            dist.all_reduce(best, op=dist.ReduceOp.MAX, group=self.group)
-            dist.all_reduce(own, op=dist.ReduceOp.MAX, group=self.group)
-        return float((own >= best).float().mean())
+            both = torch.stack([best, own])
+            dist.all_reduce(both, op=dist.ReduceOp.MAX, group=self.group)  # one collective, no host sync
+            best, own = both[0], both[1]
+        return (own >= best).float().mean()
 
     @torch.no_grad()
     def predict(self, embeddings: torch.Tensor) -> torch.Tensor:

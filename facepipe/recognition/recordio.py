@@ -152,6 +152,29 @@ class RecordIOWriter:
         self.close()
 
 
+def _read_index(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """`.idx` lines "key<TAB>offset" -> (keys, offsets) as int64 arrays sorted by key (every DataLoader
+    worker and rank holds one: a Python dict of 17M entries would be ~1.5 GB each)."""
+    chunks: list[np.ndarray] = []
+    rows: list[tuple[int, int]] = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                rows.append((int(parts[0]), int(parts[1])))
+            except (ValueError, IndexError):
+                raise RecordIOError(f"{path}:{n}: expected 'key<TAB>offset'") from None
+            if len(rows) == 1 << 16:
+                chunks.append(np.asarray(rows, np.int64))
+                rows = []
+    chunks.append(np.asarray(rows, np.int64).reshape(-1, 2))
+    table = np.concatenate(chunks)
+    table = table[np.argsort(table[:, 0], kind="stable")]
+    return np.ascontiguousarray(table[:, 0]), np.ascontiguousarray(table[:, 1])
+
+
 class RecordIOReader:
     """Random access to an insightface RecordIO pair; safe to use from DataLoader workers (no shared handle).
 
@@ -163,22 +186,13 @@ class RecordIOReader:
         for p in (self.rec_path, self.idx_path):
             if not p.is_file():
                 raise RecordIOError(f"{p}: RecordIO file not found")
-        self._offsets: dict[int, int] = {}
-        with open(self.idx_path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                parts = line.split()
-                if not parts:
-                    continue
-                try:
-                    self._offsets[int(parts[0])] = int(parts[1])
-                except (ValueError, IndexError):
-                    raise RecordIOError(f"{self.idx_path}:{n}: expected 'key<TAB>offset'") from None
+        self._idx_keys, self._idx_offsets = _read_index(self.idx_path)  # numpy: 16 bytes a record, not a dict
         self._fd: int | None = None
         self._pid = -1
         self._rec_size = self.rec_path.stat().st_size
         self.num_classes: int | None = None
         self._labels: np.ndarray | None = None
-        header = self.read_record(0) if 0 in self._offsets else None
+        header = self.read_record(0) if self._offset(0) is not None else None
         label = unpack(header)[0] if header is not None else 0.0
         self._has_header = isinstance(label, np.ndarray) and label.size >= 2
         if self._has_header:
@@ -186,7 +200,7 @@ class RecordIOReader:
             self.keys = np.arange(1, first, dtype=np.int64)
             self.num_classes = end - first
         else:
-            self.keys = np.array(sorted(self._offsets), dtype=np.int64)
+            self.keys = self._idx_keys.copy()
         if self.num_classes is None:
             prop = self.rec_path.parent / "property"
             if prop.is_file():
@@ -200,11 +214,18 @@ class RecordIOReader:
             self._pid = os.getpid()
         return self._fd
 
+    def _offset(self, key: int) -> int | None:
+        i = int(np.searchsorted(self._idx_keys, key))
+        if i < len(self._idx_keys) and self._idx_keys[i] == key:
+            return int(self._idx_offsets[i])
+        return None
+
     def read_record(self, key: int) -> bytes:
         """The payload of record `key`, with split parts joined back (and their magic words restored)."""
-        if key not in self._offsets:
+        pos = self._offset(key)
+        if pos is None:
             raise RecordIOError(f"{self.rec_path}: no record with key {key}")
-        fd, pos, parts = self._handle(), self._offsets[key], []
+        fd, parts = self._handle(), []
         while True:
             head = os.pread(fd, 8, pos)
             if len(head) < 8:
@@ -246,7 +267,7 @@ class RecordIOReader:
         out = np.full(len(self.keys), -1, dtype=np.int64)
         first = int(self.keys[-1]) + 1
         for c in range(self.num_classes):
-            if first + c not in self._offsets:
+            if self._offset(first + c) is None:
                 return None
             rng = unpack(self.read_record(first + c))[0]
             if not isinstance(rng, np.ndarray) or rng.size < 2:
@@ -256,7 +277,7 @@ class RecordIOReader:
 
     def _label_fast(self, key: int) -> int:
         """Read just the record header when it sits whole in the first part."""
-        pos = self._offsets[key]
+        pos = self._offset(key)
         head = os.pread(self._handle(), 8 + _HEADER.size + 4, pos)
         if len(head) == 8 + _HEADER.size + 4:
             magic, lrec = struct.unpack_from("<II", head)

@@ -8,6 +8,7 @@ function of (seed, epoch), so an interrupted run continues exactly as if it had 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
@@ -29,17 +30,19 @@ from facepipe.recognition import checkpoint as ckpt
 from facepipe.recognition.backbones import BACKBONES, build_backbone
 from facepipe.recognition.config import RecognizerConfig
 from facepipe.recognition.data import (DataError, FaceDataset, FaceTransform, SyntheticDataset, contiguous_labels,
-                                       open_source, split_indices)
+                                       normalize_batch, open_source, split_indices)
 from facepipe.recognition.losses import TripletLoss
 from facepipe.recognition.margins import CombinedMargin
 from facepipe.recognition.partial_fc import PartialFC
 from facepipe.recognition.sampler import EpochBatchSampler, IdentityBalancedBatchSampler
-from facepipe.recognition.verification import PairSet, evaluate_pair_set, load_pair_set, make_pairs, plot_roc
+from facepipe.recognition.verification import (PairSet, VerificationSetError, evaluate_pair_set, load_pair_set,
+                                               make_pairs, plot_roc)
 from facepipe.train.checkpoint import capture_rng, restore_rng, save_checkpoint
 from facepipe.train.config import ConfigError
 from facepipe.train.distributed import DistInfo, cleanup_distributed, setup_distributed
 from facepipe.train.progress import make_progress
-from facepipe.train.runlog import RunDir, plot_metrics
+from facepipe.train.runlog import RunDir, plot_metrics, resume_checkpoint
+from facepipe.train.schedule import SCHEDULES, lr_factor
 
 TEMPLATES = {"arcface": ARCFACE_TEMPLATE, "dlib": DLIB_TEMPLATE}
 
@@ -47,10 +50,10 @@ TEMPLATES = {"arcface": ARCFACE_TEMPLATE, "dlib": DLIB_TEMPLATE}
 def check_config(cfg: RecognizerConfig) -> None:
     """Errors a user can fix, before anything is loaded."""
     choices = {"backbone": BACKBONES, "loss": ("margin", "triplet"), "optimizer": ("sgd", "adamw"),
-               "schedule": ("poly", "cosine", "step", "constant"), "amp": ("none", "fp16", "bf16"),
+               "schedule": SCHEDULES,
                "color": ("RGB", "BGR", "GRAY"), "template": TEMPLATES, "softmax_loss": ("ce", "focal"),
                "split": ("none", "identity", "image"), "triplet_mining": ("hard", "semi-hard"),
-               "data_format": ("auto", "folder", "recordio", "synthetic"), "device": ("auto", "cpu", "cuda")}
+               "data_format": ("auto", "folder", "recordio", "synthetic")}
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             raise ConfigError(f"config key {key!r}: {getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
@@ -63,6 +66,8 @@ def check_config(cfg: RecognizerConfig) -> None:
         raise ConfigError("config key 'data' is empty: give a folder of identity folders or a RecordIO prefix")
     if cfg.split != "none" and not 0 < cfg.val_fraction < 1:
         raise ConfigError(f"split={cfg.split} needs 0 < val_fraction < 1 (got {cfg.val_fraction})")
+    if cfg.gradient_acc < 1:
+        raise ConfigError(f"gradient_acc must be >= 1 (got {cfg.gradient_acc})")
     if not 0 < cfg.sample_rate <= 1:
         raise ConfigError(f"sample_rate must be in (0, 1] (got {cfg.sample_rate})")
 
@@ -79,21 +84,6 @@ def preprocess_meta(cfg: RecognizerConfig) -> dict[str, Any]:
     w, h = (int(v) for v in cfg.input_size)
     return {"color": cfg.color, "mean": [float(v) for v in cfg.mean], "std": [float(v) for v in cfg.std],
             "input_size": [w, h], "template": TEMPLATES[cfg.template].scaled_to(w, h).points.tolist()}
-
-
-def lr_factor(step: int, total: int, cfg: RecognizerConfig) -> float:
-    """Multiplier of the base learning rates at `step`: linear warmup, then the schedule."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    span = max(1, total - cfg.warmup_steps)
-    t = min(1.0, (step - cfg.warmup_steps) / span)
-    if cfg.schedule == "poly":
-        return (1.0 - t) ** cfg.poly_power
-    if cfg.schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * t))
-    if cfg.schedule == "step":
-        return cfg.step_gamma ** sum(step >= m * total for m in cfg.step_milestones)
-    return 1.0
 
 
 def make_embedder(model: torch.nn.Module, cfg: RecognizerConfig, device: torch.device,
@@ -120,11 +110,11 @@ class Data:
     pair_sets: list[PairSet] = dataclasses.field(default_factory=list)
 
 
-def build_data(cfg: RecognizerConfig) -> Data:
+def build_data(cfg: RecognizerConfig, evaluates: bool = True) -> Data:
+    """The training set, and (when this process `evaluates`: rank 0) the verification pair sets."""
     size = tuple(int(v) for v in cfg.input_size)
-    channels = 1 if cfg.color == "GRAY" else 3
     if cfg.data_format == "synthetic":
-        return Data(SyntheticDataset(cfg.synthetic_samples, cfg.synthetic_classes, size, channels, cfg.seed),
+        return Data(SyntheticDataset(cfg.synthetic_samples, cfg.synthetic_classes, size, cfg.seed),
                     cfg.synthetic_classes)
     source = open_source(cfg.data, cfg.data_format)
     train_idx, val_idx = split_indices(source.labels, cfg.split, cfg.val_fraction, cfg.split_seed)
@@ -137,9 +127,11 @@ def build_data(cfg: RecognizerConfig) -> Data:
         if cfg.split == "image":
             data.val = FaceDataset(source, val_idx, eval_tf, label_map)
         labels = source.labels[val_idx]
+        if not evaluates:
+            return data
         try:
             left, right, same = make_pairs(labels, cfg.val_pairs, cfg.split_seed)
-        except Exception as exc:
+        except VerificationSetError as exc:  # too few identities / images: train on, say why there is no val metric
             log.warn(f"no verification pairs from the validation split: {exc}")
         else:
             used = np.unique(np.concatenate([left, right]))
@@ -147,7 +139,7 @@ def build_data(cfg: RecognizerConfig) -> Data:
             images = [eval_tf_resize(source.load(int(val_idx[u])), size) for u in used]
             data.pair_sets.append(PairSet(f"val-{cfg.split}", np.stack(images), np.array([pos[int(v)] for v in left]),
                                           np.array([pos[int(v)] for v in right]), same))
-    for spec in cfg.verify:
+    for spec in cfg.verify if evaluates else []:  # lfw/cfp_fp/agedb bins are ~1.4 GB decoded: rank 0 only
         data.pair_sets.append(load_pair_set(spec, size=size))
     return data
 
@@ -164,20 +156,53 @@ def _stages(model: torch.nn.Module) -> torch.nn.Sequential:
     return model.body  # every registered backbone keeps its stages (stem first) in .body
 
 
+class TrainForward(torch.nn.Module):
+    """What the trainer (and DDP) runs: a uint8 batch from the workers -> embeddings.
+
+    Normalisation happens on the device; convolutions run under autocast (fp16 / bf16) in channels_last on
+    CUDA; the embedding layers (flatten -> linear -> BatchNorm1d, the end of every backbone's .neck) stay in
+    fp32, as arcface_torch keeps them. The backbone itself stays a plain module (its state_dict is saved).
+    """
+
+    def __init__(self, backbone: torch.nn.Module, cfg: RecognizerConfig, amp_dtype: torch.dtype | None,
+                 channels_last: bool):
+        super().__init__()
+        self.backbone = backbone
+        self.color, self.mean, self.std = cfg.color, list(cfg.mean), list(cfg.std)
+        self.amp_dtype, self.channels_last = amp_dtype, channels_last
+        self.split = next(i for i, m in enumerate(backbone.neck) if isinstance(m, torch.nn.Flatten))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = normalize_batch(x, self.color, self.mean, self.std)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            features = self.backbone.neck[:self.split](self.backbone.body(x))
+        with torch.autocast(x.device.type, enabled=False):
+            return self.backbone.neck[self.split:](features.float())
+
+
 class Trainer:
     def __init__(self, cfg: RecognizerConfig):
         check_config(cfg)
         self.cfg = cfg
         self.dist: DistInfo = setup_distributed(cfg.device)
         self.device = self.dist.device
-        if cfg.cpu_threads > 0:
-            torch.set_num_threads(cfg.cpu_threads)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+            torch.set_float32_matmul_precision("high")  # TF32 for the fp32 Partial FC matmul (logits stay float)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed + self.dist.rank)
         np.random.seed((cfg.seed + self.dist.rank) % 2**32)
-        self.run = RunDir(Path(cfg.output_dir) / cfg.name) if self.dist.is_main else None
-        self.run_path = Path(cfg.output_dir) / cfg.name
-        self.data = build_data(cfg)
+        self.run_path = cfg.run_dir
+        self.resume_from = resume_checkpoint(self.run_path, cfg.resume)  # before the folder is touched
+        self.run = RunDir(self.run_path) if self.dist.is_main else None
+        self.data = build_data(cfg, evaluates=self.dist.is_main)
         self.backbone = build_backbone(cfg.backbone, **backbone_args(cfg)).to(self.device)
+        channels_last = self.device.type == "cuda"
+        if channels_last:
+            self.backbone = self.backbone.to(memory_format=torch.channels_last)
         if cfg.init_from:
             self._init_from(cfg.init_from)
         for p in _stages(self.backbone)[:cfg.freeze_stages].parameters():
@@ -188,10 +213,12 @@ class Trainer:
                                                    cfg.softmax_loss, cfg.focal_gamma).to(self.device)
         else:
             self.head = TripletLoss(cfg.triplet_margin, cfg.triplet_mining)
-        self.model = self.backbone
+        self.amp_dtype = cfg.amp_dtype(self.device.type)
+        self.forward_module = TrainForward(self.backbone, cfg, self.amp_dtype, channels_last)
+        self.model: torch.nn.Module = self.forward_module
         if self.dist.distributed:
             ids = [self.dist.local_rank] if self.device.type == "cuda" else None
-            self.model = torch.nn.parallel.DistributedDataParallel(self.backbone, device_ids=ids)
+            self.model = torch.nn.parallel.DistributedDataParallel(self.forward_module, device_ids=ids)
         groups = [{"params": [p for p in self.backbone.parameters() if p.requires_grad], "base_lr": cfg.lr * cfg.backbone_lr_mult}]
         if any(True for _ in self.head.parameters()):
             groups.append({"params": list(self.head.parameters()), "base_lr": cfg.lr})
@@ -199,10 +226,13 @@ class Trainer:
             self.optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         else:
             self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.sampler = self._sampler()
-        self.steps_per_epoch = len(self.sampler)
+        self.steps_per_epoch = len(self.sampler) // cfg.gradient_acc
+        if self.steps_per_epoch < 1:
+            raise DataError(f"an epoch has {len(self.sampler)} batches per rank, fewer than gradient_acc="
+                            f"{cfg.gradient_acc}: lower gradient_acc or batch_size")
+        self.loader = self._make_loader()
         self.total_steps = cfg.max_steps or max(1, int(math.ceil(cfg.epochs * self.steps_per_epoch)))
         self.step = 0
         self.verification: dict[str, Any] | None = None
@@ -232,14 +262,12 @@ class Trainer:
             log.warn(f"{path} was trained on chips aligned differently (template) from this run's")
 
     def _resume(self) -> None:
-        cfg = self.cfg
-        if cfg.resume == "never":
+        cfg, path = self.cfg, self.resume_from
+        if path is None:
             return
-        path = self.run_path / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
-        if cfg.resume == "auto" and not path.is_file():
-            return
+        # on the CPU: load_state_dict moves weights and optimizer state to the model's device, RNG states stay here
         state = ckpt.load_recognizer_checkpoint(ckpt.rank_path(path, self.dist.rank), cfg.backbone, cfg.embedding_size,
-                                                map_location=self.device)
+                                                map_location="cpu")
         if int(state.get("world_size", 1)) != self.dist.world_size:
             raise ModelError(f"{path}: made with {state.get('world_size')} processes; resume with the same number "
                              "(or start a new run with init_from to fine-tune from it)")
@@ -306,9 +334,7 @@ class Trainer:
         loader = DataLoader(dataset, batch_size=256, num_workers=0)
         correct = total = 0
         for x, y in loader:
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-                e = self.backbone(x.to(self.device))
-            pred = self.head.predict(e.float())
+            pred = self.head.predict(self.forward_module(x.to(self.device)))
             correct += int((pred.cpu() == y).sum())
             total += len(y)
         self._set_train_mode()
@@ -339,30 +365,49 @@ class Trainer:
         return record
 
     # --- the loop -----------------------------------------------------------------------------------
-    def _loader(self, epoch: int, start_batch: int) -> DataLoader:
-        self.sampler.set_epoch(epoch, start_batch)
-        return DataLoader(self.data.train, batch_sampler=self.sampler, num_workers=self.cfg.num_workers,
+    def _make_loader(self) -> DataLoader:
+        """One DataLoader for the whole run: its workers persist across epochs (the batch sampler runs in this
+        process, so set_epoch before each pass still takes effect)."""
+        workers = self.cfg.workers
+        return DataLoader(self.data.train, batch_sampler=self.sampler, num_workers=workers,
                           pin_memory=self.device.type == "cuda", generator=torch.Generator(),
-                          persistent_workers=False)
+                          persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    def batches(self, epoch: int, start_step: int):
+        """The loader's (uint8 images, labels) for `epoch` from optimizer step `start_step` on."""
+        self.sampler.set_epoch(epoch, start_step * self.cfg.gradient_acc)
+        return iter(self.loader)
+
+    def train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step over `gradient_acc` micro-batches; returns (loss, accuracy) as device tensors
+        (reading them is a host sync: the loop does it on logging steps only)."""
         cfg = self.cfg
-        factor = lr_factor(self.step, self.total_steps, cfg)
+        factor = lr_factor(self.step, self.total_steps, cfg.warmup_steps, cfg.schedule, 0.0, cfg.poly_power,
+                           cfg.step_milestones, cfg.step_gamma)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            embeddings = self.model(x)
-        loss = self.head(embeddings.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        total_loss = torch.zeros((), device=self.device)
+        total_acc = torch.zeros((), device=self.device)
+        for k, (x, y) in enumerate(micro_batches):
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            last = k == len(micro_batches) - 1
+            sync = self.model.no_sync() if self.dist.distributed and not last else contextlib.nullcontext()
+            with sync:  # DDP all-reduces the accumulated backbone gradient once, on the last micro-batch
+                loss = self.head(self.model(x), y) / len(micro_batches)
+                self.scaler.scale(loss).backward()
+            total_loss += loss.detach()
+            acc = self.head.last_accuracy if isinstance(self.head, PartialFC) else self.head.last_active
+            total_acc += torch.as_tensor(acc, device=self.device, dtype=torch.float32) / len(micro_batches)
         if cfg.grad_clip > 0:
+            # the backbone only, as arcface_torch: its gradient is the same on every rank after DDP's
+            # all-reduce, while each rank's Partial FC shard differs; including the shard would give each
+            # rank its own norm, scale the same backbone step differently and drift the ranks apart
             self.scaler.unscale_(self.optimizer)
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_([p for p in self.backbone.parameters() if p.requires_grad], cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        acc = self.head.last_accuracy if isinstance(self.head, PartialFC) else self.head.last_active
-        return float(loss.detach()), float(acc)
+        return total_loss, total_acc
 
     def fit(self) -> dict[str, Any]:
         cfg, d = self.cfg, self.dist
@@ -370,10 +415,12 @@ class Trainer:
             self.run.save_config(cfg)
         eval_every = cfg.eval_every or self.steps_per_epoch
         ckpt_every = cfg.checkpoint_every or self.steps_per_epoch
-        global_batch = self.sampler.batch_size * d.world_size
+        global_batch = self.sampler.batch_size * d.world_size * cfg.gradient_acc
         interactive = sys.stderr.isatty()
         progress = make_progress("samples", disable=not (d.is_main and cfg.progress and interactive))
-        window: list[tuple[float, float]] = []
+        window_loss = torch.zeros((), device=self.device)  # summed on the device: no host sync per step
+        window_acc = torch.zeros((), device=self.device)
+        window_steps = 0
         t_window, n_window = time.perf_counter(), 0
         self._set_train_mode()
         last: dict[str, Any] = {}
@@ -383,22 +430,26 @@ class Trainer:
                                      completed=self.step * global_batch, status="")
             while self.step < self.total_steps:
                 epoch, start = divmod(self.step, self.steps_per_epoch)
-                for x, y in self._loader(epoch, start):
+                batches = self.batches(epoch, start)
+                for _ in range(start, self.steps_per_epoch):
                     if self.step >= self.total_steps:
                         break
-                    loss, acc = self.train_step(x.to(self.device, non_blocking=True), y.to(self.device))
+                    loss, acc = self.train_step([next(batches) for _ in range(cfg.gradient_acc)])
                     self.step += 1
-                    window.append((loss, acc))
+                    window_loss += loss
+                    window_acc += acc
+                    window_steps += 1
                     n_window += global_batch
-                    progress.update(task, advance=global_batch,
-                                    status=f"epoch {self.step / self.steps_per_epoch:.2f} loss {loss:.3f} acc {acc:.3f}")
+                    progress.update(task, advance=global_batch)
                     if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                         rate = n_window / max(1e-9, time.perf_counter() - t_window)
                         last = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4),
-                                "loss": float(np.mean([w[0] for w in window])),
-                                "train_acc": float(np.mean([w[1] for w in window])),
+                                "loss": float(window_loss) / window_steps, "train_acc": float(window_acc) / window_steps,
                                 "lr": self.optimizer.param_groups[-1]["lr"], "samples_per_s": round(rate, 1)}
-                        window, t_window, n_window = [], time.perf_counter(), 0
+                        window_loss.zero_(), window_acc.zero_()
+                        window_steps, t_window, n_window = 0, time.perf_counter(), 0
+                        progress.update(task, status=f"epoch {last['epoch']:.2f} loss {last['loss']:.3f} "
+                                                     f"acc {last['train_acc']:.3f}")
                         if self.run:
                             self.run.log(last)
                             if not interactive and cfg.progress:
@@ -413,6 +464,7 @@ class Trainer:
                                 log.info(f"step {self.step} eval " + " ".join(
                                     f"{k} {v:.4f}" for k, v in record.items() if isinstance(v, float)))
                         self.plot()
+                        t_window = time.perf_counter()  # evaluation time is not training throughput
                     if self.step % ckpt_every == 0 or done:
                         self.save()
         summary = {"run_dir": str(self.run_path), "checkpoint": str(self.run_path / "last.pt"),

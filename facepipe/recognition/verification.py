@@ -25,13 +25,13 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from facepipe.errors import FacepipeError
+from facepipe.errors import DataError, ImageError
 
 Embedder = Callable[[np.ndarray], np.ndarray]  # N x H x W x 3 RGB uint8 -> N x D
 
 
-class VerificationSetError(FacepipeError):
-    pass
+class VerificationSetError(DataError):
+    """A verification set (.bin, pairs list) that cannot be used."""
 
 
 def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
@@ -178,10 +178,12 @@ def pairs_file_set(path: str | Path, root: str | Path | None = None, size: tuple
             index.setdefault(p, len(index))
     images = []
     for p in index:
-        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise VerificationSetError(f"{p}: image of the pairs list not readable")
-        images.append(np.ascontiguousarray(bgr[:, :, ::-1]))
+        from facepipe.runtime.image import read_image  # here: training on RecordIO needs no Pillow
+
+        try:
+            images.append(read_image(p))
+        except ImageError as exc:
+            raise VerificationSetError(f"image of the pairs list {path} not readable: {exc}") from None
     left = np.array([index[a] for a, _, _ in plist.pairs])
     right = np.array([index[b] for _, b, _ in plist.pairs])
     same = np.array([s for _, _, s in plist.pairs], dtype=bool)
@@ -312,12 +314,10 @@ def evaluate_pair_set(embed: Embedder, pairs: PairSet, flip: bool = True, batch_
 
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "ROC") -> None:
     """TAR vs FAR (log scale) for one or more score sets: {label: (scores, same)}."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    fig = Figure(figsize=(5.2, 4.2))
+    ax = fig.subplots()
     for label, (scores, same) in curves.items():
         fpr, tpr = roc_curve(np.asarray(scores), np.asarray(same, dtype=bool))
         floor = 1.0 / max(1, int((~np.asarray(same, dtype=bool)).sum()))
@@ -332,7 +332,6 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path,
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def load_recognizer_any(path: str | Path, device: str = "cpu"):

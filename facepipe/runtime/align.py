@@ -86,6 +86,26 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rot, t[:, None]]).astype(np.float32)
 
 
+def is_dlib_template(template: Template) -> bool:
+    """Does this recognizer take dlib's chips (dlib's ResNet, or a model trained on them)?"""
+    return template.size == DLIB_TEMPLATE.size and bool(np.allclose(template.points, DLIB_TEMPLATE.points, atol=0.5))
+
+
+def dlib_face_chip(image: np.ndarray, points68: np.ndarray, size: int = 150, padding: float = 0.25) -> np.ndarray:
+    """dlib's own chip from 68 points: get_face_chip_details (a similarity fit of the 51 inner points
+    onto dlib's mean face) + extract_image_chip (bilinear, through an image pyramid when it shrinks),
+    i.e. exactly what dlib's compute_face_descriptor(image, shape) feeds its ResNet. A 5-point fit
+    gives a slightly different chip, and the ResNet notices (issue 8)."""
+    import dlib
+
+    pts = np.asarray(points68).reshape(68, 2)
+    parts = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in pts])
+    x1, y1 = pts.min(0)
+    x2, y2 = pts.max(0)
+    shape = dlib.full_object_detection(dlib.rectangle(int(x1), int(y1), int(x2), int(y2)), parts)
+    return dlib.get_face_chip(np.ascontiguousarray(image), shape, size=size, padding=padding)
+
+
 def align_face(image: np.ndarray, landmarks: np.ndarray, template: Template) -> np.ndarray:
     """Warp the face with these 5 landmarks onto the template: an HxWx3 uint8 chip."""
     matrix = similarity_transform(landmarks, template.points)

@@ -78,16 +78,20 @@ def with_dynamic_input(path: str | Path) -> bytes | None:
     return model.SerializeToString()
 
 
-def open_flexible(path: str | Path, device: str, threads: int | None):
-    """Open the model with a dynamic input when that works, else as it is: (session, meta, provider)."""
+def open_flexible(path: str | Path, device: str, threads: int | None, fits=None):
+    """Open the model with a dynamic input when that works, else as it is: (session, meta, provider).
+
+    fits(outputs by name, width, height) -> bool tells whether outputs at a probe size are what that size needs."""
     dynamic = with_dynamic_input(path)
     if dynamic is not None:
         try:
             opened = open_session(path, device, threads, model_bytes=dynamic)
             session = opened[0]
-            probe = np.zeros((1, 3, 64, 96), np.float32)  # a size the file was not made for
-            session.run(None, {session.get_inputs()[0].name: probe})
-            return opened
+            width, height = 96, 64  # a size the file was not made for
+            names = [o.name for o in session.get_outputs()]
+            outputs = session.run(names, {session.get_inputs()[0].name: np.zeros((1, 3, height, width), np.float32)})
+            if fits is None or fits(dict(zip(names, outputs)), width, height):
+                return opened
         except Exception:  # noqa: BLE001 - a graph with hard-coded shapes: keep its fixed input
             pass
     return open_session(path, device, threads)
@@ -116,6 +120,7 @@ class AnchorFreeDetector:
     rule: InputRule
     nms_iou: float = 0.4
     top_k: int = 750
+    thread_safe = True  # ONNX Runtime sessions may run from several threads at once
 
     def decode(self, outputs: dict[str, np.ndarray], input_size: tuple[int, int], threshold: float
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

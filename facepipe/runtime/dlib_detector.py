@@ -1,9 +1,10 @@
 """dlib's HOG face detector + 68-point landmarks, reduced to the standard 5 points.
 
 Speed: the HOG detector's cost grows with pixels, so it runs on a copy whose long side is at most
-`detect_size` (faces in such photos are large), without dlib's 2x upsampling unless nothing was found
-(then small faces get a second chance). Landmarks are fitted on the original image, so alignment and
-embedding lose no resolution.
+`detect_size` (faces in such photos are large), without dlib's 2x upsampling (4x the cost) unless
+nothing was found (the second chance) or the image is small and not a portrait (crowds: small faces);
+see `_may_hide_small_faces`; benchmarks/widerface_ap.py measures it against HOG upsampled once.
+Landmarks are fitted on the original image, so alignment and embedding lose no resolution.
 """
 from __future__ import annotations
 
@@ -13,6 +14,23 @@ import numpy as np
 from facepipe.runtime.align import reduce_68_to_5
 from facepipe.runtime.dlib_files import LANDMARKS_68, dlib_model_path
 from facepipe.types import Detection
+
+
+SMALL_IMAGE = 800  # long side (after the detect_size copy) up to which a photo may hold faces HOG needs upsampling for
+PORTRAIT_FACE = 0.25  # a confident face this tall (fraction of the short side): a portrait, no small faces to look for
+
+
+def _may_hide_small_faces(shape: tuple[int, ...], rects, scores) -> bool:
+    """After a pass without upsampling: is a second pass with one upsampling worth its 4x cost?
+    Yes when nothing was found (the second chance), and on small images (a crowd in 416 px) unless a
+    confident large face says it is a portrait (CelebA-like photos stay fast). Large photos: no, their
+    faces are big enough at detect_size."""
+    if len(rects) == 0:
+        return True
+    if max(shape[:2]) > SMALL_IMAGE:
+        return False
+    confident = [r.bottom() - r.top() for r, s in zip(rects, scores) if s >= 0.0]
+    return not confident or max(confident) < PORTRAIT_FACE * min(shape[:2])
 
 
 class DlibDetector:
@@ -28,17 +46,16 @@ class DlibDetector:
         self._hog = dlib.get_frontal_face_detector()
         self._landmarks = dlib.shape_predictor(str(dlib_model_path(LANDMARKS_68)))
         self.detect_size = detect_size
-        self.upsample = upsample  # None: 0, then 1 when nothing is found
+        self.upsample = upsample  # None: the policy above; 0 or 1: always that
 
     def _run_hog(self, image: np.ndarray, threshold: float) -> tuple[list, np.ndarray, float]:
         scale = min(1.0, self.detect_size / max(image.shape[:2]))
         small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image
-        passes = [self.upsample] if self.upsample is not None else [0, 1]
-        rects, scores = [], []
-        for up in passes:
-            rects, scores, _ = self._hog.run(small, up, threshold)
-            if len(rects):
-                break
+        up = 0 if self.upsample is None else self.upsample
+        rects, scores, _ = self._hog.run(small, up, threshold)
+        if self.upsample is None and _may_hide_small_faces(small.shape, rects, scores):
+            # One upsampling: HOG then also finds 40-80 px faces (it finds a superset of the first pass).
+            rects, scores, _ = self._hog.run(small, 1, threshold)
         return list(rects), np.asarray(scores, dtype=np.float32), scale
 
     def detect(self, image: np.ndarray, threshold: float | None = None) -> list[Detection]:
@@ -52,6 +69,6 @@ class DlibDetector:
             full_rect = self._dlib.rectangle(int(round(x1)), int(round(y1)), int(round(x2)), int(round(y2)))
             shape = self._landmarks(image, full_rect)
             points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
-            faces.append(Detection(box=box, score=float(score), landmarks=reduce_68_to_5(points)))
+            faces.append(Detection(box=box, score=float(score), landmarks=reduce_68_to_5(points), landmarks68=points))
         faces.sort(key=lambda f: f.score, reverse=True)
         return faces

@@ -72,6 +72,8 @@ def _resolve(spec: str | Path, what: str, device: str, threads: int | None):
         if not path.is_file():
             raise ModelError(f"{path}: {what} model file not found")
         return _third_party(path, what, layout, device, threads)
+    if not path.exists() and not path.suffix and len(path.parts) == 1:
+        raise ModelError(f"{spec}: no such {what} file or named model (named models: {', '.join(models.REGISTRY)})")
     return _load_file(path, what, device, threads)
 
 

@@ -13,6 +13,8 @@ OUTPUT_NAMES = ["hm", "wh", "off", "lm"]
 
 
 class OnnxDetector(CenterNetDetector):
+    thread_safe = True  # ONNX Runtime sessions may run from several threads at once
+
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
         self.session, meta, self.provider = open_session(path, device, threads)
         self.spec = DetectorSpec.from_metadata(meta, str(path))

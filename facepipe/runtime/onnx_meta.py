@@ -14,8 +14,9 @@ Common keys:
 Recognizer keys:
   template           5x2 list: where the standard 5 landmarks sit in the input chip (pixels)
   embedding_size     int
-  threshold          recommended cosine similarity threshold (from a verification run)
-  metric             "cosine"
+  threshold          recommended similarity threshold (from a verification run; facepipe.matching)
+  metric             "cosine" (facepipe's exports: embeddings are L2-normalised) or "euclidean"
+                     (dlib's ResNet: raw descriptors, similarity = 1 - d^2/2)
 
 Detector keys:
   input_rule         {"multiple_of": 32, "max_side": 640}: how to size the network input
@@ -39,6 +40,18 @@ def write_metadata(model, meta: dict[str, Any]) -> None:
         prop = model.metadata_props.add()
         prop.key = key
         prop.value = json.dumps(value)
+
+
+def check_format(meta: dict[str, Any], path) -> None:
+    """Refuse a model whose metadata contract is newer than this facepipe's (files without the key are third-party)."""
+    from facepipe.errors import ModelError
+
+    fmt = meta.get("facepipe.format")
+    if fmt is None:
+        return
+    if not isinstance(fmt, int) or fmt > FORMAT:
+        raise ModelError(f"{path}: facepipe model format {fmt!r}, written by a newer facepipe (this one reads "
+                         f"format {FORMAT} and older): upgrade facepipe to use it")
 
 
 def decode_metadata(props: dict[str, str]) -> dict[str, Any]:

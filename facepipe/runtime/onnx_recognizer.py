@@ -25,12 +25,17 @@ class OnnxRecognizer:
         self.template = Template(np.asarray(meta["template"], dtype=np.float32), (int(width), int(height)))
         self.embedding_size = int(meta["embedding_size"])
         self.threshold = float(meta.get("threshold", 0.3))
+        self.metric = str(meta.get("metric", "cosine"))  # facepipe.matching.METRICS
+        if self.metric not in ("cosine", "euclidean"):
+            raise ModelError(f"{path}: unknown metric {self.metric!r} in its ONNX metadata (expected cosine or euclidean)")
         self.batch_size = batch_size
         self._input = self.session.get_inputs()[0].name
         self._fixed_batch = isinstance(self.session.get_inputs()[0].shape[0], int)
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
-        return l2_normalize(self.embed_raw(chips))
+        """Unit vectors for a cosine model; the raw vectors its distance was trained on for "euclidean"."""
+        raw = self.embed_raw(chips)
+        return l2_normalize(raw) if self.metric == "cosine" else raw
 
     def embed_raw(self, chips: np.ndarray) -> np.ndarray:
         """The network's output before L2 normalisation (dlib's descriptors are ~1.49 long)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from facepipe import log
 from facepipe.errors import ModelError
 from facepipe.runtime.device import wants_cuda
-from facepipe.runtime.onnx_meta import decode_metadata
+from facepipe.runtime.onnx_meta import check_format, decode_metadata
 
 
 def default_threads() -> int:
@@ -53,4 +53,5 @@ def open_session(path: str | Path, device: str = "cpu", threads: int | None = No
             "or pass --device cpu to silence this."
         )
     meta = decode_metadata(session.get_modelmeta().custom_metadata_map)
+    check_format(meta, path)
     return session, meta, used

@@ -51,12 +51,16 @@ def decode_yunet(outputs: dict[str, np.ndarray], input_size: tuple[int, int], th
             np.concatenate(all_landmarks).astype(np.float32))
 
 
+def _fits(outputs: dict[str, np.ndarray], width: int, height: int) -> bool:
+    return all(outputs[f"cls_{s}"].size == (width // s) * (height // s) for s in STRIDES)
+
+
 class YunetDetector(AnchorFreeDetector):
     nms_iou = NMS_IOU
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None, name: str | None = None,
                  score_threshold: float = DEFAULT_SCORE, max_side: int = 640):
-        self.session, _, self.provider = open_flexible(path, device, threads)
+        self.session, _, self.provider = open_flexible(path, device, threads, fits=_fits)
         self.name = name or "yunet"
         self.fingerprint = file_fingerprint(path, self.name)
         self.default_threshold = score_threshold

@@ -5,7 +5,27 @@ import json
 from pathlib import Path
 from typing import Any
 
-from facepipe.train.config import save_config
+from facepipe.train.config import ConfigError, save_config
+
+
+def resume_checkpoint(run_dir: str | Path, resume: str) -> Path | None:
+    """The one run-folder policy of both trainers: which checkpoint a run continues from, or None for a new run.
+
+    auto: <run_dir>/last.pt when there is one; never: a new run, refused when the folder already holds one
+    (nothing is overwritten); anything else: that checkpoint file, which must exist.
+    """
+    last = Path(run_dir) / "last.pt"
+    if resume == "auto":
+        return last if last.is_file() else None
+    if resume == "never":
+        if last.is_file():
+            raise ConfigError(f"{run_dir} already holds a training run (last.pt): resume=auto continues it, "
+                              "name=<new name> starts another")
+        return None
+    path = Path(resume)
+    if not path.is_file():
+        raise ConfigError(f"resume={resume}: checkpoint not found (use auto, never or a checkpoint path)")
+    return path
 
 
 class RunDir:
@@ -34,12 +54,10 @@ class RunDir:
 
 def plot_metrics(records: list[dict[str, Any]], x: str, panels: list[list[str]], path: str | Path, title: str = "") -> None:
     """One subplot per panel (a list of metric names sharing an axis), written as a PNG."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    fig = Figure(figsize=(5 * len(panels), 3.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, keys in zip(axes[0], panels):
         for key in keys:
             pts = [(r[x], r[key]) for r in records if key in r and r[key] is not None]
@@ -54,4 +72,3 @@ def plot_metrics(records: list[dict[str, Any]], x: str, panels: list[list[str]],
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -48,7 +48,7 @@ class MobileFaceNet(nn.Module):
         c64, c128 = 64 * scale, 128 * scale
         stem = [ConvBlock(in_channels, c64, 3, 2, 1)]
         if blocks[0] == 1:
-            stem.append(ConvBlock(c64, c64, 3, 1, 1, groups=c64))
+            stem.append(ConvBlock(c64, c64, 3, 1, 1, groups=64))  # as arcface_torch: depthwise only at scale 1
         else:
             stem.extend(Bottleneck(c64, c64, 128) for _ in range(blocks[0]))
         # expansion widths follow the paper (t = 2 / 4 of the unscaled width), as arcface_torch does

@@ -1,0 +1,253 @@
+"""Identify the people in a video: detect every Nth frame, track in between, embed each track a few times.
+
+The loop, per frame: a hard cut ends every track; on detection frames the detector's faces are associated
+with the tracks (tracker.py); each track keeps the best frame it has seen (quality.py) and embeds it when
+the track is confirmed, then about once a second up to `embeds_per_track` times. The track's identity is
+decided from all its embeddings with the engine's threshold, and revised with every new one. A record per
+track comes out when the track ends, so a live source produces answers as it goes.
+
+    with identify_video(fp, "door.mp4", VideoOptions(every=3)) as run:
+        for record in run:
+            print(record.to_json())
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from facepipe.types import Candidate, Face
+from facepipe.video.quality import CutDetector, face_quality
+from facepipe.video.source import VideoSource
+from facepipe.video.tracker import Track, Tracker
+from facepipe.video.writer import AnnotatedWriter
+
+MATCH_TOP_K = 5  # persons asked per embedding: enough for a track's votes to agree on a name
+
+
+@dataclass
+class VideoOptions:
+    every: int = 3  # detect on every Nth frame, track in between
+    max_fps: float | None = None  # take at most this many frames per second (video time; wall time live)
+    start: float | None = None  # seconds
+    end: float | None = None
+    top_k: int = 3
+    threshold: float | None = None  # None: the engine's (calibrated or model default)
+    embeds_per_track: int = 5  # embeddings taken embed_interval apart; then one every 4 intervals (revisions)
+    embed_interval: float = 1.0  # seconds between two embeddings of one track
+    max_gap: float = 1.0  # seconds a track survives without a detection (a turned head, a pass behind)
+
+
+@dataclass
+class TrackRecord:
+    video: str
+    track: int
+    start: float
+    end: float
+    identity: str | None
+    similarity: float | None
+    candidates: list[Candidate]
+    boxes: list[tuple[float, float, float, float, float]]  # (t, x1, y1, x2, y2) at each detection
+    embedded: int = 0  # how many frames were embedded to decide
+
+    def to_json(self) -> dict:
+        return {
+            "video": self.video, "track": self.track, "start": round(self.start, 3), "end": round(self.end, 3),
+            "identity": self.identity,
+            "similarity": None if self.similarity is None else round(float(self.similarity), 4),
+            "candidates": [{"identity": c.identity, "similarity": round(float(c.similarity), 4)}
+                           for c in self.candidates],
+            "boxes": [[round(t, 3)] + [round(float(v), 1) for v in box] for t, *box in self.boxes],
+        }
+
+
+@dataclass
+class _Identity:
+    """What one track knows about who it is."""
+
+    number: int
+    embeddings: int = 0
+    votes: list[dict[str, float]] = field(default_factory=list)  # per embedding: person -> similarity
+    identity: str | None = None
+    similarity: float | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    best: tuple[float, np.ndarray, Face] | None = None  # (quality, frame, face) not yet embedded
+    last_embed: float = -np.inf
+
+
+def decide(votes: list[dict[str, float]], threshold: float,
+           top_k: int) -> tuple[str | None, float | None, list[Candidate]]:
+    """A person's score is their mean similarity over the track's embeddings (an embedding that does not
+    list them counts its lowest listed similarity, an upper bound); the best is named if over threshold."""
+    if not votes:
+        return None, None, []
+    names = {name for vote in votes for name in vote}
+    scores = {name: float(np.mean([v.get(name, min(v.values())) for v in votes])) for name in names}
+    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
+    best, similarity = ranked[0]
+    return (best if similarity >= threshold else None), similarity, [Candidate(n, s) for n, s in ranked[:top_k]]
+
+
+class VideoRun:
+    """One source being identified. Iterate for TrackRecords. Ctrl-C during the loop ends it cleanly (open
+    tracks come out, the annotated video is kept, `interrupted` is set); `stop()` does the same from outside."""
+
+    def __init__(self, engine, source, options: VideoOptions | None = None, annotate_to: Path | None = None,
+                 on_frame: Callable[[int, float, list[tuple[int, Face]]], None] | None = None):
+        self.engine = engine
+        self.options = options or VideoOptions()
+        if self.options.every < 1:
+            raise ValueError("every must be 1 or more")
+        self.threshold = engine.threshold(self.options.threshold)
+        self.source = VideoSource(source, self.options.start, self.options.end)
+        self.info = self.source.info
+        self.on_frame = on_frame
+        self.frames = 0  # frames processed (after --max-fps)
+        self.saved: Path | None = None
+        self.interrupted = False  # ended by Ctrl-C
+        self._annotate_to = None if annotate_to is None else Path(annotate_to)
+        self._writer = None  # opened at the first frame: streams and cameras tell their size only then
+        rate = min(self.info.fps, self.options.max_fps or self.info.fps)  # frames processed per second
+        detection_interval = self.options.every / rate
+        self.tracker = Tracker(max_misses=max(1, int(round(self.options.max_gap / detection_interval))))
+        self._cuts = CutDetector()
+        self._ids: dict[int, _Identity] = {}
+        self._numbers = 0
+        self._done = False
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[TrackRecord]:
+        next_t = -np.inf
+        since_detection = None
+        try:
+            for _, t, frame in self.source.frames():
+                if self.options.max_fps:
+                    if t < next_t - 1e-6:
+                        continue
+                    step = 1.0 / self.options.max_fps  # keep the average rate, without bursts after a stall
+                    next_t = next_t + step if next_t + step > t else t + step
+                self.frames += 1
+                if self._cuts.update(frame):
+                    yield from self._end(self.tracker.finish())
+                    since_detection = None  # detect on the first frame of the new shot
+                if since_detection is None or since_detection + 1 >= self.options.every:
+                    since_detection = 0
+                    yield from self._detect(frame, t)
+                else:
+                    since_detection += 1
+                self._show(frame, t)
+        except KeyboardInterrupt:
+            # Ctrl-C is how a live source ends: like the end of a file, and `interrupted` says so.
+            self.interrupted = True
+        except BaseException:
+            self._close(keep=False)
+            raise
+        yield from self._end(self.tracker.finish())
+        self._close(keep=True)
+
+    def stop(self) -> list[TrackRecord]:
+        """End now (a Ctrl-C outside the loop, a time limit): the open tracks' records; the video is kept."""
+        if self._done:
+            return []
+        records = list(self._end(self.tracker.finish()))
+        self._close(keep=True)
+        return records
+
+    def close(self) -> None:
+        """Release the source; an unfinished annotated video is deleted."""
+        self._close(keep=False)
+
+    def __enter__(self) -> "VideoRun":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        self._close(keep=False)  # after a finished loop this does nothing
+
+    # -- steps ----------------------------------------------------------------------------------------
+    def _detect(self, frame: np.ndarray, t: float) -> Iterator[TrackRecord]:
+        faces = self.engine.detect(frame)
+        boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
+        scores = np.array([f.score for f in faces], dtype=np.float64)
+        matched, ended = self.tracker.update(boxes, scores, t)
+        yield from self._end(ended)
+        for track, d in matched:
+            self._observe(track, frame, faces[d], t)
+
+    def _observe(self, track: Track, frame: np.ndarray, face: Face, t: float) -> None:
+        """Remember the track's best frame; embed it when the track is confirmed and an embedding is due."""
+        state = self._ids.get(track.id)
+        if state is None:
+            state = self._ids[track.id] = _Identity(number=0)
+        quality = face_quality(frame, face)
+        if state.best is None or quality > state.best[0]:
+            state.best = (quality, frame, face)
+        if not track.confirmed:
+            return
+        if state.number == 0:
+            self._numbers += 1
+            state.number = self._numbers
+        opts = self.options
+        interval = opts.embed_interval * (1 if state.embeddings < opts.embeds_per_track else 4)
+        if t - state.last_embed >= interval:
+            _, best_frame, best_face = state.best
+            self.engine.embed(best_frame, [best_face])
+            match = self.engine.match([best_face.embedding], top_k=max(MATCH_TOP_K, opts.top_k),
+                                      threshold=self.threshold.value)[0]
+            state.votes.append({c.identity: float(c.similarity) for c in match.candidates})
+            state.identity, state.similarity, state.candidates = decide(state.votes, self.threshold.value, opts.top_k)
+            state.embeddings += 1
+            state.last_embed = t
+            state.best = None
+
+    def _show(self, frame: np.ndarray, t: float) -> None:
+        if self._annotate_to is not None and self._writer is None:
+            rate = min(self.info.fps, self.options.max_fps or self.info.fps)
+            self._writer = AnnotatedWriter(self._annotate_to, rate, (frame.shape[1], frame.shape[0]))
+        if self._writer is None and self.on_frame is None:
+            return
+        shown = []  # (track number, its box now with its current name)
+        for track, box in self.tracker.predicted(t):
+            state = self._ids.get(track.id)
+            if state is None or state.number == 0:
+                continue
+            shown.append((state.number, Face(box=box.astype(np.float32), score=1.0, identity=state.identity,
+                                             similarity=state.similarity)))
+        if self._writer is not None:
+            self._writer.write(frame, [face for _, face in shown])
+        if self.on_frame is not None:
+            self.on_frame(self.frames, t, shown)
+
+    def _end(self, tracks: list[Track]) -> Iterator[TrackRecord]:
+        for track in sorted(tracks, key=lambda tr: tr.start):
+            state = self._ids.pop(track.id, None)
+            if state is None or state.number == 0:
+                continue
+            yield TrackRecord(self.info.name, state.number, track.start, track.end, state.identity, state.similarity,
+                              state.candidates, [(ht, *map(float, box)) for ht, box in track.history], state.embeddings)
+        # tentative tracks the tracker dropped leave nothing behind
+        live = {tr.id for tr in self.tracker.tracks}
+        for key in [k for k in self._ids if k not in live]:
+            del self._ids[key]
+
+    def _close(self, keep: bool) -> None:
+        if self._done:
+            return
+        self._done = True
+        self.source.close()
+        if self._writer is not None:
+            if keep:
+                self.saved = self._writer.finish()
+            else:
+                self._writer.discard()
+
+
+def identify_video(engine, source, options: VideoOptions | None = None, annotate_to: Path | None = None,
+                   on_frame=None) -> VideoRun:
+    """Open `source` (a video path, a camera index or a stream URL) and return the run: iterate it for one
+    TrackRecord per person on screen, as their tracks end. Raises VideoError at once if it cannot be opened.
+
+    annotate_to: write the annotated video there (an .mp4 path). on_frame(frames, t, shown): called after
+    every processed frame with the tracks on screen as (track number, Face with the track's current name)."""
+    return VideoRun(engine, source, options, annotate_to, on_frame)
