@@ -35,6 +35,10 @@ def open_session(path: str | Path, device: str = "cpu", threads: int | None = No
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.log_severity_level = 3
+    # No busy-waiting between runs: spinning threads took the CPU from the next request in `facepipe serve`
+    # (HTTP overhead p50 11-15 ms -> 6-7 ms) and, on a busy machine, made identify itself slower (6.2 -> 3.9-4.7 s
+    # wall, 4.0 -> 2.6-3.0 s CPU for 16 people/ photos); see docs/serve.md.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(model_bytes if model_bytes is not None else str(path), sess_options=options,
                                        providers=providers)
