@@ -33,15 +33,12 @@ def box_from_68(points: np.ndarray, offsets=WIDER_STYLE) -> np.ndarray:
 def dlib_pseudo_labels(photos: list[Path], root: Path, out: Path, upsample: int = 1, min_score: float = 0.0,
                        progress: bool = True) -> dict[str, int]:
     """Label `photos` (paths under `root`) with dlib; write RetinaFace label.txt `out`. Returns counts."""
-    import dlib
-
-    from facepipe.runtime.dlib_files import LANDMARKS_68, dlib_model_path
     from facepipe.errors import ImageError
+    from facepipe.runtime.dlib_detector import DlibDetector
     from facepipe.runtime.image import read_image
     from facepipe.train.progress import make_progress
 
-    hog = dlib.get_frontal_face_detector()
-    shape = dlib.shape_predictor(str(dlib_model_path(LANDMARKS_68)))
+    detector = DlibDetector(detect_size=1 << 30, upsample=upsample)  # the full image, as many passes as asked
     counts = {"photos": len(photos), "labelled": 0, "faces": 0, "no_face": 0, "unreadable": 0}
     lines: list[str] = []
     with make_progress("img", disable=not progress) as bar:
@@ -53,14 +50,14 @@ def dlib_pseudo_labels(photos: list[Path], root: Path, out: Path, upsample: int 
             except ImageError:
                 counts["unreadable"] += 1
                 continue
-            rects, scores, _ = hog.run(image, upsample, min_score)
-            if not len(rects):
+            faces = detector.detect(image, min_score)
+            if not faces:
                 counts["no_face"] += 1
                 continue
             h, w = image.shape[:2]
             lines.append(f"# {Path(path).relative_to(root).as_posix()}")
-            for rect in rects:
-                pts = np.array([[q.x, q.y] for q in shape(image, rect).parts()], np.float32)
+            for face in faces:
+                pts = face.landmarks68
                 box = np.clip(box_from_68(pts), 0, [w, h, w, h])
                 five = reduce_68_to_5(pts)
                 lms = " ".join(f"{x:.1f} {y:.1f} 1.0" for x, y in five)

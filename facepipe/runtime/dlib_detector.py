@@ -33,6 +33,22 @@ def _may_hide_small_faces(shape: tuple[int, ...], rects, scores) -> bool:
     return not confident or max(confident) < PORTRAIT_FACE * min(shape[:2])
 
 
+class Landmarks68:
+    """dlib's 68-point shape predictor for a face box (any detector's; it was trained on HOG's boxes)."""
+
+    def __init__(self):
+        import dlib
+
+        self._dlib = dlib
+        self._predictor = dlib.shape_predictor(str(dlib_model_path(LANDMARKS_68)))
+
+    def __call__(self, image: np.ndarray, box) -> np.ndarray:
+        """RGB uint8 image, box x1, y1, x2, y2 (original pixels) -> 68 x 2 float32 points."""
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+        shape = self._predictor(image, self._dlib.rectangle(x1, y1, x2, y2))
+        return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
+
+
 class DlibDetector:
     name = "dlib_hog"
     fingerprint = "dlib_hog+shape_predictor_68"
@@ -42,9 +58,8 @@ class DlibDetector:
     def __init__(self, detect_size: int = 1024, upsample: int | None = None):
         import dlib
 
-        self._dlib = dlib
         self._hog = dlib.get_frontal_face_detector()
-        self._landmarks = dlib.shape_predictor(str(dlib_model_path(LANDMARKS_68)))
+        self._landmarks = Landmarks68()
         self.detect_size = detect_size
         self.upsample = upsample  # None: the policy above; 0 or 1: always that
 
@@ -66,9 +81,7 @@ class DlibDetector:
         for rect, score in zip(rects, scores):
             x1, y1, x2, y2 = (rect.left() / scale, rect.top() / scale, (rect.right() + 1) / scale, (rect.bottom() + 1) / scale)
             box = np.array([max(0, x1), max(0, y1), min(w, x2), min(h, y2)], dtype=np.float32)
-            full_rect = self._dlib.rectangle(int(round(x1)), int(round(y1)), int(round(x2)), int(round(y2)))
-            shape = self._landmarks(image, full_rect)
-            points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
+            points = self._landmarks(image, (x1, y1, x2, y2))
             faces.append(Detection(box=box, score=float(score), landmarks=reduce_68_to_5(points), landmarks68=points))
         faces.sort(key=lambda f: f.score, reverse=True)
         return faces
