@@ -28,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+TARGET_FPIR = 0.01  # the aim: 1 stranger in 100 named (the promise is at most 2 %)
 MIN_PERSONS = 10  # fewer than this and the fit says little: the model's default applies
 MAX_PROBES = 2000  # plenty for a two-parameter fit; bounds the cost for huge galleries
 _EULER_GAMMA = 0.5772156649015329
@@ -85,7 +86,7 @@ def gumbel_quantile(samples: np.ndarray, q: float) -> float:
 
 
 def open_set_threshold(matrix: np.ndarray, labels: np.ndarray, scorer: PersonScorer,
-                       target_fpir: float = 0.01) -> float | None:
+                       target_fpir: float = TARGET_FPIR) -> float | None:
     """The score at which about `target_fpir` of strangers would be named in this gallery;
     None when the gallery has too few persons to say."""
     if len(labels) == 0 or len(np.unique(labels)) < MIN_PERSONS:
@@ -93,7 +94,7 @@ def open_set_threshold(matrix: np.ndarray, labels: np.ndarray, scorer: PersonSco
     return threshold_from_impostors(impostor_best_scores(matrix, labels, scorer), len(np.unique(labels)), target_fpir)
 
 
-def threshold_from_impostors(scores: np.ndarray, n_persons: int, target_fpir: float = 0.01) -> float | None:
+def threshold_from_impostors(scores: np.ndarray, n_persons: int, target_fpir: float = TARGET_FPIR) -> float | None:
     """The fitted threshold from "stranger's best scores" already computed (a large gallery computes them
     from its ANN shortlist: facepipe.gallery.ranking.shortlist_impostor_scores)."""
     scores = np.asarray(scores, dtype=np.float64)

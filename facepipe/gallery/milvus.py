@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from facepipe.calibration import MAX_PROBES, threshold_from_impostors
+from facepipe.calibration import MAX_PROBES, TARGET_FPIR, threshold_from_impostors
 from facepipe.errors import GalleryError, ModelMismatchError
 from facepipe.gallery.npz import GalleryRecords
 from facepipe.gallery.ranking import Match, PersonInfo, match_shortlist, shortlist_impostor_scores
@@ -347,7 +347,7 @@ class MilvusGallery:
             return [Match(None, 0.0, []) for _ in range(len(np.atleast_2d(embeddings)))]
         return match_shortlist(self._search, self.faces_of, embeddings, threshold, top_k, self.metric)
 
-    def open_set_threshold(self, target_fpir: float = 0.01) -> float | None:
+    def open_set_threshold(self, target_fpir: float = TARGET_FPIR) -> float | None:
         key = f"calibration:{target_fpir}:changes"
         cached = self._meta(key)
         changes, n = self.changes, self.face_count()

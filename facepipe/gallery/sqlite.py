@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import platformdirs
 
-from facepipe.calibration import MAX_PROBES, open_set_threshold, threshold_from_impostors
+from facepipe.calibration import MAX_PROBES, TARGET_FPIR, open_set_threshold, threshold_from_impostors
 from facepipe.errors import GalleryError, ModelMismatchError
 from facepipe.gallery import index as ann
 from facepipe.gallery.npz import GalleryRecords
@@ -506,7 +506,7 @@ class Gallery:
         return tag
 
     # -- matching ----------------------------------------------------------------------------------
-    def open_set_threshold(self, target_fpir: float = 0.01) -> float | None:
+    def open_set_threshold(self, target_fpir: float = TARGET_FPIR) -> float | None:
         """Threshold at which a stranger is named with probability ~target_fpir, from this gallery's
         own impostor scores (cached until CALIBRATION_DRIFT of the faces changed). None when too few
         persons to say."""

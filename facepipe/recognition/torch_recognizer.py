@@ -13,7 +13,7 @@ from facepipe.runtime.align import Template
 from facepipe.runtime.device import torch_device
 from facepipe.runtime.preprocess import chips_to_input, l2_normalize
 
-DEFAULT_THRESHOLD = 0.3
+from facepipe.recognition.export import DEFAULT_THRESHOLD  # noqa: E402  (one default for .pt and ONNX)
 
 
 class TorchRecognizer:
