@@ -27,6 +27,7 @@ import numpy as np
 from facepipe.calibration import MAX_PROBES, TARGET_FPIR, threshold_from_impostors
 from facepipe.errors import GalleryError, ModelMismatchError
 from facepipe.gallery.npz import GalleryRecords
+from facepipe.gallery.base import GalleryBase
 from facepipe.gallery.ranking import Match, PersonInfo, match_shortlist, shortlist_impostor_scores
 
 MAX_TOPK = 16384      # Milvus' bound on limit for one search
@@ -54,7 +55,7 @@ def _quote(text: str) -> str:
     return json.dumps(text)  # a Milvus filter string literal: double quotes, backslash escapes
 
 
-class MilvusGallery:
+class MilvusGallery(GalleryBase):
     def __init__(self, spec: str, create: bool = True):
         from pymilvus import MilvusClient
         from pymilvus.exceptions import MilvusException
@@ -135,27 +136,7 @@ class MilvusGallery:
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> "MilvusGallery":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     # -- model binding -----------------------------------------------------------------------------
-    @property
-    def model(self) -> str | None:
-        return self._meta("model")
-
-    @property
-    def embedding_size(self) -> int | None:
-        size = self._meta("embedding_size")
-        return int(size) if size is not None else None
-
-    @property
-    def metric(self) -> str:
-        """How the model that filled this gallery compares embeddings (facepipe.matching.METRICS)."""
-        return self._meta("metric") or "cosine"
-
     def check_model(self, fingerprint: str, embedding_size: int, metric: str = "cosine") -> None:
         current = self.model
         if current is None or self.face_count() == 0:

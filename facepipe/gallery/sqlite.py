@@ -31,6 +31,7 @@ from facepipe.calibration import MAX_PROBES, TARGET_FPIR, open_set_threshold, th
 from facepipe.errors import GalleryError, ModelMismatchError
 from facepipe.gallery import index as ann
 from facepipe.gallery.npz import GalleryRecords
+from facepipe.gallery.base import GalleryBase
 from facepipe.gallery.ranking import (Match, PersonInfo, exact_scorer, match_exact, match_shortlist,
                                       shortlist_impostor_scores)
 from facepipe.search import EmbeddingIndex, ann_min, exact_search, ivf_lists, train_ivf
@@ -75,7 +76,7 @@ def _create_private(path: Path) -> None:
         pass
 
 
-class Gallery:
+class Gallery(GalleryBase):
     # Index policy (instance attributes may override them, e.g. in tests).
     fold_limit_min = 1000      # faces outside the index file before they are folded into it ...
     fold_limit_share = 0.01    # ... or this share of the gallery, whichever is larger
@@ -164,27 +165,7 @@ class Gallery:
         self._cache = None
         self.db.close()
 
-    def __enter__(self) -> "Gallery":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     # -- model binding -----------------------------------------------------------------------------
-    @property
-    def model(self) -> str | None:
-        return self._meta("model")
-
-    @property
-    def embedding_size(self) -> int | None:
-        size = self._meta("embedding_size")
-        return int(size) if size is not None else None
-
-    @property
-    def metric(self) -> str:
-        """How the model that filled this gallery compares embeddings (facepipe.matching.METRICS)."""
-        return self._meta("metric") or "cosine"
-
     def _bind(self, fingerprint: str, embedding_size: int, metric: str = "cosine") -> None:
         current = self._meta("model")
         if current is None or self.face_count() == 0:

@@ -14,7 +14,7 @@ import numpy as np
 
 from facepipe.runtime.preprocess import to_network_input
 from facepipe.runtime.centernet_decode import decode_detections
-from facepipe.errors import ImageError, ModelError
+from facepipe.errors import ModelError
 from facepipe.types import Detection
 
 MEAN = [127.5, 127.5, 127.5]
@@ -66,14 +66,9 @@ class DetectorSpec:
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     """Accept H x W x 3 RGB uint8 (or H x W gray); anything else is an ImageError."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ImageError(f"detector input must be uint8, got {image.dtype}")
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
-        raise ImageError(f"detector input must be H x W x 3 RGB, got shape {image.shape}")
-    return image
+    from facepipe.runtime.image import as_rgb_array  # here: training imports this module without Pillow
+
+    return as_rgb_array(np.asarray(image), "detector input")
 
 
 def pad_value(mean: list[float]) -> tuple[int, ...]:

@@ -1,0 +1,33 @@
+"""What every gallery backend shares: the model binding read from its metadata, and `with` support."""
+from __future__ import annotations
+
+
+class GalleryBase:
+    """A backend provides _meta(key) -> str | None and close(); these read the model it is bound to."""
+
+    def _meta(self, key: str) -> str | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def model(self) -> str | None:
+        """The fingerprint of the model that filled this gallery (None: not bound yet)."""
+        return self._meta("model")
+
+    @property
+    def embedding_size(self) -> int | None:
+        size = self._meta("embedding_size")
+        return int(size) if size is not None else None
+
+    @property
+    def metric(self) -> str:
+        """How the model that filled this gallery compares embeddings (facepipe.matching.METRICS)."""
+        return self._meta("metric") or "cosine"
