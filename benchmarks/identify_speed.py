@@ -21,7 +21,7 @@ apart and never counted per image. Wall seconds and CPU seconds (all threads of 
 
 Accuracy: leave-one-out rank-1 over people/: each photo's largest face is searched among the largest
 faces of all other photos (nearest neighbour: Euclidean on raw descriptors for face_recognition,
-cosine for facepipe); a photo whose face is not found counts as a miss.
+and for facepipe too, whose dlib descriptors are now compared by distance as dlib trained them); a photo whose face is not found counts as a miss.
 
     python benchmarks/identify_speed.py [--limit N] [--skip-cli] [--skip-workers]
 """
@@ -242,7 +242,7 @@ def main() -> None:
     n_img = len(paths)
     per = {n: sum(wall[n]) / n_img for n in names}
     per_cpu = {n: sum(cpu[n]) / n_img for n in names}
-    acc = {n: rank1(best[n], labels, "euclidean" if n.startswith("face_rec") else "cosine") for n in names}
+    acc = {n: rank1(best[n], labels, "euclidean") for n in names}
     base_api = per["face_recognition API"]
     base_cli = per.get("face_recognition CLI")
 
@@ -268,7 +268,7 @@ def main() -> None:
                       fmt_ratio(per[n], base_cli) if is_fp else "", f"{c}/{tot} = {c / tot:.1%}")
     if workers_row is not None:
         per_image, first, last, n_faces, vecs, errors = workers_row
-        c, tot = rank1(vecs, labels, "cosine")
+        c, tot = rank1(vecs, labels, "euclidean")
         table.add_row("facepipe, 2 workers", f"{per_image:.3f}", "", "", "",
                       str(n_faces), fmt_ratio(per_image, base_api), fmt_ratio(per_image, base_cli),
                       f"{c}/{tot} = {c / tot:.1%}")
