@@ -78,6 +78,7 @@ class MilvusGallery:
         except MilvusException as exc:
             raise GalleryError(f"{self.path}: cannot open the Milvus gallery ({exc.message})") from None
         self._person_count: tuple[int, int] | None = None
+        self._face_count: tuple[int, int] | None = None
 
     # -- collections -------------------------------------------------------------------------------
     def _create_meta(self) -> None:
@@ -337,8 +338,15 @@ class MilvusGallery:
             self._person_count = (revision, len({r["person"] for r in self._iterate(["person"])}))
         return self._person_count[1]
 
+    def _counted_faces(self) -> int:
+        """face_count() cached per revision (a count(*) costs as much as a search on Milvus Lite)."""
+        revision = self.revision
+        if self._face_count is None or self._face_count[0] != revision:
+            self._face_count = (revision, self.face_count())
+        return self._face_count[1]
+
     def match(self, embeddings: np.ndarray, threshold: float, top_k: int = 5) -> list[Match]:
-        n_faces = self.face_count()
+        n_faces = self._counted_faces()
         return match_all(self._search, embeddings, threshold, top_k, self._n_persons(n_faces, top_k),
                          min(n_faces, MAX_TOPK))
 
