@@ -78,6 +78,7 @@ class MilvusGallery(GalleryBase):
                 self.client.load_collection(self.collection)
         except MilvusException as exc:
             raise GalleryError(f"{self.path}: cannot open the Milvus gallery ({exc.message})") from None
+        self._face_count: tuple[int, int] | None = None
 
     # -- collections -------------------------------------------------------------------------------
     def _create_meta(self) -> None:
@@ -322,9 +323,16 @@ class MilvusGallery(GalleryBase):
         matrix = np.array([r["embedding"] for r in rows], np.float32).reshape(len(rows), self.embedding_size or 0)
         return matrix, np.array([position[r["person"]] for r in rows], np.int64)
 
+    def _counted_faces(self) -> int:
+        """face_count() cached per revision (a count(*) costs as much as a search on Milvus Lite)."""
+        revision = self.revision
+        if self._face_count is None or self._face_count[0] != revision:
+            self._face_count = (revision, self.face_count())
+        return self._face_count[1]
+
     def match(self, embeddings: np.ndarray, threshold: float, top_k: int = 5) -> list[Match]:
         """Per query: the shortlisted persons scored from all their faces (facepipe.gallery.ranking)."""
-        if not self._has_faces() or self.face_count() == 0:
+        if not self._has_faces() or self._counted_faces() == 0:
             return [Match(None, 0.0, []) for _ in range(len(np.atleast_2d(embeddings)))]
         return match_shortlist(self._search, self.faces_of, embeddings, threshold, top_k, self.metric)
 
