@@ -293,15 +293,15 @@ class Engine:
         from facepipe.matching import TARGET_FPIR
 
         g = self.gallery()
-        matrix, _, names = g.embeddings()
+        faces = g.face_count()  # counts, not a copy of every vector (a million-face gallery stays cheap)
         calibrated = g.open_set_threshold(TARGET_FPIR)
-        out = {"gallery": str(g.path), "model": g.model, "persons": len(names), "faces": int(len(matrix)),
-               "embedding_size": int(matrix.shape[1]) if len(matrix) else None, "search": g.search_kind,
+        out = {"gallery": str(g.path), "model": g.model, "persons": len(g.persons()), "faces": faces,
+               "embedding_size": g.embedding_size if faces else None, "search": g.search_kind,
                "calibrated_threshold": calibrated,
                "calibration": None if calibrated is not None else
                f"n/a (fewer than {MIN_PERSONS} persons: the model default applies)",
                "threshold": None, "threshold_source": None}
-        if len(matrix) and g.model == self.recognizer.fingerprint:
+        if faces and g.model == self.recognizer.fingerprint:
             th = self.threshold()
             out.update(threshold=th.value, threshold_source=th.source)
         return out
