@@ -1,6 +1,8 @@
 """What every gallery backend shares: the model binding read from its metadata, and `with` support."""
 from __future__ import annotations
 
+from facepipe.errors import GalleryError, ModelMismatchError
+
 
 class GalleryBase:
     """A backend provides _meta(key) -> str | None and close(); these read the model it is bound to."""
@@ -31,3 +33,13 @@ class GalleryBase:
     def metric(self) -> str:
         """How the model that filled this gallery compares embeddings (facepipe.matching.METRICS)."""
         return self._meta("metric") or "cosine"
+
+    def refuse_other_model(self, fingerprint: str, embedding_size: int) -> None:
+        """A bound, non-empty gallery takes embeddings from its own model only, of its own size."""
+        if self.model != fingerprint:
+            raise ModelMismatchError(
+                f"{self.path}: this gallery holds embeddings from model {self.model!r}, not {fingerprint!r}; "
+                "use that model, another --gallery, or `facepipe enroll --reembed` to convert it")
+        if self.embedding_size != embedding_size:
+            raise GalleryError(f"{self.path}: embedding size {embedding_size} does not match the gallery's "
+                               f"{self.embedding_size}")

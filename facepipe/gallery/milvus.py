@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from facepipe.calibration import MAX_PROBES, TARGET_FPIR, threshold_from_impostors
-from facepipe.errors import GalleryError, ModelMismatchError
+from facepipe.errors import GalleryError
 from facepipe.gallery.npz import GalleryRecords
 from facepipe.gallery.base import GalleryBase
 from facepipe.gallery.ranking import Match, PersonInfo, match_shortlist, shortlist_impostor_scores
@@ -148,12 +148,8 @@ class MilvusGallery(GalleryBase):
             self._set_meta("model", fingerprint)
             self._set_meta("embedding_size", str(embedding_size))
             self._set_meta("metric", metric)
-        elif current != fingerprint:
-            raise ModelMismatchError(
-                f"{self.path}: this gallery holds embeddings from model {current!r}, not {fingerprint!r}; "
-                "use that model, another --gallery, or `facepipe enroll --reembed` to convert it")
-        elif self.embedding_size != embedding_size:
-            raise GalleryError(f"{self.path}: embedding size {embedding_size} does not match the gallery's {self.embedding_size}")
+        else:
+            self.refuse_other_model(fingerprint, embedding_size)
 
     # -- writes ------------------------------------------------------------------------------------
     def person_of_hash(self, sha256: str) -> str | None:

@@ -28,7 +28,7 @@ import numpy as np
 import platformdirs
 
 from facepipe.calibration import MAX_PROBES, TARGET_FPIR, open_set_threshold, threshold_from_impostors
-from facepipe.errors import GalleryError, ModelMismatchError
+from facepipe.errors import GalleryError
 from facepipe.gallery import index as ann
 from facepipe.gallery.npz import GalleryRecords
 from facepipe.gallery.base import GalleryBase
@@ -172,12 +172,8 @@ class Gallery(GalleryBase):
             self._set_meta("model", fingerprint)
             self._set_meta("embedding_size", str(embedding_size))
             self._set_meta("metric", metric)
-        elif current != fingerprint:
-            raise ModelMismatchError(
-                f"{self.path}: this gallery holds embeddings from model {current!r}, not {fingerprint!r}; "
-                "use that model, another --gallery, or `facepipe enroll --reembed` to convert it")
-        elif self.embedding_size != embedding_size:
-            raise GalleryError(f"{self.path}: embedding size {embedding_size} does not match the gallery's {self.embedding_size}")
+        else:
+            self.refuse_other_model(fingerprint, embedding_size)
 
     def check_model(self, fingerprint: str, embedding_size: int, metric: str = "cosine") -> None:
         """Bind an empty gallery to this model (and its metric), or refuse a model other than the one that filled it."""
