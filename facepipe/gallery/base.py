@@ -20,6 +20,16 @@ class GalleryBase:
         self.close()
 
     @property
+    def revision(self) -> int:
+        """Bumped by every write: in-memory search structures are rebuilt when it moves."""
+        return int(self._meta("revision") or 0)
+
+    @property
+    def changes(self) -> int:
+        """Faces added plus faces removed, ever (the index and calibration measure drift with it)."""
+        return int(self._meta("changes") or 0)
+
+    @property
     def model(self) -> str | None:
         """The fingerprint of the model that filled this gallery (None: not bound yet)."""
         return self._meta("model")

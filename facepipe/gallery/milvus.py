@@ -126,14 +126,6 @@ class MilvusGallery(GalleryBase):
         self._set_meta("changes", str(self.changes + faces_changed))
         self._set_meta("revision", str(self.revision + 1))
 
-    @property
-    def revision(self) -> int:
-        return int(self._meta("revision") or 0)
-
-    @property
-    def changes(self) -> int:
-        return int(self._meta("changes") or 0)
-
     def close(self) -> None:
         self.client.close()
 

@@ -145,15 +145,6 @@ class Gallery(GalleryBase):
         self._set_meta("revision", str(self.revision + 1))
         self._set_meta("changes", str(self.changes + faces_changed))
 
-    @property
-    def revision(self) -> int:
-        return int(self._meta("revision") or 0)
-
-    @property
-    def changes(self) -> int:
-        """Faces added plus faces removed, ever (the index and calibration measure drift with it)."""
-        return int(self._meta("changes") or 0)
-
     def _next_face_ids(self, n: int) -> int:
         """First of n fresh face ids (inside a write transaction): above every id ever used."""
         high = max(int(self._meta("last_face_id") or 0),

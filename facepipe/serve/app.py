@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 import facepipe
-from facepipe.errors import FacepipeError, GalleryError, ImageError, ModelMismatchError
+from facepipe.errors import FacepipeError, GalleryError, ImageError
 from facepipe.serve.auth import BearerKey, read_api_key
 from facepipe.serve.limits import BodyLimit, BodyTooLarge
 from facepipe.serve.settings import ServeSettings
@@ -218,11 +218,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def bad_image(_request, exc):
         return _error(422, str(exc))
 
-    @app.exception_handler(ModelMismatchError)
-    async def wrong_model(_request, exc):
-        return _error(409, str(exc))
-
-    @app.exception_handler(GalleryError)
+    @app.exception_handler(GalleryError)  # ModelMismatchError included: another model's gallery is a 409 too
     async def gallery_problem(_request, exc):
         return _error(409, str(exc))
 
