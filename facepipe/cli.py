@@ -26,7 +26,9 @@ DetectorOpt = typer.Option(None, "--detector", help="A named model (yunet), a th
 RecognizerOpt = typer.Option(None, "--recognizer", help="A named model (sface), a third-party or facepipe ONNX file, or a .pt checkpoint; default: dlib ResNet via ONNX Runtime.")
 DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda or auto. Asking for cuda warns loudly if it is not used.")
 GalleryOpt = typer.Option(None, "--gallery", help="Gallery file (SQLite); default: your user data folder.")
-WorkersOpt = typer.Option(1, "--workers", min=1, help="Worker processes (dlib's detector uses one core each).")
+WorkersOpt = typer.Option(1, "--workers", min=1, help="Worker processes (dlib's detector uses one core each); with --ray, actors (default: one per CPU, or per GPU on cuda).")
+BatchOpt = typer.Option(8, "--batch-size", min=1, help="With --ray: photos per actor call.")
+RayOpt = typer.Option(None, "--ray", help="Run as a Ray Data job: --ray (a local cluster, or $RAY_ADDRESS), --ray auto (the running cluster), --ray HOST:PORT or ray://HOST:PORT. Needs Ray, the ray extra of facepipe (docs/ray.md).")
 
 
 def _progress() -> Progress:
@@ -68,10 +70,16 @@ def enroll(
     device: str = DeviceOpt,
     workers: int = WorkersOpt,
     reembed: bool = typer.Option(False, "--reembed", help="Convert a gallery made by another model first (needs its source photos)."),
+    ray: Optional[str] = RayOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="With --ray: the job folder (resume manifest, errors.txt); default: beside the gallery file."),
+    batch_size: int = BatchOpt,
 ):
     """Enroll everyone in FOLDER: the largest face of each photo; re-enrolling a photo is a no-op."""
     from facepipe.runtime.folders import scan_identity_folders
 
+    if ray is not None:
+        _enroll_ray(str(folder), gallery, detector, recognizer, device, workers, ray, out, batch_size)
+        return
     total = scan_identity_folders(folder, "person").image_count  # checks the folder before anything is created
     with _engine(gallery, detector, recognizer, device) as fp:
         rec = fp.recognizer
@@ -95,6 +103,51 @@ def enroll(
             for path, what in report.notes:
                 notes.add_row(path, f"[red]{what}[/]" if what.startswith("error") else what)
             console.print(notes)
+    if report.errors:
+        raise typer.Exit(1)
+
+
+def _ray_summary(summary, title: str, to: Optional[Console] = None) -> None:
+    """The table every --ray job ends with."""
+    table = Table(title=title, show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    rows = [("photos", summary.photos), ("processed in this run", summary.processed),
+            ("skipped: done before (resume)", summary.skipped)]
+    if summary.known:
+        rows.append(("skipped: already in the gallery", summary.known))
+    rows += [("faces", summary.faces), ("no face", summary.no_face),
+             ("[red]unreadable[/]" if summary.unreadable else "unreadable", summary.unreadable),
+             ("wall time", f"{summary.seconds:.1f} s"), ("photos/s", f"{summary.rate:.2f}"),
+             ("actors", summary.actors)]
+    for what, value in rows:
+        table.add_row(what, str(value))
+    (to or console).print(table)
+    if summary.unreadable or summary.problems:
+        err.print(f"[yellow]{summary.unreadable + len(summary.problems)} problem(s), one line each in "
+                  f"{summary.errors_file}[/]", highlight=False)
+
+
+def _enroll_ray(folder: str, gallery, detector, recognizer, device: str, workers: int, address: str,
+                out: Optional[Path], batch_size: int) -> None:
+    from facepipe.scaleout import require_ray
+
+    require_ray()
+    from facepipe.scaleout import verbs
+
+    with _engine(gallery, detector, recognizer, device) as fp:
+        report, summary = verbs.enroll(fp, [folder], out, address, workers, batch_size)
+        rec, g = fp.recognizer, fp.gallery()
+        if len(report.persons) <= 50:  # an archive of 200,000 persons gets the totals only
+            table = Table(title=f"Enrolled into {g.path}  (model {rec.name})")
+            for col in ("person", "added", "already enrolled", "largest of several", "no face", "errors"):
+                table.add_column(col, justify="left" if col == "person" else "right")
+            for name, t in sorted(report.persons.items()):
+                table.add_row(name, str(t.added), str(t.unchanged), str(t.largest_of_many), str(t.no_face),
+                              f"[red]{t.errors}[/]" if t.errors else "0")
+            console.print(table)
+        added = sum(t.added for t in report.persons.values())
+        _ray_summary(summary, f"enroll --ray: {added} faces added to {g.path}; job folder {summary.out}")
     if report.errors:
         raise typer.Exit(1)
 
@@ -124,12 +177,20 @@ def identify(
     max_fps: Optional[float] = typer.Option(None, "--max-fps", help="Videos: take at most this many frames per second."),
     start: Optional[str] = typer.Option(None, "--start", help="Videos: start here (seconds, m:s or h:m:s)."),
     end: Optional[str] = typer.Option(None, "--end", help="Videos: stop here (seconds, m:s or h:m:s)."),
+    ray: Optional[str] = RayOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="With --ray: write the records here as shards (and errors.txt); a rerun skips the photos already there."),
+    out_format: str = typer.Option("jsonl", "--format", help="With --ray --out: jsonl or parquet shards."),
+    batch_size: int = BatchOpt,
 ):
     """Name every face in every image, video or stream, or call it unknown."""
     from facepipe.annotate import save_annotated
     from facepipe.video.cli import identify_videos, is_video_source, video_options
 
     paths = paths or []
+    if ray is not None:
+        _identify_ray(paths, gallery, detector, recognizer, device, threshold, top_k, as_json, workers, ray, out,
+                      out_format, batch_size, save_dir is not None or camera is not None)
+        return
     if not paths and camera is None:
         raise FacepipeError("nothing to identify: give images, videos, stream URLs or --camera N")
     videos = [p for p in paths if is_video_source(p)] + ([camera] if camera is not None else [])
@@ -151,6 +212,36 @@ def identify(
             errors += identify_videos(fp, videos, options, as_json, save_dir, console, err)
     _report_errors(errors)
     if errors:
+        raise typer.Exit(1)
+
+
+def _identify_ray(paths: list[str], gallery, detector, recognizer, device: str, threshold, top_k: int, as_json: bool,
+                  workers: int, address: str, out: Optional[Path], out_format: str, batch_size: int,
+                  local_only: bool) -> None:
+    from facepipe.scaleout import require_ray
+
+    if local_only:
+        raise FacepipeError("--ray identifies photos into --out shards; --save-dir and --camera run without --ray")
+    if out is None:
+        raise FacepipeError("--ray writes its records to a folder: add --out DIR")
+    if out_format not in ("jsonl", "parquet"):
+        raise FacepipeError(f"--format {out_format!r}: expected jsonl or parquet")
+    if not paths:
+        raise FacepipeError("nothing to identify: give photos or folders (local paths or s3://, gs://, file:// URIs)")
+    require_ray()
+    from facepipe.scaleout import verbs
+
+    def emit(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    with _engine(gallery, detector, recognizer, device) as fp:
+        summary, th = verbs.identify(fp, paths, out, out_format, threshold, top_k, address, workers, batch_size,
+                                     on_record=emit if as_json else None)
+    (err if as_json else console).print(
+        f"threshold {th.value:.3f} ({th.source}); records in {out}", highlight=False)
+    _ray_summary(summary, "identify --ray", err if as_json else console)  # with --json the records own stdout
+    if summary.unreadable or summary.problems:
         raise typer.Exit(1)
 
 
@@ -290,10 +381,10 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep th
     people, queries = make_demo_folder(root)
     gallery_path = str(root / "gallery.db")
     console.print(f"[bold]1. facepipe enroll[/] {people}")
-    enroll(people, gallery_path, None, None, "cpu", 1, False)
+    enroll(people, gallery_path, None, None, "cpu", 1, False, ray=None, out=None, batch_size=8)
     console.print(f"[bold]2. facepipe identify[/] {' '.join(str(q) for q in queries)}")
     identify([str(q) for q in queries], gallery_path, None, None, "cpu", None, 3, False, root / "annotated", 1,
-             None, 3, None, None, None)
+             None, 3, None, None, None, ray=None, out=None, out_format="jsonl", batch_size=8)
     console.print(f"annotated copies: {root / 'annotated'}")
 
 
@@ -320,12 +411,28 @@ def _register_gallery_verbs() -> None:
 _register_gallery_verbs()
 
 
+def _ray_flag_value(argv: list[str]) -> list[str]:
+    """`--ray` may stand alone: give it the value "local" unless the next word is a cluster address
+    (auto, local, HOST:PORT, ray://...), so `identify photos/ --ray` and `identify --ray auto photos/` both work."""
+    import re
+
+    out = []
+    for i, arg in enumerate(argv):
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        is_address = nxt is not None and (nxt in ("auto", "local") or nxt.startswith("ray://")
+                                          or re.fullmatch(r"[\w.-]+:\d+", nxt) is not None)
+        out.append("--ray=local" if arg == "--ray" and not is_address else arg)
+    return out
+
+
 def main() -> None:
     """Entry point: user errors become one red line and exit code 1; usage errors exit 2 (typer)."""
     try:
-        app()
+        app(_ray_flag_value(sys.argv[1:]))
     except FacepipeError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # [brackets] are text
         sys.exit(1)
 
 

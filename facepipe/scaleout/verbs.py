@@ -1,0 +1,177 @@
+"""identify, enroll and prepare as Ray jobs: the driver's side of each verb (what it writes, what it skips)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from facepipe.enroll import EnrollReport
+from facepipe.errors import FacepipeError
+from facepipe.scaleout.job import (JobSpec, JobSummary, ShardWriter, connect, hash_key, key_array, list_roots,
+                                   open_job_folder, read_shards, run_photos)
+from facepipe.scaleout.sources import Partition, local_source
+
+RESULTS = "part"  # identify: part-*.jsonl / part-*.parquet, one record per photo (the identify --json contract)
+ENROLLED = "enrolled"  # enroll: enrolled-*.jsonl, one line per photo handled (the resume manifest)
+ERRORS_FILE = "errors.txt"
+TRACE_ENV = "FACEPIPE_RAY_TRACE"  # tests and benchmarks: a folder where actors note their pid and batches
+SUMMARY_FILE = "summary.json"
+
+
+class _Run:
+    """What every verb's driver does around the actors: resume set, errors file, summary, the re-run of any
+    photo skipped on a key that was not really done."""
+
+    def __init__(self, out: Path, prefix: str, problems: list[str]):
+        open_job_folder(out)
+        self.out = out
+        self.done = {r["image"] for r in read_shards(out, prefix)}
+        self.summary = JobSummary(out=out, errors_file=out / ERRORS_FILE, problems=problems)
+        self.errors = open(out / ERRORS_FILE, "w", encoding="utf-8")
+        for line in problems:
+            self.errors.write(line + "\n")
+        self.again: list[tuple[str, str]] = []  # (photo, person) to run again
+        self.started = time.perf_counter()
+
+    def skipped(self, row: dict) -> bool:
+        """True when the row is a photo done before (counted); a key collision is queued to run again."""
+        if row["status"] != "done":
+            return False
+        if row["path"] in self.done:
+            self.summary.skipped += 1
+        else:
+            self.again.append((row["path"], row["person"]))
+        return True
+
+    def error(self, line: str) -> None:
+        self.summary.unreadable += 1
+        self.errors.write(line.replace("\n", " ") + "\n")
+
+    def finish(self) -> JobSummary:
+        self.errors.close()
+        self.summary.seconds = time.perf_counter() - self.started
+        self.summary.photos = self.summary.processed + self.summary.skipped + self.summary.known
+        (self.out / SUMMARY_FILE).write_text(json.dumps(self.summary.to_json(), indent=1) + "\n", encoding="utf-8")
+        return self.summary
+
+
+def _again(run: _Run, spec: JobSpec, workers, batch_size, on_row) -> None:
+    if run.again:
+        todo, run.again = run.again, []
+        parts = [Partition(path, file=path, person=person or None) for path, person in todo]
+        run_photos(spec, parts, set(), key_array([]), workers, batch_size, on_row)
+
+
+def identify(fp, paths: list[str], out: Path, fmt: str = "jsonl", threshold: float | None = None, top_k: int = 3,
+             address: str | None = None, workers: int | None = None, batch_size: int = 8,
+             on_record: Callable[[str], None] | None = None, trace_dir: str | None = os.environ.get(TRACE_ENV)):
+    """identify every photo under `paths` on the cluster; records go to shards in `out`. Returns (summary,
+    the threshold used)."""
+    parts, problems = list_roots(paths, by_person=False)
+    th = fp.threshold(threshold)  # the gallery checked and calibrated once, here: every actor uses this value
+    gallery = str(fp.gallery().path)
+    run = _Run(out, RESULTS, problems)
+    writer = ShardWriter(out, RESULTS, fmt)
+
+    def on_row(row: dict) -> None:
+        if run.skipped(row):
+            return
+        run.summary.processed += 1
+        if row["status"] == "unreadable":
+            run.error(row["detail"])
+            return
+        run.summary.faces += row["faces"]
+        run.summary.no_face += row["status"] == "no face"
+        writer.add(json.loads(row["record"]))
+        if on_record:
+            on_record(row["record"])
+
+    connect(address)
+    run.started = time.perf_counter()  # wall time of the job itself, not of starting a cluster
+    spec = JobSpec("identify", fp.spec, gallery, th.value, top_k, trace_dir, os.getcwd())
+    try:
+        run.summary.actors = run_photos(spec, parts, run.done, key_array([]), workers, batch_size, on_row)
+        _again(run, spec, workers, batch_size, on_row)
+    finally:
+        writer.flush()
+    return run.finish(), th
+
+
+def default_job_folder(gallery) -> Path:
+    """Where enroll --ray keeps its manifest when --out is not given: beside a gallery file."""
+    where = str(gallery.path)
+    if where.startswith("milvus-lite://"):
+        return Path(where[len("milvus-lite://"):].partition("#")[0] + ".ray")
+    if "://" in where:
+        raise FacepipeError(f"{where}: a Milvus server has no folder beside it; give enroll --ray a job folder with --out DIR")
+    return Path(where + ".ray")
+
+
+def enroll(fp, paths: list[str], out: Path | None = None, address: str | None = None, workers: int | None = None,
+           batch_size: int = 8, trace_dir: str | None = os.environ.get(TRACE_ENV)) -> tuple[EnrollReport, JobSummary]:
+    """enroll ROOT/<person>/**/<photo> on the cluster; the driver is the gallery's one writer."""
+    from facepipe.matching import recognizer_metric
+
+    parts, problems = list_roots(paths, by_person=True)
+    rec = fp.recognizer
+    gallery = fp.gallery(create=True)
+    gallery.check_model(rec.fingerprint, rec.embedding_size, recognizer_metric(rec))
+    out = out or default_job_folder(gallery)
+    run = _Run(out, ENROLLED, problems)
+    known = key_array(hash_key(face[3]) for face in gallery.faces())
+    writer = ShardWriter(out, ENROLLED, "jsonl")
+    report = EnrollReport()
+
+    def note(row: dict, status: str) -> None:
+        writer.add({"image": row["path"], "sha256": row["sha256"], "person": row["person"], "status": status})
+
+    def on_row(row: dict) -> None:
+        if run.skipped(row):
+            return
+        path, name, status = row["path"], row["person"], row["status"]
+        tally = report.persons[name]
+        if status == "known":
+            owner = gallery.person_of_hash(row["sha256"])
+            if owner is None:  # a key collision: the photo is not really there
+                run.again.append((path, name))
+                return
+            run.summary.known += 1
+            tally.unchanged += 1
+            if owner != name:
+                report.notes.append((path, f"skipped: the same photo is already enrolled as {owner!r}"))
+            note(row, "already enrolled")
+            return
+        run.summary.processed += 1
+        if status == "unreadable":
+            tally.errors += 1
+            run.error(row["detail"])
+            return
+        run.summary.faces += row["faces"]
+        if status == "no face":
+            run.summary.no_face += 1
+            tally.no_face += 1
+            note(row, "no face")
+            return
+        if row["faces"] > 1:
+            tally.largest_of_many += 1
+        embedding = np.frombuffer(row["embedding"], np.float32)
+        added = gallery.add_face(name, local_source(path), row["sha256"], row["box"], row["score"], embedding)
+        if added == "added":
+            tally.added += 1
+        else:
+            tally.unchanged += 1
+        note(row, added)
+
+    connect(address)
+    run.started = time.perf_counter()
+    spec = JobSpec("enroll", fp.spec, None, None, 1, trace_dir, os.getcwd())
+    try:
+        run.summary.actors = run_photos(spec, parts, run.done, known, workers, batch_size, on_row)
+        _again(run, spec, workers, batch_size, on_row)
+    finally:
+        writer.flush()
+    return report, run.finish()
