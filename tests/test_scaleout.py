@@ -22,9 +22,9 @@ from facepipe.scaleout.sources import partitions, walk
 PERSONS = ("07202", "07203", "07204")
 
 
-def _cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+def _cli(*args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "facepipe.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=timeout)
+                          timeout=timeout)
 
 
 @pytest.fixture(scope="module")

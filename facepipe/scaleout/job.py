@@ -30,8 +30,8 @@ import ray.data
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from facepipe.batch import ModelSpec, analyze
 from facepipe.errors import FacepipeError
+from facepipe.pipeline.batch import ModelSpec, analyze
 from facepipe.scaleout.sources import Partition, partitions, read_bytes, walk
 
 LIST_BLOCK = 256  # photos per block handed from a read task to the actors
@@ -98,7 +98,8 @@ class PhotoListing(Datasource):
     def estimate_inmemory_data_size(self) -> int | None:
         return None
 
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context=None) -> list[ReadTask]:
         n = max(1, min(parallelism, len(self.parts)))
         groups = [self.parts[i::n] for i in range(n)]
         meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=None)
@@ -174,7 +175,8 @@ def connect(address: str | None) -> dict:
             ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False,
                      configure_logging=True)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise FacepipeError(f"--ray {address or ''}: cannot reach a Ray cluster ({str(exc).splitlines()[0]})") from None
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise FacepipeError(f"--ray {address or ''}: cannot reach a Ray cluster ({reason})") from None
     return ray.cluster_resources()
 
 
@@ -222,8 +224,9 @@ def run_photos(spec: JobSpec, parts: list[Partition], done_paths: set[str], done
     done = [ray.put((key_array(path_key(p) for p in done_paths), done_hashes))]
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = True
-    ds = ray.data.read_datasource(PhotoListing(parts, spec.cwd), override_num_blocks=max(1, min(len(parts), 4 * actors)),
-                                  ray_remote_args={"num_cpus": 0})
+    ds = ray.data.read_datasource(PhotoListing(parts, spec.cwd),
+                                  override_num_blocks=max(1, min(len(parts), 4 * actors)),
+                                  ray_remote_args={"num_cpus": 0})  # listing is light: it takes no actor's CPU
     ds = ds.map_batches(PhotoWorker, fn_constructor_args=(spec, done), batch_size=batch_size, batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1, num_gpus=gpus or None)
     for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):

@@ -9,10 +9,20 @@ from typing import Callable
 
 import numpy as np
 
-from facepipe.enroll import EnrollReport
 from facepipe.errors import FacepipeError
-from facepipe.scaleout.job import (JobSpec, JobSummary, ShardWriter, connect, hash_key, key_array, list_roots,
-                                   open_job_folder, read_shards, run_photos)
+from facepipe.pipeline.enroll import EnrollReport
+from facepipe.scaleout.job import (
+    JobSpec,
+    JobSummary,
+    ShardWriter,
+    connect,
+    hash_key,
+    key_array,
+    list_roots,
+    open_job_folder,
+    read_shards,
+    run_photos,
+)
 from facepipe.scaleout.sources import Partition, local_source
 
 RESULTS = "part"  # identify: part-*.jsonl / part-*.parquet, one record per photo (the identify --json contract)
@@ -107,14 +117,15 @@ def default_job_folder(gallery) -> Path:
     if where.startswith("milvus-lite://"):
         return Path(where[len("milvus-lite://"):].partition("#")[0] + ".ray")
     if "://" in where:
-        raise FacepipeError(f"{where}: a Milvus server has no folder beside it; give enroll --ray a job folder with --out DIR")
+        raise FacepipeError(f"{where}: a Milvus server has no folder beside it; give enroll --ray a job folder "
+                            "with --out DIR")
     return Path(where + ".ray")
 
 
 def enroll(fp, paths: list[str], out: Path | None = None, address: str | None = None, workers: int | None = None,
            batch_size: int = 8, trace_dir: str | None = os.environ.get(TRACE_ENV)) -> tuple[EnrollReport, JobSummary]:
     """enroll ROOT/<person>/**/<photo> on the cluster; the driver is the gallery's one writer."""
-    from facepipe.matching import recognizer_metric
+    from facepipe.openset.matching import recognizer_metric
 
     parts, problems = list_roots(paths, by_person=True)
     rec = fp.recognizer
