@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from memory import peak_growth
 from PIL import Image
 
 from facepipe.errors import ImageError
 from facepipe.runtime.image import image_limits, read_image, read_image_bytes, read_image_size
-from memory import peak_growth
 
 MB = 2**20
 

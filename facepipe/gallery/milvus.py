@@ -261,7 +261,8 @@ class MilvusGallery(GalleryBase):
         for lo in range(0, len(hashes), 1000):
             part = hashes[lo:lo + 1000]
             present |= {r["sha256"] for r in self.client.query(
-                self.collection, filter=f"sha256 in [{', '.join(map(_quote, part))}]", output_fields=["sha256"], limit=len(part))}
+                self.collection, filter=f"sha256 in [{', '.join(map(_quote, part))}]", output_fields=["sha256"],
+                limit=len(part))}
         return present
 
     def import_records(self, records: GalleryRecords, on_progress: Callable[[int], None] | None = None,
