@@ -89,6 +89,7 @@ class _Identity:
     reference: np.ndarray | None = None  # their mean
     signature: np.ndarray | None = None  # appearance.face_signature at the last detection
     suspect: bool = False  # the last embedding disagreed with the track's own: check the next round
+    portrait: tuple[float, np.ndarray, Face] | None = None  # the best (quality, frame, face) of the whole track
 
 
 def decide(votes: list[dict[str, float]], threshold: float,
@@ -109,8 +110,12 @@ class VideoRun:
     tracks come out, the annotated video is kept, `interrupted` is set); `stop()` does the same from outside."""
 
     def __init__(self, engine, source, options: VideoOptions | None = None, annotate_to: Path | None = None,
-                 on_frame: Callable[[int, float, list[tuple[int, Face]]], None] | None = None):
+                 on_frame: Callable[[int, float, list[tuple[int, Face]]], None] | None = None,
+                 on_event: Callable[[str, TrackRecord, np.ndarray | None], None] | None = None,
+                 event_crops: bool = False):
         self.engine = engine
+        self.on_event = on_event  # (event type, the track's record so far, the face crop or None): events.py
+        self.event_crops = event_crops
         self.options = options or VideoOptions()
         if self.options.every < 1:
             raise ValueError("every must be 1 or more")
@@ -230,14 +235,17 @@ class VideoRun:
         quality = face_quality(frame, face)
         if state.best is None or quality > state.best[0]:
             state.best = (quality, frame, face)
+        if state.portrait is None or quality > state.portrait[0]:
+            state.portrait = (quality, frame, face)
         if not track.confirmed:
             return
         if state.number == 0:
             self._numbers += 1
             state.number = self._numbers
+            self._event("started", track, state, frame, face)
         if face.embedding is not None:  # checked this round and found to be the track's person
             state.suspect = False
-            self._vote(state, face, t)
+            self._vote(track, state, face, frame, t)
             return
         opts = self.options
         interval = opts.embed_interval * (1 if state.embeddings < opts.embeds_per_track else 4)
@@ -250,11 +258,12 @@ class VideoRun:
                 # check every detection of the next round.
                 state.suspect, state.best = True, None
                 return
-            self._vote(state, best_face, t)
+            self._vote(track, state, best_face, best_frame, t)
 
-    def _vote(self, state: _Identity, face: Face, t: float) -> None:
+    def _vote(self, track: Track, state: _Identity, face: Face, frame: np.ndarray, t: float) -> None:
         """Match one embedding of the track against the gallery and revise the track's name."""
         opts = self.options
+        before = state.identity
         match = self.engine.match([face.embedding], top_k=max(MATCH_TOP_K, opts.top_k),
                                   threshold=self.threshold.value)[0]
         state.votes.append({c.identity: float(c.similarity) for c in match.candidates})
@@ -264,6 +273,21 @@ class VideoRun:
         state.embeddings += 1
         state.last_embed = t
         state.best = None
+        if state.identity != before:
+            self._event("named" if before is None else "renamed", track, state, frame, face)
+
+    def _record(self, track: Track, state: _Identity) -> TrackRecord:
+        return TrackRecord(self.info.name, state.number, track.start, track.end, state.identity, state.similarity,
+                           list(state.candidates), [(ht, *map(float, box)) for ht, box in track.history],
+                           state.embeddings)
+
+    def _event(self, kind: str, track: Track, state: _Identity, frame: np.ndarray | None, face: Face | None) -> None:
+        if self.on_event is None:
+            return
+        crop = None
+        if self.event_crops and frame is not None and face is not None:
+            crop = face_crop(frame, face.box)
+        self.on_event(kind, self._record(track, state), crop)
 
     def _show(self, frame: np.ndarray, t: float) -> None:
         if self._annotate_to is not None and self._writer is None:
@@ -288,8 +312,11 @@ class VideoRun:
             state = self._ids.pop(track.id, None)
             if state is None or state.number == 0:
                 continue
-            yield TrackRecord(self.info.name, state.number, track.start, track.end, state.identity, state.similarity,
-                              state.candidates, [(ht, *map(float, box)) for ht, box in track.history], state.embeddings)
+            record = self._record(track, state)
+            if self.on_event is not None:
+                best = state.portrait
+                self.on_event("ended", record, face_crop(best[1], best[2].box) if self.event_crops and best else None)
+            yield record
         # tentative tracks the tracker dropped leave nothing behind
         live = {tr.id for tr in self.tracker.tracks}
         for key in [k for k in self._ids if k not in live]:
@@ -307,11 +334,21 @@ class VideoRun:
                 self._writer.discard()
 
 
+def face_crop(frame: np.ndarray, box, margin: float = 0.25) -> np.ndarray:
+    """The face with a margin of `margin` face widths, clipped to the frame (a copy)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    pad = margin * max(x2 - x1, y2 - y1)
+    h, w = frame.shape[:2]
+    return frame[max(0, int(y1 - pad)):min(h, int(y2 + pad)), max(0, int(x1 - pad)):min(w, int(x2 + pad))].copy()
+
+
 def identify_video(engine, source, options: VideoOptions | None = None, annotate_to: Path | None = None,
-                   on_frame=None) -> VideoRun:
+                   on_frame=None, on_event=None, event_crops: bool = False) -> VideoRun:
     """Open `source` (a video path, a camera index or a stream URL) and return the run: iterate it for one
     TrackRecord per person on screen, as their tracks end. Raises VideoError at once if it cannot be opened.
 
     annotate_to: write the annotated video there (an .mp4 path). on_frame(frames, t, shown): called after
-    every processed frame with the tracks on screen as (track number, Face with the track's current name)."""
-    return VideoRun(engine, source, options, annotate_to, on_frame)
+    every processed frame with the tracks on screen as (track number, Face with the track's current name).
+    on_event(kind, record, crop): "started", "named", "renamed", "ended" as they happen (events.py sends them
+    out); crop is the face (RGB) when event_crops, else None."""
+    return VideoRun(engine, source, options, annotate_to, on_frame, on_event, event_crops)
