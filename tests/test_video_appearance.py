@@ -7,8 +7,7 @@ import pytest
 import facepipe
 from facepipe.types import Face
 from facepipe.video import VideoOptions, identify_video
-from facepipe.video.appearance import (face_signature, pairs_in_doubt, same_person, signature_similarity,
-                                       track_reference)
+from facepipe.video.appearance import face_signature, pairs_in_doubt, same_person, signature_similarity, track_reference
 from facepipe.video.detect import shifted, track_regions
 from facepipe.video.quality import CutDetector
 from facepipe.video.synthetic import Actor, Shot, make_clip, make_scene_clip

@@ -6,16 +6,15 @@ import time
 import cv2
 import numpy as np
 import pytest
+from servers_testing import Subscriber, http_receiver, mosquitto
 
 import facepipe
 from facepipe.errors import FacepipeError
 from facepipe.types import Candidate
 from facepipe.video import VideoOptions, identify_video
-from facepipe.video.events import (MqttSink, WebhookSink, close_sinks, event_json, open_sinks, parse_mqtt_url,
-                                   publish)
+from facepipe.video.events import MqttSink, WebhookSink, close_sinks, event_json, open_sinks, parse_mqtt_url, publish
 from facepipe.video.identify import TrackRecord
 from facepipe.video.synthetic import Shot, make_clip
-from servers_testing import Subscriber, http_receiver, mosquitto
 
 PHOTOS = {"person01": "img1.jpg", "person02": "img12.jpg"}
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facepipe.matching import pairwise_similarity
+from facepipe.openset.matching import pairwise_similarity
 from facepipe.runtime.align import similarity_transform
 from facepipe.types import Detection
 

@@ -3,9 +3,9 @@
 The loop, per frame: a hard cut ends every track; on detection frames the detector's faces (the whole frame,
 or margins around the live tracks in between: detect.py) are associated with the tracks by motion
 (tracker.py) and, where in doubt, by appearance (appearance.py: a face that is not the track's person never
-continues it, so a track never spans two people); each track keeps the best frame it has seen (quality.py) and embeds it when
-the track is confirmed, then about once a second up to `embeds_per_track` times. The track's identity is
-decided from all its embeddings with the engine's threshold, and revised with every new one. A record per
+continues it, so a track never spans two people); each track keeps the best frame it has seen (quality.py)
+and embeds it when the track is confirmed, then about once a second up to `embeds_per_track` times. The
+track's identity is decided from all its embeddings with the engine's threshold, and revised with every new one. A record per
 track comes out when the track ends, so a live source produces answers as it goes.
 
     with identify_video(fp, "door.mp4", VideoOptions(every=3)) as run:
@@ -20,10 +20,16 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from facepipe.matching import recognizer_metric
+from facepipe.openset.matching import recognizer_metric
 from facepipe.types import Candidate, Face
-from facepipe.video.appearance import (SIGNATURE_SAME, face_signature, pairs_in_doubt, same_person,
-                                       signature_similarity, track_reference)
+from facepipe.video.appearance import (
+    SIGNATURE_SAME,
+    face_signature,
+    pairs_in_doubt,
+    same_person,
+    signature_similarity,
+    track_reference,
+)
 from facepipe.video.detect import FrameDetector
 from facepipe.video.quality import CutDetector, face_quality
 from facepipe.video.source import VideoSource

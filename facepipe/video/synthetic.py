@@ -126,7 +126,8 @@ def _sprite(actor: Actor, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     size = (int(round(2 * half * scale)), int(round(2.4 * half * scale)))
     patch = cv2.warpAffine(actor.image, matrix, size, flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
     alpha = np.zeros(size[::-1], np.float32)
-    cv2.ellipse(alpha, (size[0] // 2, int(size[1] * 0.55)), (int(size[0] * 0.46), int(size[1] * 0.47)), 0, 0, 360, 1, -1)
+    centre, axes = (size[0] // 2, int(size[1] * 0.55)), (int(size[0] * 0.46), int(size[1] * 0.47))
+    cv2.ellipse(alpha, centre, axes, 0, 0, 360, 1, -1)
     alpha = cv2.GaussianBlur(alpha, (0, 0), max(1.0, size[0] * 0.03))
     box = np.array([x1, y1, 1.0]) @ matrix.T, np.array([x2, y2, 1.0]) @ matrix.T
     return patch, alpha, np.concatenate(box)
