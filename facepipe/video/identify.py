@@ -5,8 +5,8 @@ or margins around the live tracks in between: detect.py) are associated with the
 (tracker.py) and, where in doubt, by appearance (appearance.py: a face that is not the track's person never
 continues it, so a track never spans two people); each track keeps the best frame it has seen (quality.py)
 and embeds it when the track is confirmed, then about once a second up to `embeds_per_track` times. The
-track's identity is decided from all its embeddings with the engine's threshold, and revised with every new one. A record per
-track comes out when the track ends, so a live source produces answers as it goes.
+track's identity is decided from all its embeddings with the engine's threshold, and revised with every new
+one. A record per track comes out when the track ends, so a live source produces answers as it goes.
 
     with identify_video(fp, "door.mp4", VideoOptions(every=3)) as run:
         for record in run:
