@@ -143,15 +143,19 @@ class Engine:
         self.close()
 
     # -- detect / embed ------------------------------------------------------------------------------
-    def detect(self, image: ImageLike, threshold: float | None = None) -> list[Face]:
-        """Every face: box, score, 5 landmarks (original pixels), best first."""
+    def detect(self, image: ImageLike, threshold: float | None = None, small_faces: bool = True) -> list[Face]:
+        """Every face: box, score, 5 landmarks (original pixels), best first. small_faces=False: skip the
+        detector's extra passes for faces under ~80 px where it has any (dlib's upsampling; video frames)."""
         rgb = load_image(image)
-        return self._detect(rgb, threshold)
+        return self._detect(rgb, threshold, small_faces)
 
-    def _detect(self, rgb: np.ndarray, threshold: float | None = None) -> list[Face]:
+    def _detect(self, rgb: np.ndarray, threshold: float | None = None, small_faces: bool = True) -> list[Face]:
         threshold = self.spec.detect_threshold if threshold is None else threshold
-        pipeline = FacePipeline(self.detector)
-        if getattr(self.detector, "thread_safe", False):
+        detector = self.detector
+        if not small_faces and hasattr(detector, "large_faces_only"):
+            detector = detector.large_faces_only()
+        pipeline = FacePipeline(detector)
+        if getattr(detector, "thread_safe", False):
             return pipeline.detect(rgb, threshold)
         with self._detect_lock:
             return pipeline.detect(rgb, threshold)
