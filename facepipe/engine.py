@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from facepipe.errors import FacepipeError, GalleryError, ModelMismatchError
+from facepipe.gallery.base import Gallery
 from facepipe.names import person_name
 from facepipe.openset.matching import pairwise_similarity, recognizer_metric
 from facepipe.pipeline.batch import ImageResult, ModelSpec, largest_first, run_images
@@ -111,7 +112,7 @@ class Engine:
     def pipeline(self) -> FacePipeline:
         return FacePipeline(self.detector, self.recognizer)
 
-    def gallery(self, create: bool = False):
+    def gallery(self, create: bool = False) -> Gallery:
         """The gallery (opened on first use). create=True makes an empty one where there is none."""
         with self._lock:
             if self._gallery is None:
@@ -155,7 +156,7 @@ class Engine:
         return self.pipeline.embed(load_image(image), faces)
 
     # -- the gallery's side --------------------------------------------------------------------------
-    def _checked_gallery(self, bind: bool = False):
+    def _checked_gallery(self, bind: bool = False) -> Gallery:
         """The gallery, after making sure it holds this recognizer's embeddings (bind=True: claim an empty one)."""
         g = self.gallery(create=bind)  # first: a missing gallery is said before any model loads
         rec = self.recognizer
