@@ -70,7 +70,7 @@ def enroll_ray(folder: str, gallery, detector, recognizer, device: str, workers:
             console.print(table)
         added = sum(t.added for t in report.persons.values())
         summary_table(summary, f"enroll --ray: {added} faces added to {g.path}; job folder {summary.out}")
-    if report.errors:
+    if report.errors or summary.problems:
         raise typer.Exit(1)
 
 

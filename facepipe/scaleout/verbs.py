@@ -122,12 +122,28 @@ def default_job_folder(gallery) -> Path:
     return Path(where + ".ray")
 
 
+def _named(parts: list[Partition], problems: list[str]) -> list[Partition]:
+    """Person folders under the one person-name rule (facepipe.names), as the local enroll applies it."""
+    from dataclasses import replace
+
+    from facepipe.names import PersonNameError, person_name
+
+    out = []
+    for part in parts:
+        try:
+            out.append(replace(part, person=person_name(part.person)))
+        except PersonNameError as exc:
+            problems.append(f"{part.root}/{part.folder}: {exc} (folder skipped)")
+    return out
+
+
 def enroll(fp, paths: list[str], out: Path | None = None, address: str | None = None, workers: int | None = None,
            batch_size: int = 8, trace_dir: str | None = os.environ.get(TRACE_ENV)) -> tuple[EnrollReport, JobSummary]:
     """enroll ROOT/<person>/**/<photo> on the cluster; the driver is the gallery's one writer."""
     from facepipe.openset.matching import recognizer_metric
 
     parts, problems = list_roots(paths, by_person=True)
+    parts = _named(parts, problems)
     rec = fp.recognizer
     gallery = fp.gallery(create=True)
     gallery.check_model(rec.fingerprint, rec.embedding_size, recognizer_metric(rec))
