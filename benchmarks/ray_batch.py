@@ -99,7 +99,7 @@ def kill_one_actor_mid_run(trace: Path, after_batches: int, killed: list[int]) -
 
 
 def writer_rate(root: Path, n: int = 2000, dim: int = 128) -> float:
-    from facepipe.gallery import Gallery
+    from facepipe.gallery.sqlite import SqliteGallery as Gallery
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((n, dim)).astype(np.float32)

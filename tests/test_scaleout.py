@@ -145,7 +145,7 @@ def test_identify_on_ray_gives_the_local_records_survives_a_killed_worker_and_re
             driver.wait(10)
     assert driver.returncode == 1, stderr  # the broken photo is reported ...
     errors = (out / "errors.txt").read_text().splitlines()
-    assert errors == [f"{photos['queries'] / 'broken.jpg'}: not an image file (unrecognised format)"]
+    assert len(errors) == 1 and errors[0].startswith(f"{photos['queries'] / 'broken.jpg'}: not an image"), errors
     assert "unreadable" in stdout and "photos/s" in stdout  # ... and the summary table is there
 
     records = _shard_records(out)
@@ -168,7 +168,7 @@ def test_enroll_on_ray_fills_the_gallery_a_local_enroll_fills(photos, gallery, r
     target = tmp_path / "ray.db"
     r = _cli("enroll", str(photos["people"]), "--gallery", str(target), "--ray", address, env=env)
     assert r.returncode == 0, r.stderr
-    from facepipe.gallery import Gallery
+    from facepipe.gallery.sqlite import SqliteGallery as Gallery
 
     with Gallery(gallery, create=False) as a, Gallery(target, create=False) as b:
         assert a.model == b.model
@@ -177,10 +177,10 @@ def test_enroll_on_ray_fills_the_gallery_a_local_enroll_fills(photos, gallery, r
         assert faces_a == faces_b
         ma, la, na = a.embeddings()
         mb, lb, nb = b.embeddings()
-        assert na == nb
-        order_a = np.lexsort((ma[:, 0], la))
-        order_b = np.lexsort((mb[:, 0], lb))
-        assert np.allclose(ma[order_a], mb[order_b], atol=1e-4)
+        assert sorted(na) == sorted(nb)
+        for name in na:  # each person's embeddings, in a fixed order
+            va, vb = ma[la == na.index(name)], mb[lb == nb.index(name)]
+            assert np.allclose(va[np.argsort(va[:, 0])], vb[np.argsort(vb[:, 0])], atol=1e-4), name
     again = _cli("enroll", str(photos["people"]), "--gallery", str(target), "--ray", address, env=env)
     assert again.returncode == 0
     summary = json.loads((Path(str(target) + ".ray") / "summary.json").read_text())
