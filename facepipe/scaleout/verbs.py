@@ -140,13 +140,11 @@ def _named(parts: list[Partition], problems: list[str]) -> list[Partition]:
 def enroll(fp, paths: list[str], out: Path | None = None, address: str | None = None, workers: int | None = None,
            batch_size: int = 8, trace_dir: str | None = os.environ.get(TRACE_ENV)) -> tuple[EnrollReport, JobSummary]:
     """enroll ROOT/<person>/**/<photo> on the cluster; the driver is the gallery's one writer."""
-    from facepipe.openset.matching import recognizer_metric
-
     parts, problems = list_roots(paths, by_person=True)
     parts = _named(parts, problems)
     rec = fp.recognizer
     gallery = fp.gallery(create=True)
-    gallery.check_model(rec.fingerprint, rec.embedding_size, recognizer_metric(rec))
+    gallery.check_model(rec.fingerprint, rec.embedding_size, rec.metric)
     out = out or default_job_folder(gallery)
     run = _Run(out, ENROLLED, problems)
     known = key_array(hash_key(face[3]) for face in gallery.faces())
