@@ -37,8 +37,8 @@ def embed_photos(photos: list[Path], cache_name: str) -> np.ndarray:
     a NaN row where no face is found. Cached under models/cache by name."""
     from rich.progress import track
 
-    from facepipe.batch import ModelSpec, build_pipeline
     from facepipe.errors import FacepipeError
+    from facepipe.pipeline.batch import ModelSpec, build_pipeline
     from facepipe.runtime.image import read_image
 
     cache = cache_dir() / f"{cache_name}.npz"

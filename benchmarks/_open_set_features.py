@@ -32,8 +32,8 @@ def compute(photos: list[Path], cache_name: str, refresh: bool = False) -> dict[
     import dlib
     from rich.progress import track
 
-    from facepipe.batch import ModelSpec, build_pipeline
     from facepipe.errors import FacepipeError
+    from facepipe.pipeline.batch import ModelSpec, build_pipeline
     from facepipe.runtime.align import align_face, dlib_face_chip
     from facepipe.runtime.dlib_files import LANDMARKS_68, dlib_model_path
     from facepipe.runtime.image import read_image
@@ -80,8 +80,8 @@ def default_embeddings(photos: list[Path], cache_name: str, refresh: bool = Fals
     and the seconds each photo took."""
     from rich.progress import track
 
-    from facepipe.batch import ModelSpec, build_pipeline
     from facepipe.errors import FacepipeError
+    from facepipe.pipeline.batch import ModelSpec, build_pipeline
     from facepipe.runtime.image import read_image
 
     cache = cache_dir() / f"{cache_name}.npz"
@@ -113,7 +113,7 @@ def time_side_by_side(photos: list[Path], n: int = 60) -> tuple[float, float]:
     same sample, alternating photo by photo so that the machine's load weighs on both alike."""
     import dlib
 
-    from facepipe.batch import ModelSpec, build_pipeline
+    from facepipe.pipeline.batch import ModelSpec, build_pipeline
     from facepipe.runtime.dlib_files import LANDMARKS_68, RESNET, dlib_model_path
     from facepipe.runtime.image import read_image
 

@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_bench import make_gallery, noisy  # noqa: E402
 
-from facepipe.search import exact_search, train_ivf  # noqa: E402
+from facepipe.gallery.search import exact_search, train_ivf  # noqa: E402
 
 
 def main() -> None:

@@ -74,14 +74,15 @@ def _untrained_onnx(folder: Path) -> Path:
 def latency(onnx_path: Path, threads: int, repeats: int) -> None:
     import dlib
 
-    from facepipe.runtime.onnx_detector import OnnxDetector
-    from facepipe.runtime.centernet import prepare_input
+    from facepipe.runtime.detectors.centernet import prepare_input
+    from facepipe.runtime.detectors.onnx_detector import OnnxDetector
 
     det = OnnxDetector(onnx_path, device="cpu", threads=threads)
     hog = dlib.get_frontal_face_detector()
     print(f"ONNX Runtime {det.provider}, {threads} threads, model {onnx_path}; median of {repeats} runs; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"{'size':>9} {'net ms':>8} {'detect ms':>10} {'dlib HOG ms':>12} {'HOG x2 ms':>10} {'HOG/ours':>9} faces(ours/HOG)")
+    print(f"{'size':>9} {'net ms':>8} {'detect ms':>10} {'dlib HOG ms':>12} {'HOG x2 ms':>10} {'HOG/ours':>9} "
+          f"faces(ours/HOG)")
     for w, h in SIZES:
         image = _test_image(w, h)
         x, _ = prepare_input(image, det.spec)
@@ -138,7 +139,8 @@ def train_throughput(steps: int, batch: int, size: int) -> None:
             done += batch
     if cuda:
         torch.cuda.synchronize()
-    where = f"GPU ({torch.cuda.get_device_name()}, AMP)" if cuda else f"CPU ({torch.get_num_threads()} threads; no GPU here)"
+    where = (f"GPU ({torch.cuda.get_device_name()}, AMP)" if cuda
+             else f"CPU ({torch.get_num_threads()} threads; no GPU here)")
     print(f"training throughput on {where}: {done / (time.perf_counter() - started):.1f} images/s "
           f"(input {size}, batch {batch}, {steps} steps, data loading with augmentation included)")
 
@@ -159,7 +161,8 @@ def main() -> None:
         import torch
 
         cuda = torch.cuda.is_available()
-        train_throughput(args.train_steps, args.train_batch or (64 if cuda else 8), args.train_size or (640 if cuda else 320))
+        train_throughput(args.train_steps, args.train_batch or (64 if cuda else 8),
+                         args.train_size or (640 if cuda else 320))
 
 
 if __name__ == "__main__":

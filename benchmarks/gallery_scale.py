@@ -98,7 +98,8 @@ def synthetic_records(size: int, dim: int, model: str, rng: np.random.Generator)
     sha = np.array([hashlib.sha256(f"synthetic face {i}".encode()).hexdigest() for i in range(len(faces))])
     src = np.array([f"synthetic://{i}" for i in range(len(faces))])
     box = np.tile(np.array([0.0, 0.0, 100.0, 100.0]), (len(faces), 1))
-    return GalleryRecords(model, dim, names, labels.astype(np.int32), faces, src, sha, box, np.ones(len(faces))), centres
+    return GalleryRecords(model, dim, names, labels.astype(np.int32), faces, src, sha, box,
+                          np.ones(len(faces))), centres
 
 
 def identify_json(stdout: str) -> list[str | None]:
@@ -126,7 +127,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--bind", choices=["dlib", "synthetic"], default="dlib")
     parser.add_argument("--backend", choices=["sqlite", "milvus-lite"], default="sqlite")
-    parser.add_argument("--people", type=int, default=20, help="real CelebA identities enrolled beside the synthetic faces")
+    parser.add_argument("--people", type=int, default=20, help="real CelebA identities enrolled beside the synthetic "
+                                                               "faces")
     parser.add_argument("--queries", type=int, default=300, help="in-process search queries")
     parser.add_argument("--workdir", type=Path, default=REPO / "models" / "cache" / "gallery_scale")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
@@ -141,7 +143,7 @@ def main() -> None:
 
     from facepipe.gallery import open_gallery
     from facepipe.gallery.npz import write_npz
-    from facepipe.search import exact_search
+    from facepipe.gallery.search import exact_search
 
     console = Console(width=None if sys.stdout.isatty() else 160)
     work = args.workdir / f"{args.backend}-{args.bind}-{args.size}"
@@ -150,7 +152,8 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     spec = str(work / "gallery.db") if args.backend == "sqlite" else f"milvus-lite://{work}/milvus.db"
     rows: list[tuple[str, str, str]] = []
-    console.print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; backend {args.backend}, bind {args.bind}, "
+    console.print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; backend {args.backend}, bind "
+                  f"{args.bind}, "
                   f"{args.size:,} synthetic faces")
 
     rng = np.random.default_rng(0)
@@ -172,7 +175,8 @@ def main() -> None:
     # Import through the CLI.
     r = check(run_measured(CLI + ["gallery", "import", str(export), "--gallery", spec], env), "import")
     rows.append(("import (facepipe gallery import)", f"{r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU", "<= 60 s at 1M"))
-    console.print(f"import: {r['stdout'].strip()} in {r['wall']:.1f} s, {r['cpu']:.1f} s CPU (peak RSS {r['maxrss_gb']:.2f} GB)")
+    console.print(f"import: {r['stdout'].strip()} in {r['wall']:.1f} s, {r['cpu']:.1f} s CPU (peak RSS "
+                  f"{r['maxrss_gb']:.2f} GB)")
 
     queries_file = work / "query.npy"
     if args.bind == "dlib":
@@ -190,9 +194,12 @@ def main() -> None:
             sys.exit(f"the model names none of the held-out photos even in the tiny gallery: {out['stderr'][-500:]}")
         probe_name = right[0]
         photo = held_out[probe_name]
-        console.print(f"probe photo {photo} ({len(right)}/{len(order)} held-out photos named right in the tiny gallery)")
-        base = check(run_measured(CLI + ["identify", str(photo), "--gallery", tiny, "--json"], env), "baseline identify")
-        console.print(f"baseline identify ({len(enroll)} people only): {base['wall']:.2f} s wall, {base['cpu']:.2f} s CPU, "
+        console.print(f"probe photo {photo} ({len(right)}/{len(order)} held-out photos named right in the tiny "
+                      f"gallery)")
+        base = check(run_measured(CLI + ["identify", str(photo), "--gallery", tiny, "--json"], env),
+                     "baseline identify")
+        console.print(f"baseline identify ({len(enroll)} people only): {base['wall']:.2f} s wall, {base['cpu']:.2f} s "
+                      f"CPU, "
                       f"peak RSS {base['maxrss_gb']:.2f} GB -> {identify_json(base['stdout'])}")
         if args.backend == "sqlite":
             t = time.perf_counter()
@@ -233,10 +240,12 @@ def main() -> None:
     console.print(f"first identify (builds the index, calibrates): {first['wall']:.1f} s; second, cold: "
                   f"{second['wall']:.2f} s wall, {second['cpu']:.2f} s CPU, peak RSS {second['maxrss_gb']:.2f} GB; "
                   f"named {got} (want {want})")
-    rows.append(("first identify (may build the index)", f"{first['wall']:.1f} s wall, {first['cpu']:.1f} s CPU", "once"))
+    rows.append(("first identify (may build the index)", f"{first['wall']:.1f} s wall, {first['cpu']:.1f} s "
+                                                         f"CPU", "once"))
     rows.append(("second cold identify, wall (process start to answer)", f"{second['wall']:.2f} s"
                  + (f" (baseline, tiny gallery: {base['wall']:.2f} s)" if base else ""), "<= 3 s"))
-    rows.append(("second cold identify, CPU", f"{second['cpu']:.2f} s" + (f" (baseline {base['cpu']:.2f} s)" if base else ""), ""))
+    rows.append(("second cold identify, CPU",
+                 f"{second['cpu']:.2f} s" + (f" (baseline {base['cpu']:.2f} s)" if base else ""), ""))
     rows.append(("identify names the right person", str(got[:1] == [want]), "True"))
     extra_rss = second["maxrss_gb"] - (base["maxrss_gb"] if base else 0.0)
     rows.append(("identify peak RSS", f"{second['maxrss_gb']:.2f} GB" + (f" (baseline {base['maxrss_gb']:.2f} GB, "
@@ -248,7 +257,8 @@ def main() -> None:
                  + (f" (baseline, tiny gallery: {base_enroll['wall']:.2f} s, {base_enroll['cpu']:.2f} s CPU)"
                     if base_enroll else ""), "<= 1.5 s"))
     third = check(run_measured(identify, env), "third identify")
-    rows.append(("identify after that enroll (no rebuild)", f"{third['wall']:.2f} s wall, {third['cpu']:.2f} s CPU", ""))
+    rows.append(("identify after that enroll (no rebuild)", f"{third['wall']:.2f} s wall, {third['cpu']:.2f} s "
+                                                            f"CPU", ""))
 
     # In this process: search time per query and exact top-1 against brute force over every stored vector.
     with open_gallery(spec, create=False) as g:
@@ -277,7 +287,8 @@ def main() -> None:
                  f"{per_query * 1e3:.2f} ms wall, {cpu_per_query * 1e3:.2f} ms CPU", "<= 10 ms"))
     rows.append(("top-1 person = brute force", f"{agree:.2%}", ">= 99%"))
 
-    table = Table(title=f"gallery_scale: {args.backend}, {args.size:,} synthetic + real faces, {dim}-d, bind {args.bind} "
+    table = Table(title=f"gallery_scale: {args.backend}, {args.size:,} synthetic + real faces, {dim}-d, bind "
+                        f"{args.bind} "
                         f"({os.cpu_count()} shared CPUs, load average {os.getloadavg()[0]:.1f})")
     for col in ("step", "measured", "target"):
         table.add_column(col)

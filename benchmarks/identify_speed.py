@@ -21,7 +21,8 @@ apart and never counted per image. Wall seconds and CPU seconds (all threads of 
 
 Accuracy: leave-one-out rank-1 over people/: each photo's largest face is searched among the largest
 faces of all other photos (nearest neighbour: Euclidean on raw descriptors for face_recognition,
-and for facepipe too, whose dlib descriptors are now compared by distance as dlib trained them); a photo whose face is not found counts as a miss.
+and for facepipe too, whose dlib descriptors are now compared by distance as dlib trained them); a photo whose face
+is not found counts as a miss.
 
     python benchmarks/identify_speed.py [--limit N] [--skip-cli] [--skip-workers]
 """
@@ -78,13 +79,14 @@ class FaceRecognitionLike:
         rects = self.detector(img, 1)
         shapes = [self.predictor(img, r) for r in rects]
         desc = [np.array(self.encoder.compute_face_descriptor(img, s, 1)) for s in shapes]
-        boxes = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects], dtype=np.float64).reshape(-1, 4)
+        boxes = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects],
+                         dtype=np.float64).reshape(-1, 4)
         return boxes, np.array(desc, dtype=np.float64).reshape(-1, 128)
 
 
 class FacepipeOne:
     def __init__(self):
-        from facepipe.batch import ModelSpec, build_pipeline
+        from facepipe.pipeline.batch import ModelSpec, build_pipeline
 
         self.pipeline = build_pipeline(ModelSpec())
 
@@ -163,7 +165,7 @@ def main() -> None:
                         help="also time the face_recognition CLI baseline with 2 processes (its --cpus 2)")
     args = parser.parse_args()
 
-    from facepipe.batch import ModelSpec, run_images
+    from facepipe.pipeline.batch import ModelSpec, run_images
     from facepipe.runtime.image import read_image
 
     console = Console(width=None if sys.stdout.isatty() else 150)
@@ -263,7 +265,8 @@ def main() -> None:
     for n in names:
         is_fp = n == "facepipe"
         c, tot = acc[n]
-        table.add_row(descr[n], f"{per[n]:.3f}", f"{np.median(wall[n]):.3f}", f"{max(wall[n]):.2f}", f"{per_cpu[n]:.3f}",
+        table.add_row(descr[n], f"{per[n]:.3f}", f"{np.median(wall[n]):.3f}", f"{max(wall[n]):.2f}",
+                      f"{per_cpu[n]:.3f}",
                       str(sum(found[n])), fmt_ratio(per[n], base_api) if is_fp else "",
                       fmt_ratio(per[n], base_cli) if is_fp else "", f"{c}/{tot} = {c / tot:.1%}")
     if workers_row is not None:
@@ -276,8 +279,10 @@ def main() -> None:
         table.add_row("face_recognition CLI, 2 processes",
                       f"{fr_cli_workers[0]:.3f}", "", "", "", "", "", "", "")
     console.print(table)
-    console.print(f"face_recognition API: full image, HOG upsampled once, {args.fr_landmarks}-point landmarks, dlib ResNet "
-                  f"(dlib, 1 thread). face_recognition CLI: thumbnail to {FR_CLI_MAX_SIDE} px first, 5-point landmarks. "
+    console.print(f"face_recognition API: full image, HOG upsampled once, {args.fr_landmarks}-point landmarks, dlib "
+                  f"ResNet "
+                  f"(dlib, 1 thread). face_recognition CLI: thumbnail to {FR_CLI_MAX_SIDE} px first, 5-point "
+                  f"landmarks. "
                   "facepipe: HOG on a 1024 px copy, 68 points on the original, ResNet in ONNX Runtime (2 threads; "
                   "1 per worker with 2 workers). 2 workers / 2 processes: throughput from the first result to the last "
                   "(start-up excluded). Ratios use wall time; green = within the 1/3 target.", highlight=False)

@@ -25,14 +25,15 @@ from _common import data_root, identity_photos  # noqa: E402
 
 
 def default_detector() -> str:
-    shared = Path(os.environ.get("FACEPIPE_MODELS", REPO.parent / "shared" / "models")) / "face_detection_yunet_2023mar.onnx"
+    shared = Path(os.environ.get("FACEPIPE_MODELS",
+                                 REPO.parent / "shared" / "models")) / "face_detection_yunet_2023mar.onnx"
     return f"yunet:{shared}" if shared.is_file() else "yunet"
 
 
 def embeddings(detector, recognizer, photos: list[Path]) -> np.ndarray:
     from rich.progress import track
 
-    from facepipe.pipeline import FacePipeline
+    from facepipe.pipeline.face_pipeline import FacePipeline
     from facepipe.runtime.image import read_image
 
     pipeline = FacePipeline(detector, recognizer)
@@ -76,7 +77,8 @@ def main() -> None:
         tar, threshold = tar_at_far(scores, same, args.far)
         print(f"{spec} ({recognizer.name}, {recognizer.embedding_size}-d) with {detector.name}: {found.sum()} of "
               f"{len(photos)} photos with a face, {same.sum()} same / {(~same).sum()} different pairs; at FAR "
-              f"{args.far:g}: cosine threshold {threshold:.3f}, TAR {tar:.3f}; its current default {recognizer.threshold:.3f}")
+              f"{args.far:g}: cosine threshold {threshold:.3f}, TAR {tar:.3f}; its current default "
+              f"{recognizer.threshold:.3f}")
 
 
 if __name__ == "__main__":

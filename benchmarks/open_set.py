@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from facepipe.gallery import Gallery
-from facepipe.matching import choose_threshold, person_scores, recognizer_metric
+from facepipe.openset.matching import choose_threshold, person_scores, recognizer_metric
 from facepipe.runtime.loader import load_recognizer
 
 # CelebA ids that are one person (looked at: same face, 30 of 30 and 26 of 26 photos matched to the other
@@ -79,7 +79,7 @@ def recipe_split(raw, labels, n_ids, split):
     g, gen, st = split
     gs, gw = best_person(raw[gen], raw[g], labels[g], n_ids, "euclidean", "best")
     ss, _ = best_person(raw[st], raw[g], labels[g], n_ids, "euclidean", "best")
-    # similarity 1 - d^2/2 >= 0.82 is exactly distance <= 0.6 (facepipe.matching.similarity_from_distance)
+    # similarity 1 - d^2/2 >= 0.82 is exactly distance <= 0.6 (facepipe.openset.matching.similarity_from_distance)
     out = summarise(gs, gw == labels[gen], ss, 1 - FACE_RECOGNITION_TOLERANCE ** 2 / 2)
     return out, gs, gw == labels[gen], ss
 
@@ -163,7 +163,8 @@ def main() -> None:
                 "default: strangers named (mean / worst)", "best threshold (2%) names", "s/photo"):
         table.add_column(col)
     for label, rows, no_face, secs in (
-            ("face_recognition recipe (HOG up 1, dlib, distance <= 0.6)", fr, np.isnan(recipe[:, 0]).mean(), recipe_seconds),
+            ("face_recognition recipe (HOG up 1, dlib, distance <= 0.6)", fr, np.isnan(recipe[:, 0]).mean(),
+             recipe_seconds),
             ("facepipe default", fp, np.isnan(emb[:, 0]).mean(), facepipe_seconds)):
         r = [x[0] for x in rows]
         mean = lambda k: np.mean([x[k] for x in r])  # noqa: E731
@@ -177,7 +178,8 @@ def main() -> None:
         f"t={x['threshold']:.3f} named {x['named']:.3f} strangers {x['strangers_named']:.1%}" for x in r))
     print(f"facepipe default names {np.mean([x['named'] for x in r]) / np.mean([x['oracle_named'] for x in r]):.1%} "
           "of what the best threshold (2% strangers, tuned on them) names")
-    print(f"s/photo, side by side on 60 photos (load average {os.getloadavg()[0]:.1f}): facepipe {facepipe_seconds:.4f}, "
+    print(f"s/photo, side by side on 60 photos (load average {os.getloadavg()[0]:.1f}): facepipe "
+          f"{facepipe_seconds:.4f}, "
           f"recipe {recipe_seconds:.4f}, ratio {facepipe_seconds / recipe_seconds:.2f}; "
           f"(facepipe over all photos while caching: {seconds.mean():.4f})")
     if args.variants:
@@ -193,11 +195,14 @@ def plot(fp, fr, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for ax, (res, gs, right, ss), title in ((axes[0], fp, "facepipe default"), (axes[1], fr, "face_recognition recipe")):
+    for ax, (res, gs, right, ss), title in ((axes[0], fp, "facepipe default"), (axes[1], fr, "face_recognition "
+                                                                                             "recipe")):
         lo = np.quantile(np.r_[gs[np.isfinite(gs)], ss[np.isfinite(ss)]], 0.01)
         bins = np.linspace(lo, 1.0, 60)
-        ax.hist(gs[np.isfinite(gs) & right], bins, alpha=0.6, label="enrolled person, best = right name", color="tab:green")
-        ax.hist(gs[np.isfinite(gs) & ~right], bins, alpha=0.6, label="enrolled person, best = wrong name", color="tab:orange")
+        ax.hist(gs[np.isfinite(gs) & right], bins, alpha=0.6, label="enrolled person, best = right name",
+                color="tab:green")
+        ax.hist(gs[np.isfinite(gs) & ~right], bins, alpha=0.6, label="enrolled person, best = wrong name",
+                color="tab:orange")
         ax.hist(ss[np.isfinite(ss)], bins, alpha=0.6, label="stranger's best match", color="tab:red")
         ax.axvline(res["threshold"], color="tab:blue",
                    label=f"default threshold {res['threshold']:.3f}: strangers named {res['strangers_named']:.1%}")

@@ -83,11 +83,13 @@ def main() -> None:
             for workers in (1, 2):
                 runs.append(one_run(src, workers, args.mask_ratio, args.batch_size))
                 r = runs[-1]
-                console.print(f"  workers={workers}: steady {r['steady']:.2f} images/s, end to end {r['end_to_end']:.2f} "
+                console.print(f"  workers={workers}: steady {r['steady']:.2f} images/s, end to end "
+                              f"{r['end_to_end']:.2f} "
                               f"images/s ({r['images']} images in {r['wall_s']:.1f} s, first chunk after "
                               f"{r['startup_s']:.1f} s; {r['cpu_per_image']:.3f} CPU s/image; load {r['load']:.1f})")
     table = Table(title="facepipe prepare throughput (best of the repeats)")
-    for col in ("workers", "steady images/s", "end-to-end images/s", "start-up (s)", "CPU s / image", "load avg at start"):
+    for col in ("workers", "steady images/s", "end-to-end images/s", "start-up (s)", "CPU s / image", "load avg at "
+                                                                                                      "start"):
         table.add_column(col, justify="right")
     best = {}
     for workers in (1, 2):

@@ -143,7 +143,8 @@ def onnx_latency(backbone: str, batch: int = 16, threads: int = 2, onnx_path: st
             torch.onnx.export(model, (torch.zeros(2, 3, 112, 112),), str(path), dynamo=False, opset_version=17,
                               input_names=["input"], output_names=["embedding"],
                               dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}})
-        return {"backbone": backbone, "params_M": count_parameters(model) / 1e6, **time_session(str(path), batch, threads)}
+        return {"backbone": backbone, "params_M": count_parameters(model) / 1e6, **time_session(str(path), batch,
+                                                                                                threads)}
 
 
 def time_session(path: str, batch: int, threads: int, rounds: int = 6, runs: int = 10) -> dict:
@@ -210,8 +211,10 @@ def main() -> None:
         results["train"] = rows
         print(f"\ntraining throughput (synthetic 112x112 batches, backbone + Partial FC + SGD) {load()}:")
         for r in rows:
-            ref = f", {r['ratio_to_v100']:.2f}x arcface_torch's V100 figure ({r['published_v100']:.0f})" if "ratio_to_v100" in r else ""
-            print(f"  {r['backbone']:4s} {r['device']} {r['amp']:4s} batch {r['batch']}: {r['samples_per_s']:8.1f} samples/s{ref}")
+            ref = (f", {r['ratio_to_v100']:.2f}x arcface_torch's V100 figure ({r['published_v100']:.0f})"
+                   if "ratio_to_v100" in r else "")
+            print(f"  {r['backbone']:4s} {r['device']} {r['amp']:4s} batch {r['batch']}: {r['samples_per_s']:8.1f} "
+                  f"samples/s{ref}")
 
     if "memory" in parts:
         rows = []
@@ -229,7 +232,8 @@ def main() -> None:
               f"{'total':>9s} {'measured':>9s}")
         for c in rows:
             meas = f"{c['measured_MiB']:8.0f}M" if "measured_MiB" in c else "        -"
-            print(f"  {c['world_size']:5d} {c['sample_rate']:5.1f} {c['classes_per_rank']:12,d} {c['centres_MiB']:8.0f}M "
+            print(f"  {c['world_size']:5d} {c['sample_rate']:5.1f} {c['classes_per_rank']:12,d} "
+                  f"{c['centres_MiB']:8.0f}M "
                   f"{3 * c['centres_MiB']:9.0f}M {c['logits_MiB']:7.0f}M {c['total_MiB']:8.0f}M {meas}")
 
     if "latency" in parts:
@@ -238,7 +242,8 @@ def main() -> None:
         if args.onnx:  # a trained MobileFaceNet export, e.g. models/mbf_celeba/recognizer.onnx
             rows.insert(0, onnx_latency("mobilefacenet", threads=2, onnx_path=args.onnx))
         results["latency"] = rows
-        print(f"\nembedding latency, ONNX Runtime CPU, batch 16, 2 threads (target <= 12 ms/face for MobileFaceNet) {load()}:")
+        print(f"\nembedding latency, ONNX Runtime CPU, batch 16, 2 threads (target <= 12 ms/face for MobileFaceNet) "
+              f"{load()}:")
         for r in rows:
             verdict = ""
             if r["backbone"] == "mobilefacenet" and r["threads"] == 2:
@@ -247,7 +252,8 @@ def main() -> None:
             params = f"{r['params_M']:.2f}M params" if r["params_M"] else "trained"
             print(f"  {label:13s} ({params}) {r['threads']} thread(s): "
                   f"{r['ms_per_face_median']:6.2f} ms/face median, "
-                  f"{r['ms_per_face_best_round']:6.2f} least-disturbed round, CPU time {r['cpu_ms_per_face']:6.2f} ms/face "
+                  f"{r['ms_per_face_best_round']:6.2f} least-disturbed round, CPU time {r['cpu_ms_per_face']:6.2f} "
+                  f"ms/face "
                   f"{verdict}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")

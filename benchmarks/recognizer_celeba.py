@@ -80,7 +80,8 @@ def align(args: argparse.Namespace) -> None:
             if part == "heldout":  # dlib's descriptor on dlib's own 150x150 chip of the same face
                 dlib_desc[rel] = np.asarray(resnet.compute_face_descriptor(rgb, shape), dtype=np.float32)
         if n % 10 == 0:
-            print(f"{n + 1}/{len(identities)} identities, {stats['aligned']} chips, {time.time() - t0:.0f} s", flush=True)
+            print(f"{n + 1}/{len(identities)} identities, {stats['aligned']} chips, {time.time() - t0:.0f} s",
+                  flush=True)
     keys = sorted(dlib_desc)
     np.savez(out / "dlib_heldout.npz", paths=np.array(keys), descriptors=np.stack([dlib_desc[k] for k in keys]))
     pairs = make_pairs(keys, args.pairs, args.seed)

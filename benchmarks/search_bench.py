@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from facepipe.gallery import best_per_person
-from facepipe.search import IVF_MIN, EmbeddingIndex, exact_search
+from facepipe.gallery.search import IVF_MIN, EmbeddingIndex, exact_search
 
 NOISE_RANGE = (0.5, 0.8)
 
@@ -99,13 +99,15 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=2000, help="queries of enrolled identities")
     parser.add_argument("--strangers", type=int, default=200, help="queries of identities not in the gallery")
-    parser.add_argument("--nprobe", default="8,16,32,64,128,256", help="comma-separated; the index's default nprobe is added")
+    parser.add_argument("--nprobe", default="8,16,32,64,128,256", help="comma-separated; the index's default nprobe is "
+                                                                       "added")
     parser.add_argument("--k", type=int, default=48,
                         help="neighbours per search (48: what Gallery.match fetches for --top-k 3)")
     parser.add_argument("--single", type=int, default=500, help="queries timed one at a time per nprobe")
     parser.add_argument("--exact-single", type=int, default=20, help="queries timed one at a time for exact numpy")
     parser.add_argument("--decay", type=float, default=0.0,
-                        help="anisotropy of the identity centres (0: uniform on the sphere; 0.7: impostor cosine sd ~0.07)")
+                        help="anisotropy of the identity centres (0: uniform on the sphere; 0.7: impostor cosine sd "
+                             "~0.07)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -122,7 +124,8 @@ def main() -> None:
     queries = np.concatenate([genuine, strangers])
     n_gen = len(genuine)
     console.print(f"gallery {len(gallery):,} x {args.dim} float32 ({gallery.nbytes / 1e9:.2f} GB), "
-                  f"{len(gallery) // args.per_identity:,} identities, centres decay {args.decay}; {n_gen} enrolled + {len(strangers)} stranger "
+                  f"{len(gallery) // args.per_identity:,} identities, centres decay {args.decay}; {n_gen} enrolled + "
+                  f"{len(strangers)} stranger "
                   f"queries; made in {time.perf_counter() - t:.1f} s; RSS {rss_gb():.2f} GB")
 
     # What the data looks like: genuine = best face of the query's own identity; impostor = best other face.
@@ -160,11 +163,14 @@ def main() -> None:
     exact_single = np.array(times)
     exact_identity = (labels[exact_idx[:n_gen, 0]] == ids).mean()
 
-    table = Table(title=f"Search, {len(gallery):,} faces x {args.dim}-d (decay {args.decay}), k={args.k}, {n_gen} enrolled + "
+    table = Table(title=f"Search, {len(gallery):,} faces x {args.dim}-d (decay {args.decay}), k={args.k}, {n_gen} "
+                        f"enrolled + "
                         f"{len(strangers)} stranger queries ({os.cpu_count()} shared CPU cores, load average "
                         f"{os.getloadavg()[0]:.1f})")
-    cols = ("method", "single: ms/query", "p50", "p99", "batched: ms/query", "single vs exact", "top-1 = exact (enrolled)",
-            "top-1 = exact (strangers)", "top-1 right person", "top-1 sim shortfall", f"recall@{args.per_identity} (enrolled)")
+    cols = ("method", "single: ms/query", "p50", "p99", "batched: ms/query", "single vs exact", "top-1 = exact "
+                                                                                                "(enrolled)",
+            "top-1 = exact (strangers)", "top-1 right person", "top-1 sim shortfall", f"recall@{args.per_identity} "
+                                                                                      f"(enrolled)")
     for col in cols:
         table.add_column(col, justify="left" if col == "method" else "right")
     table.add_row("exact numpy", f"{exact_single.mean() * 1e3:.1f}", f"{np.median(exact_single) * 1e3:.1f}",
@@ -202,7 +208,8 @@ def main() -> None:
         meets = single.mean() < 0.010 and gen_exact >= 0.99
         label = f"IVF nprobe {nprobe}" + (" (default)" if nprobe == default_nprobe else "")
         table.add_row(f"[{'green' if meets else 'red'}]{label}[/]", f"{single.mean() * 1e3:.2f}",
-                      f"{np.median(single) * 1e3:.2f}", f"{np.percentile(single, 99) * 1e3:.2f}", f"{batched * 1e3:.3f}",
+                      f"{np.median(single) * 1e3:.2f}", f"{np.percentile(single, 99) * 1e3:.2f}",
+                      f"{batched * 1e3:.3f}",
                       f"{exact_single.mean() / single.mean():.0f}x faster", f"{gen_exact:.2%}", f"{str_exact:.1%}",
                       f"{right:.2%}", f"{max(shortfall, 0.0):.4f}", f"{recall_r:.2%}")
     console.print(table)

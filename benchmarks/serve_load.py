@@ -57,9 +57,9 @@ def main() -> int:
 
     import httpx
 
+    import facepipe
     from facepipe.gallery import Gallery
     from facepipe.runtime.hashing import file_sha256
-    import facepipe
     from facepipe.serve.process import ServerProcess
 
     people = identity_photos(data_root() / "people")
@@ -164,7 +164,8 @@ def main() -> int:
     with Gallery(gallery, create=False) as g:
         missing = [str(p) for n, p in to_enroll if g.person_of_hash(file_sha256(p)) != n]
 
-    print(f"\noverhead ({len(sample)} photos, one at a time, best of {args.repeats}): direct fp.identify {percentiles(direct)}; "
+    print(f"\noverhead ({len(sample)} photos, one at a time, best of {args.repeats}): direct fp.identify "
+          f"{percentiles(direct)}; "
           f"POST /v1/identify {percentiles(over_http)}")
     p50_same = float(np.median(same_request)) * 1000
     print(f"  overhead, HTTP best - direct best per photo: p50 {p50_overhead:.1f} ms, "

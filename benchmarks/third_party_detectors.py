@@ -3,7 +3,8 @@
     python benchmarks/third_party_detectors.py [--yunet FILE] [--threads 1] [--rounds 3] [--open-set]
 
 AP at IoU 0.5 (all faces, and faces >= 16 px) with facepipe.detection.evaluate; time per image on the same
-decoded 416x416 images, every detector on one thread, detectors alternating image by image, median of the rounds. Targets:
+decoded 416x416 images, every detector on one thread, detectors alternating image by image, median of the rounds.
+Targets:
 facepipe's YuNet within 0.01 AP of OpenCV's and at most 1.2x its time. It also prints the score threshold
 of best F1 on faces >= 16 px: the named model's default (runtime/models.py).
 --open-set: open-set identification on celeba-dev (benchmarks/open_set.py's splits) with YuNet + the dlib
@@ -59,7 +60,8 @@ class OpenCvYunet:
 def yunet_file(given: Path | None) -> Path:
     if given:
         return given
-    shared = Path(os.environ.get("FACEPIPE_MODELS", REPO.parent / "shared" / "models")) / "face_detection_yunet_2023mar.onnx"
+    shared = Path(os.environ.get("FACEPIPE_MODELS",
+                                 REPO.parent / "shared" / "models")) / "face_detection_yunet_2023mar.onnx"
     if shared.is_file():
         return shared
     from facepipe.runtime.models import fetch_with_bar
@@ -73,9 +75,9 @@ def detection(model: Path, threads: int, rounds: int) -> None:
 
     from facepipe.detection.data import DataSpec, load_dataset, read_rgb
     from facepipe.detection.evaluate import evaluate
-    from facepipe.runtime.dlib_detector import DlibDetector
+    from facepipe.runtime.detectors.dlib_detector import DlibDetector
+    from facepipe.runtime.detectors.yunet import YunetDetector
     from facepipe.runtime.models import REGISTRY
-    from facepipe.runtime.yunet import YunetDetector
 
     cv2.setNumThreads(threads)
     folder = data_root() / "widerface-dev"
@@ -119,11 +121,11 @@ def detection(model: Path, threads: int, rounds: int) -> None:
 
 def open_set(model: Path, splits: int) -> None:
     """benchmarks/open_set.py's splits on celeba-dev, for two detectors in front of the dlib recognizer."""
-    from open_set import run_split
     from _common import embed_photos, identity_photos
+    from open_set import run_split
     from rich.progress import track
 
-    from facepipe.batch import ModelSpec, build_pipeline
+    from facepipe.pipeline.batch import ModelSpec, build_pipeline
     from facepipe.runtime.image import read_image
 
     people = identity_photos(data_root() / "celeba-dev")
@@ -144,7 +146,8 @@ def open_set(model: Path, splits: int) -> None:
         rs = [run_split(raw, labels, names, seed) for seed in range(splits)]
         found = (~np.isnan(raw[:, 0])).mean()
         print(f"{label}: face found in {found:.1%} of photos; calibrated threshold "
-              f"{np.mean([r['threshold'] for r in rs]):.3f}: strangers named {np.mean([r['fp_strangers_named'] for r in rs]):.1%}, "
+              f"{np.mean([r['threshold'] for r in rs]):.3f}: strangers named "
+              f"{np.mean([r['fp_strangers_named'] for r in rs]):.1%}, "
               f"enrolled named right {np.mean([r['fp_genuine_correct'] for r in rs]):.1%}; at 2% strangers named "
               f"(oracle): enrolled named right {np.mean([r['oracle_genuine_correct'] for r in rs]):.1%}")
 

@@ -44,7 +44,7 @@ def facepipe_default():
 
 def facepipe_before():
     """facepipe before issue 8: no upsampling unless nothing was found."""
-    from facepipe.runtime.dlib_detector import DlibDetector
+    from facepipe.runtime.detectors.dlib_detector import DlibDetector
 
     single, upsampled = DlibDetector(upsample=0), DlibDetector(upsample=1)
 

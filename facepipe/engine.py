@@ -19,10 +19,10 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from facepipe.batch import ImageResult, ModelSpec, largest_first, run_images
 from facepipe.errors import FacepipeError, GalleryError, ModelMismatchError
-from facepipe.matching import pairwise_similarity, recognizer_metric
-from facepipe.pipeline import FacePipeline
+from facepipe.openset.matching import pairwise_similarity, recognizer_metric
+from facepipe.pipeline.batch import ImageResult, ModelSpec, largest_first, run_images
+from facepipe.pipeline.face_pipeline import FacePipeline
 from facepipe.runtime.image import ImageLike, load_image
 from facepipe.runtime.loader import load_detector, load_recognizer
 from facepipe.types import Face
@@ -87,7 +87,8 @@ class Engine:
     def __init__(self, gallery: str | Path | None = None, detector: str | Path | None = None,
                  recognizer: str | Path | None = None, device: str = "cpu", threads: int | None = None,
                  detect_threshold: float | None = None):
-        self.spec = ModelSpec(None if detector is None else str(detector), None if recognizer is None else str(recognizer),
+        self.spec = ModelSpec(None if detector is None else str(detector),
+                              None if recognizer is None else str(recognizer),
                               device, threads, detect_threshold)
         self.gallery_spec = gallery
         self._gallery = None
@@ -174,8 +175,8 @@ class Engine:
         return g
 
     def threshold(self, override: float | None = None):
-        """The similarity a face needs to be named, and why (facepipe.matching.Threshold)."""
-        from facepipe.matching import choose_threshold
+        """The similarity a face needs to be named, and why (facepipe.openset.matching.Threshold)."""
+        from facepipe.openset.matching import choose_threshold
 
         return choose_threshold(self.recognizer, self._checked_gallery(), override)
 
@@ -250,8 +251,8 @@ class Engine:
 
     def enroll_folder(self, folder: str | Path, workers: int = 1, on_item: Callable[[str], None] | None = None,
                       reembed: bool = False):
-        """Enroll ROOT/<person>/**/<photo>: the largest face of each photo (facepipe.enroll.EnrollReport)."""
-        from facepipe.enroll import enroll_folder, reembed_gallery
+        """Enroll ROOT/<person>/**/<photo>: the largest face of each photo (facepipe.pipeline.enroll.EnrollReport)."""
+        from facepipe.pipeline.enroll import enroll_folder, reembed_gallery
         from facepipe.runtime.folders import scan_identity_folders
 
         folders = scan_identity_folders(folder, "person")  # check the folder before anything is created
@@ -289,8 +290,8 @@ class Engine:
 
     def info(self) -> dict:
         """Where the gallery is, which model filled it, its size, how it is searched, and the threshold."""
-        from facepipe.calibration import MIN_PERSONS
-        from facepipe.matching import TARGET_FPIR
+        from facepipe.openset.calibration import MIN_PERSONS
+        from facepipe.openset.matching import TARGET_FPIR
 
         g = self.gallery()
         faces = g.face_count()  # counts, not a copy of every vector (a million-face gallery stays cheap)

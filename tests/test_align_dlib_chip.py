@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from facepipe.batch import ModelSpec, build_pipeline
+from facepipe.pipeline.batch import ModelSpec, build_pipeline
 from facepipe.runtime.align import DLIB_TEMPLATE, is_dlib_template
 from facepipe.runtime.image import read_image
 
@@ -23,7 +23,8 @@ def test_descriptors_match_dlib_compute_face_descriptor_on_real_photos(data_dir,
     from facepipe.runtime.dlib_files import RESNET, dlib_model_path
 
     net = dlib.face_recognition_model_v1(str(dlib_model_path(RESNET)))
-    photos = sorted((data_dir / "celeba-dev").glob("*/*.jpg"))[::700] + sorted((data_dir / "people").glob("*/*.jpg"))[:2]
+    photos = (sorted((data_dir / "celeba-dev").glob("*/*.jpg"))[::700]
+              + sorted((data_dir / "people").glob("*/*.jpg"))[:2])
     cosines = []
     for path in photos:
         image = read_image(path)

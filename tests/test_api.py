@@ -2,13 +2,12 @@
 import re
 import shutil
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 import facepipe
-from conftest import REPO
 
 
 def readme_example() -> str:

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from facepipe.batch import ModelSpec, build_pipeline
 from facepipe.gallery import Gallery
-from facepipe.matching import choose_threshold, recognizer_metric
+from facepipe.openset.matching import choose_threshold, recognizer_metric
+from facepipe.pipeline.batch import ModelSpec, build_pipeline
 from facepipe.runtime.image import read_image
 
 N_ENROLLED, PER_PERSON, N_STRANGERS, PER_STRANGER = 40, 3, 60, 4

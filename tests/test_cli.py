@@ -50,7 +50,8 @@ def test_enroll_reports_and_keeps_going(enrolled):
     assert "not inside a person folder" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     con = sqlite3.connect(gallery)
-    names = dict(con.execute("SELECT p.name, COUNT(f.id) FROM persons p JOIN faces f ON f.person_id = p.id GROUP BY p.id"))
+    names = dict(con.execute("SELECT p.name, COUNT(f.id) FROM persons p JOIN faces f ON f.person_id = p.id GROUP BY "
+                             "p.id"))
     assert names == {"Zoë Ñúñez": 7, "person02": 6, "张伟": 5}  # ...but everything else got in
     assert all(file_sha256(p) == h for p, h in hashes.items())  # no source touched
 
@@ -68,10 +69,12 @@ def test_identify_json_contract(enrolled, data_dir):
     _, gallery, _, _ = enrolled
     probe = data_dir / "people" / "person01" / "img7.jpg"  # not enrolled, but person01 is
     stranger = data_dir / "people" / "person09" / "img26.jpg"
-    result = run("identify", probe, stranger, data_dir / "scenes" / "selfie-many-people.jpg", "--gallery", gallery, "--json")
+    result = run("identify", probe, stranger, data_dir / "scenes" / "selfie-many-people.jpg", "--gallery", gallery,
+                 "--json")
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["image"] for r in records] == [str(probe), str(stranger), str(data_dir / "scenes" / "selfie-many-people.jpg")]
+    assert [r["image"] for r in records] == [str(probe), str(stranger),
+                                             str(data_dir / "scenes" / "selfie-many-people.jpg")]
     for record in records:
         assert set(record) == {"image", "faces"}
         for face in record["faces"]:
@@ -133,7 +136,8 @@ def test_bad_input_gets_one_clear_line(tmp_path, data_dir):
     fake.write_bytes(os.urandom(2000))
     photo = data_dir / "people" / "person01" / "img1.jpg"
     assert_clean_error(run("verify", photo, photo, "--recognizer", fake), "model.onnx: not a usable ONNX model")
-    assert_clean_error(run("detect", photo, "--detector", tmp_path / "nope.onnx"), "nope.onnx: detector model file not found")
+    assert_clean_error(run("detect", photo, "--detector", tmp_path / "nope.onnx"), "nope.onnx: detector model file not "
+                                                                                   "found")
     text = tmp_path / "notes.txt"
     text.write_text("hello")
     assert_clean_error(run("detect", text), "notes.txt: not an image")

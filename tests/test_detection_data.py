@@ -164,8 +164,8 @@ def test_pseudo_label_boxes_from_68_points_follow_the_wider_convention(data_dir)
     """dlib's 68 points -> a box spanning the jaw, from above the brows to the chin, holding the 5 points."""
     import xml.etree.ElementTree as ET
 
-    from facepipe.runtime.align import reduce_68_to_5
     from facepipe.detection.pseudo_labels import box_from_68
+    from facepipe.runtime.align import reduce_68_to_5
 
     root = ET.parse(data_dir / "dlib-faces" / "training_with_face_landmarks.xml").getroot()
     box = next(root.iter("box"))

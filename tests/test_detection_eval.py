@@ -92,8 +92,8 @@ def test_eval_detector_command_with_a_checkpoint(tmp_path, data_dir):
 
     from facepipe.cli import app
     from facepipe.detection.checkpoint import detector_state
-    from facepipe.runtime.centernet import DetectorSpec
     from facepipe.detection.model import CenterFace
+    from facepipe.runtime.detectors.centernet import DetectorSpec
     from facepipe.train.checkpoint import save_checkpoint
 
     ckpt = tmp_path / "untrained.pt"

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_overfit_a_few_real_images(data_dir, tmp_path):
-    from facepipe.runtime.onnx_detector import OnnxDetector
+    from facepipe.runtime.detectors.onnx_detector import OnnxDetector
 
     labels = str(data_dir / "dlib-faces" / "training_with_face_landmarks.xml")
     cfg = load_config(DetectorConfig, REPO / "configs" / "detector" / "overfit_tiny.yaml",

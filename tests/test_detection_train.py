@@ -10,10 +10,10 @@ import torch
 
 from facepipe.detection.augment import AugmentConfig
 from facepipe.detection.checkpoint import detector_state, load_detector_checkpoint
-from facepipe.runtime.centernet import DetectorSpec
 from facepipe.detection.model import CenterFace, DetectorInference, build_detector
 from facepipe.detection.train import DetectorConfig, train
 from facepipe.errors import FacepipeError, ModelError
+from facepipe.runtime.detectors.centernet import DetectorSpec
 from facepipe.train.checkpoint import save_checkpoint
 from facepipe.train.config import ConfigError, load_config
 
@@ -39,7 +39,8 @@ def test_unknown_config_key_is_an_error_naming_it(tmp_path):
         load_config(DetectorConfig, cfg)
     with pytest.raises(ConfigError, match="'lr_rate'"):
         load_config(DetectorConfig, None, ["lr_rate=0.1"])
-    assert load_config(DetectorConfig, None, ["epochs=7", "augment.crop_scales=[0.5,1.0]"]).augment.crop_scales == [0.5, 1.0]
+    assert load_config(DetectorConfig, None, ["epochs=7",
+                                              "augment.crop_scales=[0.5,1.0]"]).augment.crop_scales == [0.5, 1.0]
     with pytest.raises(ConfigError, match="'filp'.*section 'augment'.*did you mean 'flip'"):
         load_config(DetectorConfig, None, ["augment.filp=false"])
 
@@ -141,8 +142,8 @@ def test_checkpoint_of_another_architecture_says_which(tmp_path):
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_backends_refuse_non_model_files_naming_them(tmp_path):
-    from facepipe.runtime.onnx_detector import OnnxDetector
     from facepipe.detection.torch_detector import TorchDetector
+    from facepipe.runtime.detectors.onnx_detector import OnnxDetector
 
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x00garbage" * 10)

@@ -5,7 +5,7 @@ import pytest
 
 from facepipe.detection.data import parse_retinaface
 from facepipe.detection.evaluate import match_image
-from facepipe.runtime.dlib_detector import DlibDetector
+from facepipe.runtime.detectors.dlib_detector import DlibDetector
 from facepipe.runtime.image import read_image
 
 # widerface-dev images where a pass without upsampling finds a face (so the old "nothing found: try

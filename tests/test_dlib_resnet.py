@@ -14,12 +14,12 @@ import cv2
 import numpy as np
 import pytest
 
+from facepipe.errors import ModelError
+from facepipe.openset.matching import pairwise_similarity
 from facepipe.runtime.align import DLIB_TEMPLATE
 from facepipe.runtime.dlib_files import LANDMARKS_5, RESNET, dlib_model_path
-from facepipe.runtime.dlib_resnet import CONVERTER_VERSION, build_onnx, ensure_dlib_resnet_onnx
-from facepipe.runtime.onnx_recognizer import OnnxRecognizer
-from facepipe.errors import ModelError
-from facepipe.matching import pairwise_similarity
+from facepipe.runtime.recognizers.dlib_resnet import CONVERTER_VERSION, build_onnx, ensure_dlib_resnet_onnx
+from facepipe.runtime.recognizers.onnx_recognizer import OnnxRecognizer
 
 dlib = pytest.importorskip("dlib")
 

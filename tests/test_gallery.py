@@ -5,11 +5,11 @@ import stat
 import numpy as np
 import pytest
 
-from facepipe.calibration import open_set_threshold
 from facepipe.errors import GalleryError
 from facepipe.gallery import Gallery, best_per_person, open_gallery
-from facepipe.matching import person_scores
-from facepipe.search import EmbeddingIndex, exact_search
+from facepipe.gallery.search import EmbeddingIndex, exact_search
+from facepipe.openset.calibration import open_set_threshold
+from facepipe.openset.matching import person_scores
 
 
 def unit(rng, n, d=16):
@@ -129,7 +129,8 @@ def test_export_import_across_backends_is_bit_exact(spec, tmp_path):
     with Gallery(tmp_path / "a.db") as a:
         a.check_model("m", 16)
         for i, e in enumerate(unit(rng, 12)):
-            a.add_face(f"p{i % 4}", f"/photos/{i}.jpg", hashlib.sha256(bytes([i])).hexdigest(), [i, 1.5, 9.25, 30], 0.97, e)
+            a.add_face(f"p{i % 4}", f"/photos/{i}.jpg", hashlib.sha256(bytes([i])).hexdigest(), [i, 1.5, 9.25, 30],
+                       0.97, e)
         records = a.export_records()
     with open_gallery(spec) as g:
         assert g.import_records(records) == (12, 0)
@@ -139,7 +140,8 @@ def test_export_import_across_backends_is_bit_exact(spec, tmp_path):
     assert (records.sha256[order] == back.sha256[back_order]).all()
     assert (records.names[records.person[order]] == back.names[back.person[back_order]]).all()
     assert records.embeddings[order].tobytes() == back.embeddings[back_order].tobytes()
-    assert (records.source[order] == back.source[back_order]).all() and (records.box[order] == back.box[back_order]).all()
+    assert (records.source[order] == back.source[back_order]).all()
+    assert (records.box[order] == back.box[back_order]).all()
     assert (records.score[order] == back.score[back_order]).all() and back.model == "m"
 
 
@@ -217,7 +219,8 @@ def test_two_writers_at_once_keep_the_gallery_consistent(tmp_path):
 def test_gallery_specs():
     from facepipe.gallery.milvus import parse_spec
 
-    assert parse_spec("milvus://10.0.0.5:19530/faces") == ("http://10.0.0.5:19530", "faces", "milvus://10.0.0.5:19530/faces")
+    assert parse_spec("milvus://10.0.0.5:19530/faces") == ("http://10.0.0.5:19530", "faces",
+                                                           "milvus://10.0.0.5:19530/faces")
     assert parse_spec("milvus-lite:///srv/g.db")[:2] == ("/srv/g.db", "facepipe")
     assert parse_spec("milvus-lite:///srv/g.db#event")[:2] == ("/srv/g.db", "event")
     for bad in ("milvus://host:19530", "milvus:///faces", "milvus-lite://"):

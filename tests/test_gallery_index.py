@@ -31,7 +31,7 @@ def fill(g, persons=60, per=5, seed=0, prefix="p"):
 
 def brute_force(g, query, top_k):
     """Persons by the gallery's person score, from every stored vector (the ground truth)."""
-    from facepipe.matching import person_scores
+    from facepipe.openset.matching import person_scores
 
     matrix, labels, names = g.embeddings()
     scores = person_scores(query[None], matrix, labels, len(names), g.metric)[0]
@@ -110,7 +110,6 @@ def test_stale_index_is_detected_and_rebuilt(tmp_path):
     with small_ann(path) as g:
         centres = fill(g)
         g.match(centres[:1], 0.5, 1)
-        first = g.index_tag()
         # Drift past retrain_drift: the centroids were trained on a different gallery -> full rebuild.
         g.retrain_drift = 0.1
         fill(g, persons=8, per=5, seed=3, prefix="q")  # 40 changes > 10% of 300

@@ -2,8 +2,14 @@
 import numpy as np
 import pytest
 
-from facepipe.matching import (distance_from_similarity, pairwise_similarity, person_scores, rank_persons,
-                               recognizer_metric, similarity_from_distance)
+from facepipe.openset.matching import (
+    distance_from_similarity,
+    pairwise_similarity,
+    person_scores,
+    rank_persons,
+    recognizer_metric,
+    similarity_from_distance,
+)
 
 # Query q; person 0's face points the same way but is twice as long; person 1's face is nearby but turned.
 Q = np.array([[1.0, 0.0]], np.float32)
@@ -53,7 +59,7 @@ def test_aggregations_on_a_hand_made_gallery():
 
 
 def test_student_t_quantile_matches_the_tables():
-    from facepipe.calibration import prediction_quantile, student_t_quantile
+    from facepipe.openset.calibration import prediction_quantile, student_t_quantile
 
     assert student_t_quantile(0.99, 9) == pytest.approx(2.821, abs=1e-3)  # t tables
     assert student_t_quantile(0.99, 99) == pytest.approx(2.365, abs=1e-3)

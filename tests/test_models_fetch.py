@@ -9,11 +9,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from models_testing import yunet_file  # noqa: F401 - a fixture
 from typer.testing import CliRunner
 
 from facepipe.errors import ModelError
 from facepipe.runtime import models
-from models_testing import yunet_file  # noqa: F401 - a fixture
 
 PAYLOAD = os.urandom(300_000)
 MODEL = models.NamedModel(name="tiny", kind="detector", layout="yunet", path="zoo/tiny.onnx", size=len(PAYLOAD),
@@ -180,8 +180,8 @@ def test_named_detector_is_fetched_on_first_use(yunet_file, monkeypatch, tmp_pat
     from functools import partial
     from http.server import SimpleHTTPRequestHandler
 
+    from facepipe.runtime.detectors.yunet import YunetDetector
     from facepipe.runtime.loader import load_detector
-    from facepipe.runtime.yunet import YunetDetector
 
     mirror = tmp_path / "mirror" / Path(models.REGISTRY["yunet"].path).parent
     mirror.mkdir(parents=True)

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import onnx
 import pytest
+from models_testing import yunet_file  # noqa: F401 - a fixture
 from onnx import TensorProto, helper, numpy_helper
 
 from facepipe.errors import ModelError
 from facepipe.runtime import models
 from facepipe.runtime.align import ARCFACE_TEMPLATE
-from facepipe.runtime.arcface import ArcFaceRecognizer
 from facepipe.runtime.loader import load_detector, load_recognizer
-from models_testing import yunet_file  # noqa: F401 - a fixture
+from facepipe.runtime.recognizers.arcface import ArcFaceRecognizer
 
 
 def first_values(path, size: int, batch, normalise_in_graph: bool = False):
@@ -26,13 +26,16 @@ def first_values(path, size: int, batch, normalise_in_graph: bool = False):
                         numpy_helper.from_array(np.array([1], np.int64), "axis")]
     x = "input.1"
     if normalise_in_graph:
-        inits += [numpy_helper.from_array(np.float32(127.5), "mean"), numpy_helper.from_array(np.float32(1 / 127.5), "scale")]
+        inits += [numpy_helper.from_array(np.float32(127.5), "mean"), numpy_helper.from_array(np.float32(1 / 127.5),
+                                                                                              "scale")]
         nodes += [helper.make_node("Sub", [x, "mean"], ["centred"], name="_minusscalar0"),
                   helper.make_node("Mul", ["centred", "scale"], ["scaled"], name="_mulscalar0")]
         x = "scaled"
     nodes += [helper.make_node("Flatten", [x], ["flat"]),
               helper.make_node("Slice", ["flat", "start", "end", "axis"], ["683"])]
-    graph = helper.make_graph(nodes, "stand_in", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [batch, 3, 112, 112])],
+    graph = helper.make_graph(nodes, "stand_in", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [batch,
+                                                                                                               3, 112,
+                                                                                                               112])],
                               [helper.make_tensor_value_info("683", TensorProto.FLOAT, [batch, size])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -78,7 +81,8 @@ def test_sface_by_prefix_sidecar_or_sha256(tmp_path, monkeypatch):
     path = first_values(tmp_path / "sface_standin.onnx", 128, 1)
     chips = _chips(2)
     by_prefix = load_recognizer(f"sface:{path}")
-    assert by_prefix.layout == "sface" and by_prefix.embedding_size == 128 and by_prefix.threshold == pytest.approx(0.363)
+    assert by_prefix.layout == "sface" and by_prefix.embedding_size == 128
+    assert by_prefix.threshold == pytest.approx(0.363)
     np.testing.assert_allclose(by_prefix.embed_raw(chips), _red_values(chips, 128))  # 0..255, no mean or scale
     assert load_recognizer(path).layout == "arcface"  # the layout alone cannot tell
     (tmp_path / "sface_standin.onnx.json").write_text(json.dumps({"layout": "sface", "threshold": 0.4}))
@@ -113,10 +117,11 @@ def test_bad_sidecar_and_wrong_kind(tmp_path):
 
 def test_yunet_and_arcface_standin_through_the_pipeline(yunet_file, data_dir, tmp_path):
     """The whole journey on a real photo: YuNet faces -> ArcFace-template chips -> 512-d unit vectors."""
-    from facepipe.pipeline import FacePipeline
+    from facepipe.pipeline.face_pipeline import FacePipeline
     from facepipe.runtime.image import read_image
 
-    pipeline = FacePipeline(load_detector(f"yunet:{yunet_file}"), load_recognizer(first_values(tmp_path / "a.onnx", 512, "N")))
+    pipeline = FacePipeline(load_detector(f"yunet:{yunet_file}"), load_recognizer(first_values(tmp_path / "a.onnx",
+                                                                                               512, "N")))
     faces = pipeline.analyze(read_image(data_dir / "scenes" / "couple.jpg"))
     assert len(faces) == 2
     chips = pipeline.chips(read_image(data_dir / "scenes" / "couple.jpg"), faces)
@@ -125,5 +130,6 @@ def test_yunet_and_arcface_standin_through_the_pipeline(yunet_file, data_dir, tm
 
 
 def test_a_mistyped_name_lists_the_named_models():
-    with pytest.raises(ModelError, match=r"yunett: no such detector file or named model \(named models: yunet, sface\)"):
+    with pytest.raises(ModelError, match=r"yunett: no such detector file or named model \(named models: yunet, "
+                                         r"sface\)"):
         load_detector("yunett")

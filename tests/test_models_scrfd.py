@@ -7,9 +7,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from facepipe.errors import ModelError
+from facepipe.runtime.detectors.scrfd import ScrfdDetector
 from facepipe.runtime.loader import load_detector, load_recognizer
 from facepipe.runtime.onnx_layout import sniff
-from facepipe.runtime.scrfd import ScrfdDetector
 
 STRIDES = (8, 16, 32)
 
@@ -76,7 +76,8 @@ def conv_scrfd(path, batch: bool, named: bool = True, red_weight=(1.0, 0.0, 0.0)
     bbox distances are 1 stride each way, landmarks at the anchor point. 2 anchors per cell."""
     nodes, inits, outs = [], [], {}
     w_score = np.tile(np.asarray(red_weight, np.float32).reshape(1, 3, 1, 1), (2, 1, 1, 1))
-    inits += [numpy_helper.from_array(w_score * 40, "w_score"), numpy_helper.from_array(np.full(2, -20, np.float32), "b_score"),
+    inits += [numpy_helper.from_array(w_score * 40, "w_score"), numpy_helper.from_array(np.full(2, -20, np.float32),
+                                                                                        "b_score"),
               numpy_helper.from_array(np.zeros((8, 3, 1, 1), np.float32), "w_bbox"),
               numpy_helper.from_array(np.ones(8, np.float32), "b_bbox"),
               numpy_helper.from_array(np.zeros((20, 3, 1, 1), np.float32), "w_kps"),
@@ -142,7 +143,8 @@ def test_unknown_layout_names_what_was_found(tmp_path):
     inputs = [helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 3, 50, 50])]
     outputs = [helper.make_tensor_value_info("foo", TensorProto.FLOAT, [1, 3])]
     path = _save(nodes, inputs, outputs, [], tmp_path / "mystery.onnx")
-    with pytest.raises(ModelError, match=r"mystery.onnx: unknown ONNX layout \(inputs img\[1, 3, 50, 50\]; outputs foo\[1, 3\]\)"):
+    with pytest.raises(ModelError, match=r"mystery.onnx: unknown ONNX layout \(inputs img\[1, 3, 50, 50\]; outputs "
+                                         r"foo\[1, 3\]\)"):
         load_detector(path)
 
 

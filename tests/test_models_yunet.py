@@ -4,10 +4,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
-from facepipe.runtime.centernet_decode import box_iou
-from facepipe.runtime.yunet import OUTPUT_NAMES, YunetDetector, decode_yunet
 from models_testing import yunet_file  # noqa: F401 - a fixture
+
+from facepipe.runtime.detectors.centernet_decode import box_iou
+from facepipe.runtime.detectors.yunet import OUTPUT_NAMES, YunetDetector, decode_yunet
 
 THRESHOLD = 0.6
 
@@ -113,7 +113,8 @@ def test_fixed_graph_that_cannot_be_made_dynamic_is_letterboxed(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes = [helper.make_node("ReduceMean", ["input"], ["m"], keepdims=0), helper.make_node("Mul", ["m", "zero"], ["z"])]
+    nodes = [helper.make_node("ReduceMean", ["input"], ["m"], keepdims=0), helper.make_node("Mul", ["m", "zero"],
+                                                                                            ["z"])]
     inits = [numpy_helper.from_array(np.zeros((), np.float32), "zero")]
     outputs = []
     for name, value in _outputs(64, 64).items():
@@ -124,7 +125,8 @@ def test_fixed_graph_that_cannot_be_made_dynamic_is_letterboxed(tmp_path):
         inits.append(numpy_helper.from_array(value, f"{name}_c"))
         nodes.append(helper.make_node("Add", [f"{name}_c", "z"], [name]))
         outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(value.shape)))
-    graph = helper.make_graph(nodes, "fixed", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 64, 64])],
+    graph = helper.make_graph(nodes, "fixed", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 64,
+                                                                                                          64])],
                               outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8

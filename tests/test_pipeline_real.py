@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from facepipe.batch import ModelSpec, build_pipeline
-from facepipe.matching import pairwise_similarity, recognizer_metric
+from facepipe.openset.matching import pairwise_similarity, recognizer_metric
+from facepipe.pipeline.batch import ModelSpec, build_pipeline
 from facepipe.runtime.image import read_image
 
 

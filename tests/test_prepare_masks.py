@@ -6,9 +6,16 @@ import pickle
 import numpy as np
 import pytest
 
+from facepipe.prepare.masks import (
+    MASK_STYLES,
+    MaskAugment,
+    add_mask,
+    apply_random_mask,
+    mask_polygon_from_5,
+    mask_polygon_from_68,
+    polygon_alpha,
+)
 from facepipe.runtime.align import ARCFACE_TEMPLATE, align_face, reduce_68_to_5, similarity_transform
-from facepipe.prepare.masks import (MASK_STYLES, MaskAugment, add_mask, apply_random_mask, mask_polygon_from_5,
-                                    mask_polygon_from_68, polygon_alpha)
 
 EYES = slice(36, 48)
 MOUTH = slice(48, 68)
@@ -18,9 +25,9 @@ NOSE_TIP_AND_NOSTRILS = [30, 31, 32, 33, 34, 35]
 @pytest.fixture(scope="module")
 def real_chips(data_dir):
     """Aligned ArcFace chips of real celeba-dev faces with their dlib 68 points in chip pixels."""
-    from facepipe.runtime.dlib_detector import DlibDetector
-    from facepipe.runtime.image import read_image
     from facepipe.prepare.landmarks68 import Landmarks68
+    from facepipe.runtime.detectors.dlib_detector import DlibDetector
+    from facepipe.runtime.image import read_image
 
     root = data_dir / "celeba-dev"
     if not root.is_dir():
@@ -53,7 +60,8 @@ def test_masks_cover_nose_and_mouth_not_eyes_on_real_faces(real_chips, source):
     for seed in range(4):  # the outline varies (top between bridge points 28/29, chin drop)
         rng = np.random.default_rng(seed)
         for chip, p68 in real_chips:
-            polygon = mask_polygon_from_68(p68, rng) if source == "68" else mask_polygon_from_5(reduce_68_to_5(p68), rng)
+            polygon = mask_polygon_from_68(p68, rng) if source == "68" else mask_polygon_from_5(reduce_68_to_5(p68),
+                                                                                                rng)
             alpha = polygon_alpha(chip.shape[:2], polygon)
             assert _alpha_at(alpha, p68[MOUTH]).min() > 0.5
             assert _alpha_at(alpha, p68[NOSE_TIP_AND_NOSTRILS]).min() > 0.5

@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe.runtime.align import ARCFACE_TEMPLATE, similarity_transform
 from facepipe.gallery import file_sha256
 from facepipe.prepare.manifest import kept_faces, read_manifest, record_outputs
+from facepipe.runtime.align import ARCFACE_TEMPLATE, similarity_transform
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,8 @@ def make_source(root: Path, dst: Path, identities: int, per_identity: int, start
 
 
 def tree_hashes(root: Path) -> dict[str, tuple[str, int]]:
-    return {p.relative_to(root).as_posix(): (file_sha256(p), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+    return {p.relative_to(root).as_posix(): (file_sha256(p),
+                                             p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,7 @@ def test_alignment_puts_real_landmarks_on_the_template(prepared):
     A 5-point similarity fit cannot put every landmark of every real face exactly on the template (faces
     and poses differ: celeba-dev's mean residual is ~3.4 px), so per point we check the systematic offset
     over faces, and per face the landmarks' centre and the agreement with where the transform put them."""
-    from facepipe.runtime.dlib_detector import DlibDetector
+    from facepipe.runtime.detectors.dlib_detector import DlibDetector
 
     dst, detector, t = prepared["dst"], DlibDetector(), ARCFACE_TEMPLATE.points
     offsets, vs_predicted = [], []
@@ -242,7 +243,8 @@ def test_a_killed_run_resumes_without_duplicates(data_dir, tmp_path):
     assert on_disk == referenced  # no orphan chip, no missing chip
     assert tree_hashes(src) == before
 
-    again = run_cli("prepare", src, dst, "--batch-size", "2", "--mask-ratio", "0.5", "--no-hygiene", "--no-contact-sheet")
+    again = run_cli("prepare", src, dst, "--batch-size", "2", "--mask-ratio", "0.5", "--no-hygiene",
+                    "--no-contact-sheet")
     assert again.returncode == 0
     assert json.loads((dst / "summary.json").read_text())["processed"] == 0
     assert _lines(manifest) == records
@@ -250,7 +252,7 @@ def test_a_killed_run_resumes_without_duplicates(data_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def pipeline():
-    from facepipe.batch import ModelSpec, build_pipeline
+    from facepipe.pipeline.batch import ModelSpec, build_pipeline
 
     return build_pipeline(ModelSpec())
 
@@ -272,8 +274,10 @@ def test_overlap_with_an_evaluation_set_is_excluded_and_can_be_undone(prepared, 
     (other / "person_b").mkdir()
     shutil.copy2(sorted((prepared["src"] / identities[4]).glob("*.jpg"))[0], other / "person_b" / "x.jpg")
     config = dict(mask_ratio=0.5, seed=3)
-    result = prepare(prepared["src"], dst, PrepareConfig(**config), RunOptions(format="recordio", exclude_overlap_with=[other],
-                                                                                   contact_sheet=False), pipeline=pipeline)
+    result = prepare(prepared["src"], dst, PrepareConfig(**config), RunOptions(format="recordio",
+                                                                               exclude_overlap_with=[other],
+                                                                                   contact_sheet=False),
+                                                                                   pipeline=pipeline)
     assert result.processed == 0
     found = {o["identity"]: o for o in result.hygiene.overlap}
     assert set(found) == {identities[2], identities[4]}

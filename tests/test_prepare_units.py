@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 
-from facepipe.runtime.align import ARCFACE_112, ARCFACE_TEMPLATE, align_face, similarity_transform
 from facepipe.prepare.config import PrepareConfig, PrepareError, check_compatible, load_template
 from facepipe.prepare.hygiene import IdentityGroup, outlier_images, overlap_identities, same_person_pairs
 from facepipe.prepare.manifest import Manifest, decode_embedding, encode_embedding
@@ -14,6 +13,7 @@ from facepipe.prepare.outputs import EXCLUDED_DIR, move_record_outputs, sweep_or
 from facepipe.prepare.quality import pose_from_5, sharpness
 from facepipe.prepare.scan import check_folders, scan_identity_tree
 from facepipe.prepare.select import choose_faces
+from facepipe.runtime.align import ARCFACE_112, ARCFACE_TEMPLATE, align_face, similarity_transform
 from facepipe.types import Detection
 
 
@@ -154,7 +154,8 @@ def test_config_change_is_refused_and_template_files_load(tmp_path):
 def _group(name, centre, n, rng, noise=0.15):
     e = centre + rng.normal(0, noise, (n, centre.size))
     e /= np.linalg.norm(e, axis=1, keepdims=True)
-    return IdentityGroup(name, e.astype(np.float32), [f"{name}/{i}.jpg" for i in range(n)], [f"{name}/{i}.jpg" for i in range(n)])
+    return IdentityGroup(name, e.astype(np.float32), [f"{name}/{i}.jpg" for i in range(n)],
+                         [f"{name}/{i}.jpg" for i in range(n)])
 
 
 def test_hygiene_finds_a_split_identity_and_a_stranger():
@@ -191,7 +192,8 @@ def test_orphans_are_swept_and_excluded_chips_move_back(tmp_path):
     assert sweep_orphans(tmp_path, [record]) == 1
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["1.jpg", "1_mask.jpg", "keep.txt"]
     move_record_outputs(tmp_path, record, to_excluded=True)
-    assert record["faces"][0]["output"] == f"{EXCLUDED_DIR}/a/1.jpg" and (tmp_path / EXCLUDED_DIR / "a" / "1_mask.jpg").is_file()
+    assert record["faces"][0]["output"] == f"{EXCLUDED_DIR}/a/1.jpg"
+    assert (tmp_path / EXCLUDED_DIR / "a" / "1_mask.jpg").is_file()
     assert sweep_orphans(tmp_path, [record]) == 0
     move_record_outputs(tmp_path, record, to_excluded=False)
     assert record["faces"][0]["output"] == "a/1.jpg" and (tmp_path / "a" / "1.jpg").is_file()

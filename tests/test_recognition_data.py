@@ -14,8 +14,17 @@ from facepipe.recognition import recordio
 from facepipe.recognition.data import FolderSource, open_source, split_indices
 from facepipe.recognition.recordio import MAGIC, RecordIOError, RecordIOReader, RecordIOWriter
 from facepipe.recognition.sampler import EpochBatchSampler, IdentityBalancedBatchSampler
-from facepipe.recognition.verification import (VerificationSetError, evaluate_scores, load_bin, load_pair_set,
-                                               make_pairs, read_pairs_file, restricted_loads, save_bin, tar_at_far)
+from facepipe.recognition.verification import (
+    VerificationSetError,
+    evaluate_scores,
+    load_bin,
+    load_pair_set,
+    make_pairs,
+    read_pairs_file,
+    restricted_loads,
+    save_bin,
+    tar_at_far,
+)
 
 
 def _chips(n, size=24, seed=0):
@@ -128,7 +137,8 @@ def test_bin_round_trip_and_structure_checks(tmp_path):
     # Python 2 pickles (str opcodes) come out as bytes
     py2 = b"\x80\x02]q\x00(U\x03abcq\x01U\x03defq\x02e]q\x03\x88a\x86q\x04."
     assert restricted_loads(py2) == ([b"abc", b"def"], [True])
-    sneaky = pickle.dumps([1], protocol=2).replace(b"]", b"c_codecs\nencode\nX\x01\x00\x00\x00aX\x04\x00\x00\x00zlib\x86R", 1)
+    sneaky = pickle.dumps([1], protocol=2).replace(b"]",
+                                                   b"c_codecs\nencode\nX\x01\x00\x00\x00aX\x04\x00\x00\x00zlib\x86R", 1)
     with pytest.raises(VerificationSetError, match="latin1"):
         restricted_loads(sneaky)
     (tmp_path / "odd.bin").write_bytes(pickle.dumps((blobs[:3], [True, False]), protocol=2))
@@ -201,8 +211,8 @@ def test_samplers_are_functions_of_seed_epoch_and_rank():
 def test_online_mask_augmentation_hook(monkeypatch):
     import sys
 
-    from facepipe.runtime.align import DLIB_TEMPLATE
     from facepipe.recognition.data import DataError, FaceTransform
+    from facepipe.runtime.align import DLIB_TEMPLATE
 
     chip = np.full((112, 112, 3), 128, dtype=np.uint8)
     plain = FaceTransform(mask_prob=0.0, flip=False)(chip, seed=1)

@@ -21,7 +21,8 @@ def test_arcface_cosface_sphereface_on_hand_made_angles():
     rad = torch.deg2rad(theta)
     torch.testing.assert_close(margin_target(c, 1.0, 0.5, 0.0), torch.cos(rad + 0.5), atol=1e-5, rtol=0)  # ArcFace
     torch.testing.assert_close(margin_target(c, 1.0, 0.0, 0.35), c - 0.35, atol=1e-6, rtol=0)  # CosFace
-    torch.testing.assert_close(margin_target(c[:3], 2.0, 0.0, 0.0), torch.cos(2 * rad[:3]), atol=1e-5, rtol=0)  # SphereFace
+    # SphereFace
+    torch.testing.assert_close(margin_target(c[:3], 2.0, 0.0, 0.0), torch.cos(2 * rad[:3]), atol=1e-5, rtol=0)
     # 60 degrees + m2 = 0.5 rad by hand: cos(1.0471976 + 0.5) = 0.0234...
     assert margin_target(cos_of([60.0]), 1.0, 0.5, 0.0).item() == pytest.approx(math.cos(math.pi / 3 + 0.5), abs=1e-5)
 
@@ -82,7 +83,9 @@ def test_gradient_finite_at_cos_one():
 def test_softmax_and_focal_loss_match_reference():
     torch.manual_seed(0)
     logits, labels = torch.randn(6, 5) * 3, torch.tensor([0, 1, 2, 3, 4, 0])
-    assert softmax_loss(logits, labels).item() == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), abs=1e-5)
+    assert softmax_loss(logits, labels).item() == pytest.approx(torch.nn.functional.cross_entropy(logits,
+                                                                                                  labels).item(),
+                                                                                                  abs=1e-5)
     p = torch.softmax(logits, 1)[torch.arange(6), labels]
     focal = (-(1 - p) ** 2 * torch.log(p)).mean()
     assert softmax_loss(logits, labels, "focal", 2.0).item() == pytest.approx(focal.item(), abs=1e-5)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from facepipe.runtime.align import ARCFACE_TEMPLATE, DLIB_TEMPLATE
 from facepipe.errors import ModelError
 from facepipe.recognition.config import RecognizerConfig
 from facepipe.recognition.train import check_config, train
+from facepipe.runtime.align import ARCFACE_TEMPLATE, DLIB_TEMPLATE
 from facepipe.train.checkpoint import save_checkpoint
 from facepipe.train.config import ConfigError, load_config
 
@@ -97,7 +97,8 @@ def test_checkpoint_for_other_backbone_or_size_is_rejected(tiny_run, tmp_path):
     with pytest.raises(ModelError, match=r"embedding size 32 \(this run uses 64\)"):
         train(_tiny_config(data, tmp_path, embedding_size=64, init_from=last))
     with pytest.raises(ModelError, match=r"embedding size 32 \(this run uses 16\)"):
-        train(_tiny_config(data, tmp_path, name="tiny", output_dir=str(root / "runs"), embedding_size=16))  # resume=auto
+        # resume=auto
+        train(_tiny_config(data, tmp_path, name="tiny", output_dir=str(root / "runs"), embedding_size=16))
     save_checkpoint({"kind": "detector", "model": {}}, tmp_path / "det.pt")
     with pytest.raises(ModelError, match="not a recognizer checkpoint"):
         train(_tiny_config(data, tmp_path, init_from=str(tmp_path / "det.pt")))
@@ -121,7 +122,8 @@ def test_triplet_and_synthetic_runs(tiny_run, tmp_path):
     data, _, summary = tiny_run
     out = train(_tiny_config(data, tmp_path, name="trip", loss="triplet", identities_per_batch=2, images_per_identity=2,
                              max_steps=2, split="none", init_from=summary["checkpoint"], optimizer="adamw", lr=1e-3))
-    records = [r for r in map(json.loads, (Path(out["run_dir"]) / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    records = [r for r in map(json.loads,
+                              (Path(out["run_dir"]) / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
     assert len(records) == 2 and all(np.isfinite(r["loss"]) for r in records)
     syn = train(_tiny_config("", tmp_path, name="syn", data_format="synthetic", synthetic_classes=10,
                              synthetic_samples=16, max_steps=2, split="none", amp="bf16"))
@@ -144,9 +146,9 @@ def test_recordio_training_with_worker_processes(tmp_path):
 
 
 def test_export_loads_in_onnx_recognizer_and_matches_torch(tiny_run, tmp_path):
-    from facepipe.runtime.onnx_recognizer import OnnxRecognizer
-    from facepipe.recognition.torch_recognizer import TorchRecognizer
     from facepipe.recognition.export import export_recognizer
+    from facepipe.recognition.torch_recognizer import TorchRecognizer
+    from facepipe.runtime.recognizers.onnx_recognizer import OnnxRecognizer
 
     data, _, summary = tiny_run
     report = export_recognizer(summary["checkpoint"], tmp_path / "rec.onnx", check_images=data)
@@ -205,7 +207,8 @@ def test_mobilefacenet_stem_groups_follow_arcface_torch():
 
     for name, channels in (("mobilefacenet", 64), ("mbf", 128)):
         conv = build_backbone(name).body[0][1][0]
-        assert (conv.groups, conv.in_channels, tuple(conv.weight.shape)) == (64, channels, (channels, channels // 64, 3, 3))
+        assert (conv.groups, conv.in_channels, tuple(conv.weight.shape)) == (64, channels, (channels, channels // 64,
+                                                                                            3, 3))
 
 
 def test_files_from_a_newer_facepipe_are_refused_saying_so(tiny_run, tmp_path):

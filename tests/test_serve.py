@@ -6,11 +6,11 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from test_image import _png_claiming
 
 from facepipe.errors import ImageError
 from facepipe.runtime.image import read_image
 from facepipe.serve.process import ServerProcess, write_key_file
-from test_image import _png_claiming
 
 MAX_UPLOAD_MB = 4
 
@@ -248,9 +248,9 @@ def test_unexpected_errors_are_500_with_an_id_in_the_log(caplog):
 
 def test_cors_only_for_the_origin_asked(tmp_path):
     """In-process, with a real engine that loads no model for these routes."""
-    import facepipe
     from fastapi.testclient import TestClient
 
+    import facepipe
     from facepipe.serve.app import create_app
     from facepipe.serve.settings import ServeSettings
 
@@ -258,7 +258,8 @@ def test_cors_only_for_the_origin_asked(tmp_path):
     engine.gallery(create=True)
     app = create_app(ServeSettings(cors_origins=["http://kiosk.example"]), engine=engine)
     with TestClient(app) as c:
-        ok = c.options("/v1/persons", headers={"Origin": "http://kiosk.example", "Access-Control-Request-Method": "GET"})
+        ok = c.options("/v1/persons", headers={"Origin": "http://kiosk.example",
+                                               "Access-Control-Request-Method": "GET"})
         assert ok.headers["access-control-allow-origin"] == "http://kiosk.example"
         other = c.get("/v1/persons", headers={"Origin": "http://elsewhere.example"})
         assert other.status_code == 200 and "access-control-allow-origin" not in other.headers

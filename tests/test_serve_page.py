@@ -26,7 +26,8 @@ class Browser:
 
     def __init__(self, profile: Path):
         self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--disable-quic", "--disable-extensions",
              f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
              "--window-size=1280,900", "about:blank"],
@@ -116,7 +117,8 @@ def test_pick_a_photo_enroll_and_see_the_name(server, browser, data_dir, tmp_pat
     assert "the gallery is empty" in browser.js("document.getElementById('status').textContent")
 
     # 2. enroll it under a non-ASCII name: the page re-identifies and names the face
-    browser.js("document.getElementById('name').value = 'Zoë Ñúñez'; document.getElementById('enroll-button').click(); true")
+    browser.js("document.getElementById('name').value = 'Zoë Ñúñez'; document.getElementById('enroll-button').click(); "
+               "true")
     browser.wait_for("document.getElementById('status').textContent.startsWith('Enrolled as Zoë Ñúñez')")
     browser.wait_for("document.body.dataset.state === 'identified'")
     assert browser.wait_for("document.getElementById('persons').textContent") == "Zoë Ñúñez (1 face)"
@@ -128,7 +130,8 @@ def test_pick_a_photo_enroll_and_see_the_name(server, browser, data_dir, tmp_pat
                      "document.querySelector('#faces li.known') !== null")
     names = browser.js("[...document.querySelectorAll('#faces li')].map(li => li.textContent)")
     assert any(n.startswith("Zoë Ñúñez, similarity") for n in names), names
-    canvas = browser.js("(() => { const c = document.getElementById('canvas'); return [c.hidden, c.width, c.height]; })()")
+    canvas = browser.js("(() => { const c = document.getElementById('canvas'); return [c.hidden, c.width, c.height]; "
+                        "})()")
     assert canvas[0] is False and canvas[1] > 100 and canvas[2] > 100
 
     # the box's top edge in the canvas is the page's green (the server's box, drawn at the right place)

@@ -25,7 +25,8 @@ def assert_refused(result, fragment):
 
 def test_network_bind_without_a_key_is_refused(tmp_path):
     for host in ("0.0.0.0", "::"):
-        assert_refused(serve("--host", host, "--gallery", tmp_path / "g.db"), f"refusing to listen on {host} without --api-key-file")
+        assert_refused(serve("--host", host, "--gallery", tmp_path / "g.db"), f"refusing to listen on {host} without "
+                                                                              f"--api-key-file")
     assert not (tmp_path / "g.db").exists()  # refused before anything was opened
 
 

@@ -8,8 +8,8 @@ import pytest
 from rich.console import Console
 
 import facepipe
+from facepipe.cli.video import identify_videos
 from facepipe.video import VideoOptions, identify_video
-from facepipe.video.cli import identify_videos
 from facepipe.video.synthetic import Shot, make_clip
 
 FPS = 15.0
@@ -174,7 +174,8 @@ def test_facepipe_identify_takes_a_video_through_the_entry_point(engine, two_peo
 
     engine.close()  # the subprocess opens the same gallery file
     path, _ = two_people
-    result = subprocess.run([sys.executable, "-m", "facepipe.cli", "identify", str(path), "--json", "--every", str(EVERY),
+    result = subprocess.run([sys.executable, "-m", "facepipe.cli", "identify", str(path), "--json", "--every",
+                             str(EVERY),
                              "--gallery", str(engine.gallery_spec)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     tracks = [json.loads(line) for line in result.stdout.splitlines()]

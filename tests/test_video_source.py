@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
+from facepipe.cli.video import parse_time, video_options
 from facepipe.errors import FacepipeError
-from facepipe.video.cli import parse_time, video_options
 from facepipe.video.source import VideoError, VideoSource, is_video_source
 
 

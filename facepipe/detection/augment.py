@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from facepipe.runtime.centernet import pad_value
+from facepipe.runtime.detectors.centernet import pad_value
 
 # horizontal flip: image-left eye <-> image-right eye, nose stays, mouth corners swap
 FLIP_ORDER = [1, 0, 2, 4, 3]
@@ -68,7 +68,8 @@ def _clip_boxes(boxes: np.ndarray, side: int) -> np.ndarray:
 
 
 def _flip_boxes(boxes: np.ndarray, w: int) -> np.ndarray:
-    return np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1).astype(np.float32).reshape(-1, 4)
+    return np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]],
+                    axis=1).astype(np.float32).reshape(-1, 4)
 
 
 def hflip(image, boxes, landmarks, valid):

@@ -10,16 +10,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from facepipe.runtime.centernet import DetectorSpec
 from facepipe.detection.model import DETECTORS, build_detector
 from facepipe.errors import ModelError
+from facepipe.runtime.detectors.centernet import DetectorSpec
 from facepipe.train.checkpoint import check_format, load_checkpoint
 
 KIND = "detector"
 FORMAT = 1
 
 
-def detector_state(model: nn.Module, arch: str, arch_args: dict[str, Any], spec: DetectorSpec, **extra) -> dict[str, Any]:
+def detector_state(model: nn.Module, arch: str, arch_args: dict[str, Any], spec: DetectorSpec,
+                   **extra) -> dict[str, Any]:
     """The part of a checkpoint that rebuilds the model; training adds optimizer, epoch, RNG, config."""
     return {"kind": KIND, "format": FORMAT, "arch": arch, "arch_args": dict(arch_args), "spec": spec.to_dict(),
             "model": model.state_dict(), **extra}
@@ -43,5 +44,6 @@ def load_detector_checkpoint(path: str | Path, device: str | torch.device = "cpu
         model.load_state_dict(ckpt["model"])
     except (TypeError, RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: weights do not fit architecture {arch!r} {ckpt.get('arch_args')} ({first})") from None
+        raise ModelError(f"{path}: weights do not fit architecture {arch!r} {ckpt.get('arch_args')} "
+                         f"({first})") from None
     return model.to(device).eval(), ckpt

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from facepipe import log
-from facepipe.runtime.align import reduce_68_to_5
 from facepipe.errors import DataError, ImageError
+from facepipe.runtime.align import reduce_68_to_5
 
 
 @dataclass
@@ -37,13 +37,15 @@ class FaceSample:
     def make(image: Path, boxes, landmarks=None, valid=None, ignore=None) -> "FaceSample":
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         n = len(boxes)
-        landmarks = np.zeros((n, 5, 2), np.float32) if landmarks is None else np.asarray(landmarks, np.float32).reshape(n, 5, 2)
+        landmarks = np.zeros((n, 5, 2), np.float32) if landmarks is None else np.asarray(landmarks,
+                                                                                         np.float32).reshape(n, 5, 2)
         valid = np.zeros((n, 5), bool) if valid is None else np.asarray(valid, bool).reshape(n, 5)
         ignore = np.zeros(n, bool) if ignore is None else np.asarray(ignore, bool).reshape(n)
         return FaceSample(Path(image), boxes, landmarks, valid, ignore)
 
     def select(self, mask: np.ndarray) -> "FaceSample":
-        return FaceSample(self.image, self.boxes[mask], self.landmarks[mask], self.landmark_valid[mask], self.ignore[mask])
+        return FaceSample(self.image, self.boxes[mask], self.landmarks[mask], self.landmark_valid[mask],
+                          self.ignore[mask])
 
     @property
     def has_landmarks(self) -> np.ndarray:
@@ -69,7 +71,8 @@ class LoadSummary:
 
     def line(self) -> str:
         return (f"{self.images} images, {self.faces} faces ({self.faces_with_landmarks} with landmarks); "
-                f"skipped {self.skipped_images} images and {self.skipped_faces} faces, clipped {self.clipped_faces} faces")
+                f"skipped {self.skipped_images} images and {self.skipped_faces} faces, clipped {self.clipped_faces} "
+                f"faces")
 
     def report(self, max_lines: int = 10) -> None:
         for p in self.problems[:max_lines]:
@@ -263,7 +266,8 @@ def check_sample(sample: FaceSample, summary: LoadSummary) -> FaceSample | None:
                                 f"{width}x{height} image or has no area (skipped)")
     summary.skipped_faces += int((~good).sum())
     summary.clipped_faces += int((np.abs(clipped - b).max(axis=1) > 0.5)[good].sum()) if len(b) else 0
-    sample = FaceSample(sample.image, clipped.astype(np.float32), sample.landmarks, sample.landmark_valid, sample.ignore).select(good)
+    sample = FaceSample(sample.image, clipped.astype(np.float32), sample.landmarks, sample.landmark_valid,
+                        sample.ignore).select(good)
     summary.images += 1
     summary.faces += len(sample.boxes)
     summary.faces_with_landmarks += int(sample.has_landmarks.sum())
@@ -313,7 +317,7 @@ class DetectionDataset:
 
     def __init__(self, samples: list[FaceSample], input_size: int, augment=None, stride: int = 4, seed: int = 0,
                  mean=None, std=None):
-        from facepipe.runtime.centernet import MEAN, STD
+        from facepipe.runtime.detectors.centernet import MEAN, STD
 
         self.samples = samples
         self.input_size = input_size
@@ -350,8 +354,8 @@ class DetectionDataset:
         """Sample i, augmented with the randomness of (seed, epoch, key); epoch defaults to set_epoch's."""
         epoch = self.epoch if epoch is None else epoch
         from facepipe.detection.augment import letterbox, train_transform
-        from facepipe.runtime.centernet import network_input
         from facepipe.detection.targets import encode_targets
+        from facepipe.runtime.detectors.centernet import network_input
 
         image, sample = self.load(i)
         keep = ~sample.ignore

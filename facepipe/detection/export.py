@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from facepipe.errors import DataError, ModelError
-from facepipe.runtime.centernet import prepare_input
+from facepipe.runtime.detectors.centernet import prepare_input
 from facepipe.train.onnx_export import OPSET, ExportReport, add_metadata, export_onnx, require_parity
 
 OUTPUTS = ["hm", "wh", "off", "lm"]
@@ -53,8 +53,8 @@ def export_detector(checkpoint: str | Path, out_path: str | Path, check_images: 
     stored in the metadata (the checkpoint's values otherwise).
     Raises ModelError (and removes the file) when the outputs differ by more than `tolerance`.
     """
-    from facepipe.runtime.onnx_detector import OnnxDetector
     from facepipe.detection.torch_detector import TorchDetector
+    from facepipe.runtime.detectors.onnx_detector import OnnxDetector
     from facepipe.runtime.image import read_image
 
     checkpoint, out_path = Path(checkpoint), Path(out_path)
@@ -84,7 +84,8 @@ def export_detector(checkpoint: str | Path, out_path: str | Path, check_images: 
             got = onnx_det._forward(batch)
             for name, a, b in zip(OUTPUTS, ref, got):
                 if a.shape != b.shape:
-                    raise ModelError(f"{out_path}: output {name} has shape {b.shape} in ONNX Runtime, {a.shape} in PyTorch")
+                    raise ModelError(f"{out_path}: output {name} has shape {b.shape} in ONNX Runtime, {a.shape} in "
+                                     f"PyTorch")
                 diffs[name] = max(diffs[name], float(np.abs(a - b).max()))
             rows.append((str(path), len(torch_det.detect(image)), len(onnx_det.detect(image))))
     except Exception:
@@ -92,7 +93,8 @@ def export_detector(checkpoint: str | Path, out_path: str | Path, check_images: 
         raise
     worst = max(diffs.values())
     report = ExportReport("detector", out_path, checkpoint, used, opset,
-                          {"images": len(rows), "max_abs_diff": worst, **{f"max_abs_diff_{k}": v for k, v in diffs.items()},
+                          {"images": len(rows), "max_abs_diff": worst, **{f"max_abs_diff_{k}": v for k,
+                                                                          v in diffs.items()},
                            "tolerance": tolerance},
                           {"max_side": torch_det.spec.max_side, "score_threshold": torch_det.spec.score_threshold},
                           [f"  {Path(p).name}: {a} faces (PyTorch), {b} faces (ONNX Runtime)" for p, a, b in rows])

@@ -55,5 +55,6 @@ def detector_loss(outputs, targets: dict[str, torch.Tensor], weights: LossWeight
         "off": masked_l1(off, targets["off"], targets["reg_mask"]),
         "lm": masked_l1(lm, targets["lm"], targets["lm_mask"], weights.lm_smooth_beta),
     }
-    parts["loss"] = weights.hm * parts["hm"] + weights.wh * parts["wh"] + weights.off * parts["off"] + weights.lm * parts["lm"]
+    parts["loss"] = (weights.hm * parts["hm"] + weights.wh * parts["wh"] + weights.off * parts["off"]
+                     + weights.lm * parts["lm"])
     return parts

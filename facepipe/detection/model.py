@@ -62,7 +62,8 @@ class MobileNetV2(nn.Module):
     """MobileNetV2 (Sandler et al. 2018) without the classifier; returns features at strides 4, 8, 16, 32."""
 
     # expand ratio t, channels c, repeats n, first stride s
-    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1,
+                                                                                                            1))
     TAPS = (1, 2, 4, 6)  # indices into SETTINGS whose last block ends a stride-4/8/16/32 stage
 
     def __init__(self, width_mult: float = 1.0):

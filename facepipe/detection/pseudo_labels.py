@@ -34,7 +34,7 @@ def dlib_pseudo_labels(photos: list[Path], root: Path, out: Path, upsample: int 
                        progress: bool = True) -> dict[str, int]:
     """Label `photos` (paths under `root`) with dlib; write RetinaFace label.txt `out`. Returns counts."""
     from facepipe.errors import ImageError
-    from facepipe.runtime.dlib_detector import DlibDetector
+    from facepipe.runtime.detectors.dlib_detector import DlibDetector
     from facepipe.runtime.image import read_image
     from facepipe.train.progress import make_progress
 

@@ -102,7 +102,8 @@ def encode_targets(
         wh[:, iy, ix] = (math.log(w / stride), math.log(h / stride))
         off[:, iy, ix] = (cx - ix, cy - iy)
         reg_mask[0, iy, ix] = 1.0
-        rel = (np.asarray(landmarks[i], np.float32) - np.array([ix * stride, iy * stride], np.float32)) / np.array([w, h], np.float32)
+        cell = np.array([ix * stride, iy * stride], np.float32)
+        rel = (np.asarray(landmarks[i], np.float32) - cell) / np.array([w, h], np.float32)
         lm[:, iy, ix] = rel.reshape(10)
         lm_mask[:, iy, ix] = np.repeat(np.asarray(landmark_valid[i], np.float32), 2)
     hm_weight[reg_mask > 0] = 1.0  # a real face inside an ignore region still trains as a face

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from facepipe.runtime.detectors.centernet import CenterNetDetector, DetectorSpec
 from facepipe.runtime.device import torch_device
 from facepipe.runtime.hashing import file_fingerprint
-from facepipe.runtime.centernet import CenterNetDetector, DetectorSpec
 
 
 class TorchDetector(CenterNetDetector):

@@ -10,20 +10,20 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import ClassVar
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
 
 from facepipe import log
 from facepipe.detection.augment import AugmentConfig
-from facepipe.detection.checkpoint import FORMAT as CHECKPOINT_FORMAT, detector_state
+from facepipe.detection.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from facepipe.detection.checkpoint import detector_state
 from facepipe.detection.data import DetectionDataset, load_datasets
-from facepipe.runtime.centernet import DetectorSpec
 from facepipe.detection.losses import LossWeights, detector_loss
 from facepipe.detection.model import build_detector
+from facepipe.runtime.detectors.centernet import DetectorSpec
 from facepipe.train.checkpoint import capture_rng, check_format, load_checkpoint, restore_rng, save_checkpoint
 from facepipe.train.config import ConfigError, RunConfig, config_to_dict
 from facepipe.train.distributed import DistInfo, cleanup_distributed, setup_distributed
@@ -124,8 +124,8 @@ class EpochKeys(torch.utils.data.Sampler):
 
 
 def validate(model: torch.nn.Module, samples, spec: DetectorSpec, device: torch.device) -> tuple[dict[str, Any], Any]:
-    from facepipe.detection.torch_detector import TorchDetector
     from facepipe.detection.evaluate import evaluate, run_detector
+    from facepipe.detection.torch_detector import TorchDetector
 
     det = TorchDetector.from_model(model, spec, device)
     report = evaluate(samples, run_detector(det.detect, samples, threshold=0.05), spec.score_threshold)

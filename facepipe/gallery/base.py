@@ -41,7 +41,7 @@ class GalleryBase:
 
     @property
     def metric(self) -> str:
-        """How the model that filled this gallery compares embeddings (facepipe.matching.METRICS)."""
+        """How the model that filled this gallery compares embeddings (facepipe.openset.matching.METRICS)."""
         return self._meta("metric") or "cosine"
 
     def refuse_other_model(self, fingerprint: str, embedding_size: int) -> None:

@@ -103,7 +103,8 @@ def open_index(folder: Path, tag: IndexTag, nprobe: int | None = None):
     except RuntimeError as exc:  # truncated or foreign file: treat as missing, it gets rebuilt
         raise FileNotFoundError(f"{path}: {exc}") from None
     if index.ntotal != tag.count or index.d != tag.embedding_size:
-        raise FileNotFoundError(f"{path}: holds {index.ntotal} x {index.d}, the tag says {tag.count} x {tag.embedding_size}")
+        raise FileNotFoundError(f"{path}: holds {index.ntotal} x {index.d}, the tag says {tag.count} x "
+                                f"{tag.embedding_size}")
     if nprobe:
         index.nprobe = min(nprobe, index.nlist)
     return index

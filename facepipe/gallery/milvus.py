@@ -24,11 +24,11 @@ from typing import Callable
 
 import numpy as np
 
-from facepipe.calibration import MAX_PROBES, TARGET_FPIR, threshold_from_impostors
 from facepipe.errors import GalleryError
-from facepipe.gallery.npz import GalleryRecords
 from facepipe.gallery.base import GalleryBase
+from facepipe.gallery.npz import GalleryRecords
 from facepipe.gallery.ranking import Match, PersonInfo, match_shortlist, shortlist_impostor_scores
+from facepipe.openset.calibration import MAX_PROBES, TARGET_FPIR, threshold_from_impostors
 
 MAX_TOPK = 16384      # Milvus' bound on limit for one search
 BATCH = 2000          # entities per insert / iterator page
@@ -90,7 +90,8 @@ class MilvusGallery(GalleryBase):
         schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector field in every collection
         index = self.client.prepare_index_params()
         index.add_index("unused", index_type="FLAT", metric_type="L2")
-        self.client.create_collection(self.meta_collection, schema=schema, index_params=index, consistency_level="Strong")
+        self.client.create_collection(self.meta_collection, schema=schema, index_params=index,
+                                      consistency_level="Strong")
 
     def _create_faces(self, dim: int) -> None:
         from pymilvus import DataType, MilvusClient
@@ -147,7 +148,8 @@ class MilvusGallery(GalleryBase):
     def person_of_hash(self, sha256: str) -> str | None:
         if not self._has_faces():
             return None
-        rows = self.client.query(self.collection, filter=f"sha256 == {_quote(sha256)}", output_fields=["person"], limit=1)
+        rows = self.client.query(self.collection, filter=f"sha256 == {_quote(sha256)}", output_fields=["person"],
+                                 limit=1)
         return rows[0]["person"] if rows else None
 
     def add_face(self, name: str, source: str, sha256: str, box, score: float, embedding: np.ndarray) -> str:
@@ -215,7 +217,8 @@ class MilvusGallery(GalleryBase):
         return [PersonInfo(name, n, created) for name, (n, created) in sorted(out.items())]
 
     def faces(self) -> list[tuple[int, str, str, str]]:
-        return sorted((r["id"], r["person"], r["source"], r["sha256"]) for r in self._iterate(["person", "source", "sha256"]))
+        return sorted((r["id"], r["person"], r["source"], r["sha256"]) for r in self._iterate(["person", "source",
+                                                                                               "sha256"]))
 
     def _all(self, fields: list[str]) -> list[dict]:
         return sorted(self._iterate(fields), key=lambda r: r["id"])

@@ -85,7 +85,8 @@ def read_npz(path: str | Path) -> GalleryRecords:
             raise GalleryError(f"{path}: not a facepipe gallery export (no {name!r} array)")
         a = arrays[name]
         if a.dtype.kind not in kind or a.ndim != ndim:
-            raise GalleryError(f"{path}: {name!r} is {a.dtype} with shape {a.shape}, expected a {ndim}-d array of kind {kind!r}")
+            raise GalleryError(f"{path}: {name!r} is {a.dtype} with shape {a.shape}, expected a {ndim}-d array of kind "
+                               f"{kind!r}")
         return a
 
     if str(field("format", "U", 0)) != FORMAT:

@@ -1,6 +1,6 @@
 """Persons for a query: the one place that turns a gallery's faces into ranked persons (every backend calls it).
 
-The scoring rule is facepipe.matching.person_scores (each person's centroid, under the model's metric). A small
+The scoring rule is facepipe.openset.matching.person_scores (each person's centroid, under the model's metric). A small
 gallery scores every person exactly over its in-memory matrix. A large one (persisted ANN index, Milvus) first
 takes a shortlist, the persons owning one of the query's SHORTLIST_FACES nearest faces, then scores those persons
 exactly from all their faces: the same numbers a small gallery would give, for the persons that can win.
@@ -12,7 +12,7 @@ from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
-from facepipe.matching import distance_from_similarity, person_scores, rank_persons
+from facepipe.openset.matching import distance_from_similarity, person_scores, rank_persons
 from facepipe.types import Candidate
 
 SHORTLIST_MIN = 20_000  # in-memory galleries up to this many faces score every person exactly

@@ -27,14 +27,20 @@ from typing import Callable
 import numpy as np
 import platformdirs
 
-from facepipe.calibration import MAX_PROBES, TARGET_FPIR, open_set_threshold, threshold_from_impostors
 from facepipe.errors import GalleryError
 from facepipe.gallery import index as ann
-from facepipe.gallery.npz import GalleryRecords
 from facepipe.gallery.base import GalleryBase
-from facepipe.gallery.ranking import (Match, PersonInfo, exact_scorer, match_exact, match_shortlist,
-                                      shortlist_impostor_scores)
-from facepipe.search import EmbeddingIndex, ann_min, exact_search, ivf_lists, train_ivf
+from facepipe.gallery.npz import GalleryRecords
+from facepipe.gallery.ranking import (
+    Match,
+    PersonInfo,
+    exact_scorer,
+    match_exact,
+    match_shortlist,
+    shortlist_impostor_scores,
+)
+from facepipe.gallery.search import EmbeddingIndex, ann_min, exact_search, ivf_lists, train_ivf
+from facepipe.openset.calibration import MAX_PROBES, TARGET_FPIR, open_set_threshold, threshold_from_impostors
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -138,7 +144,8 @@ class Gallery(GalleryBase):
         return row[0] if row else None
 
     def _set_meta(self, key: str, value: str) -> None:
-        self.db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        self.db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
+                        "excluded.value",
                         (key, value))
 
     def _bump_revision(self, faces_changed: int = 1) -> None:
@@ -213,7 +220,8 @@ class Gallery(GalleryBase):
         """Swap every face's embedding for one from another model, in a single transaction."""
         def swap():
             for face_id, emb in embeddings.items():
-                self.db.execute("UPDATE faces SET embedding = ? WHERE id = ?", (np.asarray(emb, np.float32).tobytes(), face_id))
+                self.db.execute("UPDATE faces SET embedding = ? WHERE id = ?", (np.asarray(emb, np.float32).tobytes(),
+                                                                                face_id))
             self._set_meta("model", model)
             self._set_meta("metric", metric)
             self._set_meta("embedding_size", str(len(next(iter(embeddings.values()))) if embeddings else 0))
@@ -299,7 +307,8 @@ class Gallery(GalleryBase):
     def faces(self) -> list[tuple[int, str, str, str]]:
         """(face id, person, source path, sha256) for every face."""
         return self.db.execute(
-            "SELECT f.id, p.name, f.source, f.sha256 FROM faces f JOIN persons p ON p.id = f.person_id ORDER BY f.id").fetchall()
+            "SELECT f.id, p.name, f.source, f.sha256 FROM faces f JOIN persons p ON p.id = f.person_id ORDER BY "
+            "f.id").fetchall()
 
     def _read_embeddings(self, where: str = "", params: tuple = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(face ids, person ids, N x D matrix) of the faces matching `where`, in id order, read in chunks."""
@@ -452,7 +461,8 @@ class Gallery(GalleryBase):
         self.db.execute("BEGIN")
         try:
             changes, max_id, _, _ = self._snapshot()
-            live = np.array([r[0] for r in self.db.execute("SELECT id FROM faces WHERE id <= ?", (tag.max_id,))], np.int64)
+            live = np.array([r[0] for r in self.db.execute("SELECT id FROM faces WHERE id <= ?", (tag.max_id,))],
+                            np.int64)
             ann.remove_missing(index, live)
             ids, _, matrix = self._read_embeddings("WHERE id > ? AND id <= ?", (tag.max_id, max_id))
         finally:
@@ -553,7 +563,8 @@ class AnnSearch:
         """Strangers simulated by a sample of enrolled faces, each scored through the same shortlist as a query."""
         total = self.db.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
         rows = self.db.execute("SELECT p.name, f.embedding FROM faces f JOIN persons p ON p.id = f.person_id "
-                               "WHERE f.id IN (SELECT id FROM faces ORDER BY (id * 2654435761) % 4294967296 LIMIT ?)",  # a fixed sample
+                               "WHERE f.id IN (SELECT id FROM faces ORDER BY (id * 2654435761) % 4294967296 LIMIT "
+                               "?)",  # a fixed sample
                                (min(total, MAX_PROBES),)).fetchall()
         probes = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.tag.embedding_size)
         scores = shortlist_impostor_scores(probes, [r[0] for r in rows], self.search, self.faces_of, self.metric)
@@ -577,7 +588,8 @@ class AnnSearch:
         for lo in range(0, len(ids), 30_000):  # SQLite's bound on query parameters
             part = ids[lo:lo + 30_000]
             out.update(self.db.execute(
-                f"SELECT f.id, p.name FROM faces f JOIN persons p ON p.id = f.person_id WHERE f.id IN ({','.join('?' * len(part))})",
+                f"SELECT f.id, p.name FROM faces f JOIN persons p ON p.id = f.person_id WHERE f.id IN "
+                f"({','.join('?' * len(part))})",
                 part))
         return out
 

@@ -22,7 +22,7 @@ __all__ = ["MaskAugment", "add_mask", "apply_random_mask"]
 
 
 def __getattr__(name: str):
-    """Lazy: `facepipe --help` imports facepipe.prepare.cli, which should not pay for cv2 and numpy."""
+    """Lazy: `facepipe --help` imports facepipe.cli.prepare, which should not pay for cv2 and numpy."""
     if name in __all__:
         from facepipe.prepare import masks
 

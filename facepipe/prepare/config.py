@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe.runtime.align import ARCFACE_TEMPLATE, DLIB_TEMPLATE, Template
 from facepipe.errors import FacepipeError
+from facepipe.runtime.align import ARCFACE_TEMPLATE, DLIB_TEMPLATE, Template
 
 CONFIG_FILE = "prepare_config.json"
 FACE_POLICIES = ("largest", "all", "single-only")

@@ -85,7 +85,8 @@ def centroid_matrix(groups: dict[str, IdentityGroup]) -> tuple[list[str], np.nda
     return names, np.stack([groups[n].centroid for n in names])
 
 
-def same_person_pairs(groups: dict[str, IdentityGroup], threshold: float, nearest: int = 10) -> tuple[list[dict], list[dict]]:
+def same_person_pairs(groups: dict[str, IdentityGroup], threshold: float, nearest: int = 10) -> tuple[list[dict],
+                                                                                                      list[dict]]:
     """(identity pairs whose centroids are at least `threshold` alike, the `nearest` most alike pairs)."""
     names, c = centroid_matrix(groups)
     if len(names) < 2:
@@ -130,7 +131,8 @@ def outlier_images(groups: dict[str, IdentityGroup], threshold: float, same_pers
             nearest = float(others[j]) if j >= 0 else float("nan")
             closer = j >= 0 and nearest - own > margin
             if own < threshold or closer:
-                out.append({"identity": name, "source": g.sources[i], "output": g.outputs[i], "own_similarity": round(own, 4),
+                out.append({"identity": name, "source": g.sources[i], "output": g.outputs[i],
+                            "own_similarity": round(own, 4),
                             "nearest_identity": names[j] if j >= 0 else None,
                             "nearest_similarity": round(nearest, 4) if j >= 0 else None,
                             "why": "closer to another identity" if closer else "far from its identity"})
@@ -139,7 +141,8 @@ def outlier_images(groups: dict[str, IdentityGroup], threshold: float, same_pers
 
 
 def similarity_stats(groups: dict[str, IdentityGroup]) -> dict:
-    """Distribution of same-identity (leave-one-out) and cross-identity centroid similarities: for choosing thresholds."""
+    """Distribution of same-identity (leave-one-out) and cross-identity centroid similarities: for choosing
+    thresholds."""
     names, c = centroid_matrix(groups)
     loo = []
     for g in groups.values():
@@ -164,7 +167,8 @@ def overlap_identities(groups: dict[str, IdentityGroup], reference, threshold: f
     for r in records:  # identical files: certain, whatever the embeddings say
         other = reference.hashes.get(r.get("sha256"))
         if other is not None and r["identity"] not in found:
-            found[r["identity"]] = {"identity": r["identity"], "other_set": str(reference.path), "other_identity": other,
+            found[r["identity"]] = {"identity": r["identity"], "other_set": str(reference.path),
+                                    "other_identity": other,
                                     "similarity": None, "by": "same file", "example": r["source"]}
     names, c = centroid_matrix(groups)
     if names and reference.names:
@@ -196,7 +200,8 @@ def write_reports(dst: Path, report: HygieneReport) -> list[Path]:
     data = asdict(report)
     paths[0].write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     for name, rows, cols in (
-        ("same_person_pairs.csv", report.same_person, ["identity_a", "identity_b", "similarity", "images_a", "images_b"]),
+        ("same_person_pairs.csv", report.same_person, ["identity_a", "identity_b", "similarity", "images_a",
+                                                       "images_b"]),
         ("outliers.csv", report.outliers, ["identity", "source", "output", "own_similarity", "nearest_identity",
                                            "nearest_similarity", "why"]),
         ("overlap.csv", report.overlap, ["identity", "other_set", "other_identity", "similarity", "by", "example"]),

@@ -282,7 +282,8 @@ def _to_array(chip):
     if torch is not None and isinstance(chip, torch.Tensor):
         if chip.dtype != torch.uint8 or chip.ndim != 3 or chip.shape[0] != 3:
             raise TypeError("MaskAugment expects a 3 x H x W uint8 tensor (apply it before ToTensor/Normalize)")
-        return chip.permute(1, 2, 0).contiguous().numpy(), lambda out: torch.from_numpy(out).permute(2, 0, 1).contiguous()
+        return chip.permute(1, 2, 0).contiguous().numpy(), lambda out: torch.from_numpy(out).permute(2, 0,
+                                                                                                     1).contiguous()
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - Pillow is a dependency

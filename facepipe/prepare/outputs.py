@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from facepipe.runtime.image import is_image_path
 from facepipe.prepare.manifest import record_outputs
+from facepipe.runtime.image import is_image_path
 
 EXCLUDED_DIR = ".excluded"
 

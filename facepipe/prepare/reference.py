@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe.runtime.align import ARCFACE_TEMPLATE, align_face
-from facepipe.batch import ModelSpec, run_images
-from facepipe.runtime.image import read_image
 from facepipe.errors import FacepipeError
+from facepipe.pipeline.batch import ModelSpec, run_images
 from facepipe.prepare.config import CONFIG_FILE, PrepareError
 from facepipe.prepare.hygiene import identity_groups
 from facepipe.prepare.manifest import MANIFEST_FILE, read_manifest
 from facepipe.prepare.scan import file_sha256, scan_identity_tree
+from facepipe.runtime.align import ARCFACE_TEMPLATE, align_face
+from facepipe.runtime.image import read_image
 
 
 @dataclass
@@ -73,7 +73,7 @@ def load_reference(path: str | Path, fingerprint: str, spec: ModelSpec, workers:
             missed.append(result.path)
     if missed:  # aligned chips: no detector needed
         if pipeline is None:
-            from facepipe.batch import build_pipeline
+            from facepipe.pipeline.batch import build_pipeline
 
             pipeline = build_pipeline(spec)
         rec = pipeline.recognizer

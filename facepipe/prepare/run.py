@@ -15,11 +15,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from facepipe.batch import ModelSpec
+from facepipe.pipeline.batch import ModelSpec
 from facepipe.prepare.config import CONFIG_FILE, PrepareConfig, PrepareError, check_compatible
 from facepipe.prepare.contact_sheet import make_contact_sheet
-from facepipe.prepare.hygiene import (HygieneReport, HygieneThresholds, closest_pair, identity_groups, outlier_images,
-                                      overlap_identities, same_person_pairs, similarity_stats, write_reports)
+from facepipe.prepare.hygiene import (
+    HygieneReport,
+    HygieneThresholds,
+    closest_pair,
+    identity_groups,
+    outlier_images,
+    overlap_identities,
+    same_person_pairs,
+    similarity_stats,
+    write_reports,
+)
 from facepipe.prepare.manifest import MANIFEST_FILE, Manifest, record_outputs
 from facepipe.prepare.outputs import is_prepare_output, move_record_outputs, sweep_orphans
 from facepipe.prepare.pack import pack_recordio
@@ -114,8 +123,8 @@ def _duplicate_record(img: SourceImage, sha: str, first: str) -> dict:
 
 def _models(config: PrepareConfig, model: ModelSpec, workers: int, pipeline):
     """-> (pipeline for this process when it does the work itself, fingerprint of the embedding model)."""
+    from facepipe.pipeline.batch import build_pipeline
     from facepipe.runtime.loader import load_recognizer
-    from facepipe.batch import build_pipeline
 
     if workers == 1 and pipeline is None:
         pipeline = build_pipeline(model, with_recognizer=config.embed)

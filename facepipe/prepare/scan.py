@@ -12,10 +12,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facepipe.runtime.hashing import file_sha256  # noqa: F401  (re-exported: the content hash used for duplicates)
 from facepipe.errors import FacepipeError
-from facepipe.runtime.folders import scan_identity_folders
 from facepipe.prepare.config import PrepareError
+from facepipe.runtime.folders import scan_identity_folders
+from facepipe.runtime.hashing import file_sha256  # noqa: F401  (re-exported: the content hash used for duplicates)
 
 
 @dataclass(frozen=True)

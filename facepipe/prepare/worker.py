@@ -16,18 +16,18 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
-from facepipe.runtime.align import align_face, similarity_transform
-from facepipe.batch import ModelSpec, build_pipeline
 from facepipe.errors import FacepipeError
-from facepipe.parallel import process_map, threads_per_worker
-from facepipe.runtime.image import read_image
-from facepipe.pipeline import landmarks_from_box
+from facepipe.pipeline.batch import ModelSpec, build_pipeline
+from facepipe.pipeline.face_pipeline import landmarks_from_box
+from facepipe.pipeline.parallel import process_map, threads_per_worker
 from facepipe.prepare.config import PrepareConfig
 from facepipe.prepare.manifest import encode_embedding
 from facepipe.prepare.masks import add_mask
 from facepipe.prepare.quality import face_size, pose_from_5, sharpness
 from facepipe.prepare.scan import digest
 from facepipe.prepare.select import choose_faces
+from facepipe.runtime.align import align_face, similarity_transform
+from facepipe.runtime.image import read_image
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,8 @@ class RecognizerConfig(RunConfig):
     images_per_identity: int = 4
     # optimisation
     batch_size: int = 128  # per rank (and per micro-batch with gradient_acc)
-    gradient_acc: int = 1  # micro-batches per optimizer step (arcface_torch's gradient_acc): a larger batch in less memory
+    # micro-batches per optimizer step (arcface_torch's gradient_acc): a larger batch in less memory
+    gradient_acc: int = 1
     epochs: float = 20
     max_steps: int = 0  # > 0: train this many steps instead of `epochs`
     optimizer: str = "sgd"  # sgd | adamw

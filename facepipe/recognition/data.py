@@ -17,10 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from facepipe.runtime.align import ARCFACE_TEMPLATE, Template
 from facepipe.errors import DataError, FacepipeError
-from facepipe.recognition.recordio import RecordIOReader, RecordIOError
-
+from facepipe.recognition.recordio import RecordIOError, RecordIOReader
+from facepipe.runtime.align import ARCFACE_TEMPLATE, Template
 
 
 class FolderSource:
@@ -159,7 +158,8 @@ def load_mask_transform() -> Callable:
                         "not part of this installation; set mask_prob=0") from None
     fn = getattr(masks, "apply_random_mask", None)
     if fn is None:
-        raise DataError("facepipe.prepare.masks has no apply_random_mask(chip, rng, template): cannot use mask_prob > 0")
+        raise DataError("facepipe.prepare.masks has no apply_random_mask(chip, rng, template): cannot use mask_prob > "
+                        "0")
     return fn
 
 

@@ -1,7 +1,7 @@
 """Export a recognizer checkpoint to ONNX: dynamic batch, facepipe metadata, ONNX Runtime vs PyTorch parity.
 
 The metadata follows facepipe/onnx_meta.py (recognizer keys), so the exported file loads unchanged in
-facepipe.runtime.onnx_recognizer.OnnxRecognizer: colour order, mean/std, input size, the alignment template
+facepipe.runtime.recognizers.onnx_recognizer.OnnxRecognizer: colour order, mean/std, input size, the alignment template
 scaled to the input size, embedding size, the recommended threshold of the last verification run, the
 metric, and a fingerprint of the weights (the same one TorchRecognizer reports for the .pt).
 """
@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 import torch
 
-from facepipe.runtime.preprocess import l2_normalize, to_network_input
 from facepipe.errors import ModelError
 from facepipe.recognition.checkpoint import build_backbone_from, load_recognizer_checkpoint, weights_fingerprint
+from facepipe.runtime.preprocess import l2_normalize, to_network_input
 from facepipe.train.onnx_export import OPSET, ExportReport, add_metadata, export_onnx, require_parity
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -46,7 +46,8 @@ def recognizer_metadata(state: dict[str, Any]) -> dict[str, Any]:
 def _load_check_images(check_images, size: tuple[int, int], limit: int = 32) -> tuple[np.ndarray, str]:
     if check_images is None:
         rng = np.random.default_rng(0)
-        return rng.integers(0, 256, (8, size[1], size[0], 3), dtype=np.uint8), "8 random-noise chips (no check images given)"
+        return rng.integers(0, 256, (8, size[1], size[0], 3),
+                            dtype=np.uint8), "8 random-noise chips (no check images given)"
     if isinstance(check_images, np.ndarray):
         images, source = list(check_images[:limit]), f"{min(limit, len(check_images))} given chips"
     else:
@@ -78,7 +79,7 @@ def export_recognizer(checkpoint: str | Path, out_path: str | Path | None = None
     """
     from torch.export import Dim
 
-    from facepipe.runtime.onnx_recognizer import OnnxRecognizer
+    from facepipe.runtime.recognizers.onnx_recognizer import OnnxRecognizer
 
     checkpoint = Path(checkpoint)
     state = load_recognizer_checkpoint(checkpoint)

@@ -52,7 +52,8 @@ class CombinedMargin(torch.nn.Module):
     def __init__(self, s: float = 64.0, m1: float = 1.0, m2: float = 0.5, m3: float = 0.0, easy_margin: bool = False):
         super().__init__()
         if m1 < 1.0 or m2 < 0.0 or m3 < 0.0:
-            raise ValueError(f"margins must make the target harder: need m1 >= 1, m2 >= 0, m3 >= 0 (got {m1}, {m2}, {m3})")
+            raise ValueError(f"margins must make the target harder: need m1 >= 1, m2 >= 0, m3 >= 0 (got {m1}, {m2}, "
+                             f"{m3})")
         self.s, self.m1, self.m2, self.m3, self.easy_margin = s, m1, m2, m3, easy_margin
 
     def forward(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -102,7 +102,8 @@ class PartialFC(torch.nn.Module):
         cos = F.linear(F.normalize(embeddings.float(), dim=1), F.normalize(weight.float(), dim=1)).clamp(-1, 1)
         logits = self.margin(cos, local)
         self.last_accuracy = self._accuracy(cos.detach(), local)
-        return softmax_loss(logits, local, self.loss_kind, self.focal_gamma, self.group if self.world_size > 1 else None)
+        return softmax_loss(logits, local, self.loss_kind, self.focal_gamma,
+                            self.group if self.world_size > 1 else None)
 
     def _accuracy(self, cos: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
         """Fraction of the global batch whose best cosine (over all ranks' sampled centres) is its own class."""

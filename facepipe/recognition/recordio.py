@@ -119,7 +119,8 @@ class RecordIOWriter:
         if label < 0:
             raise RecordIOError(f"labels must be >= 0, got {label}")
         if label != self._last_label and label in self._ranges:
-            raise RecordIOError(f"identity {label} was already written and closed: write each identity's images together")
+            raise RecordIOError(f"identity {label} was already written and closed: write each identity's images "
+                                f"together")
         if self._size is None and not isinstance(image, (bytes, bytearray, memoryview)):
             self._size = (int(np.asarray(image).shape[1]), int(np.asarray(image).shape[0]))
         key = self._next
@@ -142,7 +143,8 @@ class RecordIOWriter:
             for key in sorted(self._index):
                 f.write(f"{key}\t{self._index[key]}\n")
         if self._size:
-            (self.rec_path.parent / "property").write_text(f"{num_classes},{self._size[1]},{self._size[0]}", encoding="utf-8")
+            (self.rec_path.parent / "property").write_text(f"{num_classes},{self._size[1]},{self._size[0]}",
+                                                           encoding="utf-8")
         self.closed = True
 
     def __enter__(self) -> "RecordIOWriter":

@@ -64,7 +64,8 @@ class IdentityBalancedBatchSampler(EpochBatchSampler):
         if self.p < 2 or self.k < 2:
             raise ValueError("identity-balanced batches need at least 2 identities and 2 images per identity")
         if len(self.identities) < self.p * world_size:
-            raise ValueError(f"only {len(self.identities)} identities have 2+ images; need identities_per_batch x ranks "
+            raise ValueError(f"only {len(self.identities)} identities have 2+ images; need identities_per_batch x "
+                             f"ranks "
                              f"= {self.p * world_size}")
         super().__init__(len(self.identities), self.p, seed, rank, world_size)
         self.batch_size = self.p * self.k

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from facepipe.recognition.export import DEFAULT_THRESHOLD  # noqa: E402  (one default for .pt and ONNX)
 from facepipe.runtime.align import Template
 from facepipe.runtime.device import torch_device
 from facepipe.runtime.preprocess import chips_to_input, l2_normalize
-
-from facepipe.recognition.export import DEFAULT_THRESHOLD  # noqa: E402  (one default for .pt and ONNX)
 
 
 class TorchRecognizer:

@@ -23,20 +23,34 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from facepipe import log
-from facepipe.runtime.align import ARCFACE_TEMPLATE, DLIB_TEMPLATE
-from facepipe.runtime.preprocess import l2_normalize, to_network_input
 from facepipe.errors import ModelError
 from facepipe.recognition import checkpoint as ckpt
 from facepipe.recognition.backbones import BACKBONES, build_backbone
 from facepipe.recognition.config import RecognizerConfig
-from facepipe.recognition.data import (DataError, FaceDataset, FaceTransform, SyntheticDataset, contiguous_labels,
-                                       normalize_batch, open_source, split_indices)
+from facepipe.recognition.data import (
+    DataError,
+    FaceDataset,
+    FaceTransform,
+    SyntheticDataset,
+    contiguous_labels,
+    normalize_batch,
+    open_source,
+    split_indices,
+)
 from facepipe.recognition.losses import TripletLoss
 from facepipe.recognition.margins import CombinedMargin
 from facepipe.recognition.partial_fc import PartialFC
 from facepipe.recognition.sampler import EpochBatchSampler, IdentityBalancedBatchSampler
-from facepipe.recognition.verification import (PairSet, VerificationSetError, evaluate_pair_set, load_pair_set,
-                                               make_pairs, plot_roc)
+from facepipe.recognition.verification import (
+    PairSet,
+    VerificationSetError,
+    evaluate_pair_set,
+    load_pair_set,
+    make_pairs,
+    plot_roc,
+)
+from facepipe.runtime.align import ARCFACE_TEMPLATE, DLIB_TEMPLATE
+from facepipe.runtime.preprocess import l2_normalize, to_network_input
 from facepipe.train.checkpoint import capture_rng, restore_rng, save_checkpoint
 from facepipe.train.config import ConfigError
 from facepipe.train.distributed import DistInfo, cleanup_distributed, setup_distributed
@@ -59,7 +73,8 @@ def check_config(cfg: RecognizerConfig) -> None:
             raise ConfigError(f"config key {key!r}: {getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
     channels = 1 if cfg.color == "GRAY" else 3
     if len(cfg.mean) != channels or len(cfg.std) != channels:
-        raise ConfigError(f"color {cfg.color} needs {channels} mean and std values (got {len(cfg.mean)} and {len(cfg.std)})")
+        raise ConfigError(f"color {cfg.color} needs {channels} mean and std values (got {len(cfg.mean)} and "
+                          f"{len(cfg.std)})")
     if len(cfg.input_size) != 2 or any(v % 16 for v in cfg.input_size):
         raise ConfigError(f"input_size must be [width, height], multiples of 16 (got {cfg.input_size})")
     if cfg.data_format != "synthetic" and not cfg.data:
@@ -219,7 +234,8 @@ class Trainer:
         if self.dist.distributed:
             ids = [self.dist.local_rank] if self.device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(self.forward_module, device_ids=ids)
-        groups = [{"params": [p for p in self.backbone.parameters() if p.requires_grad], "base_lr": cfg.lr * cfg.backbone_lr_mult}]
+        groups = [{"params": [p for p in self.backbone.parameters() if p.requires_grad],
+                   "base_lr": cfg.lr * cfg.backbone_lr_mult}]
         if any(True for _ in self.head.parameters()):
             groups.append({"params": list(self.head.parameters()), "base_lr": cfg.lr})
         if cfg.optimizer == "sgd":
@@ -444,7 +460,8 @@ class Trainer:
                     if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                         rate = n_window / max(1e-9, time.perf_counter() - t_window)
                         last = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4),
-                                "loss": float(window_loss) / window_steps, "train_acc": float(window_acc) / window_steps,
+                                "loss": float(window_loss) / window_steps,
+                                "train_acc": float(window_acc) / window_steps,
                                 "lr": self.optimizer.param_groups[-1]["lr"], "samples_per_s": round(rate, 1)}
                         window_loss.zero_(), window_acc.zero_()
                         window_steps, t_window, n_window = 0, time.perf_counter(), 0
@@ -459,7 +476,8 @@ class Trainer:
                     if self.step % eval_every == 0 or done:
                         record = last_eval = self.evaluate()
                         if record and self.run:
-                            self.run.log({"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), **record})
+                            self.run.log({"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4),
+                                          **record})
                             if not interactive and cfg.progress:
                                 log.info(f"step {self.step} eval " + " ".join(
                                     f"{k} {v:.4f}" for k, v in record.items() if isinstance(v, float)))

@@ -200,7 +200,8 @@ def load_pair_set(spec: str | Path, root: str | Path | None = None, size: tuple[
     return pairs_file_set(spec, root, size)
 
 
-def make_pairs(labels: np.ndarray, max_per_kind: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_pairs(labels: np.ndarray, max_per_kind: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray,
+                                                                                     np.ndarray]:
     """Positive pairs (all, or max_per_kind sampled) and as many random negative pairs, shuffled, fixed seed."""
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
@@ -217,7 +218,8 @@ def make_pairs(labels: np.ndarray, max_per_kind: int = 3000, seed: int = 0) -> t
     pairs = [(i, j, True) for i, j in pos] + [(i, j, False) for i, j in sorted(neg)]
     order = rng.permutation(len(pairs))
     pairs = [pairs[k] for k in order]
-    return (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]), np.array([p[2] for p in pairs], dtype=bool))
+    return (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]), np.array([p[2] for p in pairs],
+                                                                                       dtype=bool))
 
 
 def embed_images(embed: Embedder, images: np.ndarray, flip: bool = True, batch_size: int = 64,
@@ -340,6 +342,6 @@ def load_recognizer_any(path: str | Path, device: str = "cpu"):
         from facepipe.recognition.torch_recognizer import TorchRecognizer
 
         return TorchRecognizer(path, device=device)
-    from facepipe.runtime.onnx_recognizer import OnnxRecognizer
+    from facepipe.runtime.recognizers.onnx_recognizer import OnnxRecognizer
 
     return OnnxRecognizer(path, device=device)

@@ -26,7 +26,7 @@ class Recognizer(Protocol):
     provider: str
     template: Template  # where the 5 landmarks go in the chips it takes
     embedding_size: int
-    threshold: float  # a verification threshold on the similarity (facepipe.matching), from a calibration run
+    threshold: float  # a verification threshold on the similarity (facepipe.openset.matching), from a calibration run
     metric: str  # how embeddings compare: "cosine" (ArcFace family) or "euclidean" (dlib's ResNet)
 
     def embed(self, chips: np.ndarray) -> np.ndarray:

@@ -6,15 +6,17 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from facepipe.runtime.base import Detector, Recognizer
 from facepipe.errors import ModelError
+from facepipe.runtime.base import Detector, Recognizer
 
 TORCH_SUFFIXES = {".pt", ".pth", ".ckpt"}
 
 # what -> (ONNX class, PyTorch checkpoint class), as "module:Class" so nothing heavy is imported up front
 BACKENDS = {
-    "detector": ("facepipe.runtime.onnx_detector:OnnxDetector", "facepipe.detection.torch_detector:TorchDetector"),
-    "recognizer": ("facepipe.runtime.onnx_recognizer:OnnxRecognizer", "facepipe.recognition.torch_recognizer:TorchRecognizer"),
+    "detector": ("facepipe.runtime.detectors.onnx_detector:OnnxDetector",
+                 "facepipe.detection.torch_detector:TorchDetector"),
+    "recognizer": ("facepipe.runtime.recognizers.onnx_recognizer:OnnxRecognizer",
+                   "facepipe.recognition.torch_recognizer:TorchRecognizer"),
 }
 
 
@@ -26,9 +28,9 @@ def _class(ref: str):
 def _third_party(path: Path, what: str, layout: str, device: str, threads: int | None):
     """A third-party ONNX file of a known layout; a copy of a named model keeps that model's name and threshold."""
     from facepipe.runtime import models
-    from facepipe.runtime.arcface import sidecar
     from facepipe.runtime.hashing import file_sha256
     from facepipe.runtime.onnx_layout import KIND
+    from facepipe.runtime.recognizers.arcface import sidecar
 
     if KIND[layout] != what:
         raise ModelError(f"{path}: a {KIND[layout]} ({layout} layout), not a {what}")
@@ -39,13 +41,13 @@ def _third_party(path: Path, what: str, layout: str, device: str, threads: int |
     name = described.get("name") or (named.name if named else None)
     threshold = described.get("threshold", named.default_threshold if named else None)
     if what == "detector":
-        from facepipe.runtime.scrfd import ScrfdDetector
-        from facepipe.runtime.yunet import YunetDetector
+        from facepipe.runtime.detectors.scrfd import ScrfdDetector
+        from facepipe.runtime.detectors.yunet import YunetDetector
 
         cls = YunetDetector if layout == "yunet" else ScrfdDetector
         extra = {} if threshold is None else {"score_threshold": float(threshold)}
         return cls(path, device=device, threads=threads, name=name, **extra)
-    from facepipe.runtime.arcface import ArcFaceRecognizer
+    from facepipe.runtime.recognizers.arcface import ArcFaceRecognizer
 
     return ArcFaceRecognizer(path, device=device, threads=threads, layout=layout, name=name, threshold=threshold)
 
@@ -109,7 +111,7 @@ def _load_file(path: Path, what: str, device: str, threads: int | None):
 
 def load_detector(spec: str | Path | None = None, device: str = "cpu", threads: int | None = None) -> Detector:
     if spec is None or str(spec) == "dlib":
-        from facepipe.runtime.dlib_detector import DlibDetector
+        from facepipe.runtime.detectors.dlib_detector import DlibDetector
 
         return DlibDetector()
     return _resolve(spec, "detector", device, threads)
@@ -117,8 +119,8 @@ def load_detector(spec: str | Path | None = None, device: str = "cpu", threads: 
 
 def load_recognizer(spec: str | Path | None = None, device: str = "cpu", threads: int | None = None) -> Recognizer:
     if spec is None or str(spec) == "dlib":
-        from facepipe.runtime.dlib_resnet import ensure_dlib_resnet_onnx
-        from facepipe.runtime.onnx_recognizer import OnnxRecognizer
+        from facepipe.runtime.recognizers.dlib_resnet import ensure_dlib_resnet_onnx
+        from facepipe.runtime.recognizers.onnx_recognizer import OnnxRecognizer
 
         return OnnxRecognizer(ensure_dlib_resnet_onnx(), device=device, threads=threads)
     return _resolve(spec, "recognizer", device, threads)

@@ -53,7 +53,8 @@ REGISTRY: dict[str, NamedModel] = {m.name: m for m in [
         path="models/face_detection_yunet/face_detection_yunet_2023mar.onnx", size=232_589,
         sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4", licence="MIT",
         default_threshold=0.417,
-        threshold_source="score of best F1 (0.682) on widerface-dev faces >= 16 px (benchmarks/third_party_detectors.py)",
+        threshold_source="score of best F1 (0.682) on widerface-dev faces >= 16 px "
+                         "(benchmarks/third_party_detectors.py)",
     ),
     NamedModel(
         name="sface", kind="recognizer", layout="sface",
@@ -78,7 +79,7 @@ def by_sha256(sha256: str) -> NamedModel | None:
 
 
 def models_dir() -> Path:
-    from facepipe.runtime.dlib_resnet import default_cache_dir
+    from facepipe.runtime.recognizers.dlib_resnet import default_cache_dir
 
     return default_cache_dir() / "models"
 

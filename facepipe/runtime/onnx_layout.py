@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facepipe.errors import ModelError
-from facepipe.runtime.arcface import is_112_recognizer, normalises_itself, sidecar
+from facepipe.runtime.detectors.scrfd import scrfd_heads
+from facepipe.runtime.detectors.yunet import is_yunet
 from facepipe.runtime.onnx_session import open_session
-from facepipe.runtime.scrfd import scrfd_heads
-from facepipe.runtime.yunet import is_yunet
+from facepipe.runtime.recognizers.arcface import is_112_recognizer, normalises_itself, sidecar
 
 DETECTOR_LAYOUTS = ("yunet", "scrfd")
 RECOGNIZER_LAYOUTS = ("arcface", "sface")

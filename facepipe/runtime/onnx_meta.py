@@ -14,7 +14,7 @@ Common keys:
 Recognizer keys:
   template           5x2 list: where the standard 5 landmarks sit in the input chip (pixels)
   embedding_size     int
-  threshold          recommended similarity threshold (from a verification run; facepipe.matching)
+  threshold          recommended similarity threshold (from a verification run; facepipe.openset.matching)
   metric             "cosine" (facepipe's exports: embeddings are L2-normalised) or "euclidean"
                      (dlib's ResNet: raw descriptors, similarity = 1 - d^2/2)
 

@@ -30,7 +30,8 @@ def open_session(path: str | Path, device: str = "cpu", threads: int | None = No
         raise ModelError(f"{path}: model file not found")
     available = ort.get_available_providers()
     want_cuda = wants_cuda(device)
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda and "CUDAExecutionProvider" in available \
+    providers = ["CUDAExecutionProvider",
+                 "CPUExecutionProvider"] if want_cuda and "CUDAExecutionProvider" in available \
         else ["CPUExecutionProvider"]
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()

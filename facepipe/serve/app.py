@@ -148,7 +148,8 @@ def _api(fp) -> APIRouter:
         _check_name(name)
         [(image_name, data)], _ = await read_uploads(request, "image")
         # The bytes themselves go to the engine: a photo is known by the sha256 of its file, as in the CLI.
-        status, = await run_in_threadpool(_named_errors, image_name, fp.enroll, name, [data], source=f"upload:{image_name}")
+        status, = await run_in_threadpool(_named_errors, image_name, fp.enroll, name, [data],
+                                          source=f"upload:{image_name}")
         if status == "no face":
             raise FacepipeError(f"{image_name}: no face found (nothing enrolled)")
         return JSONResponse({"person": name, "image": image_name, "status": status},

@@ -32,7 +32,8 @@ def read_api_key(path: str | Path) -> str:
                             f"run `chmod 600 {path}`")
     key = text.strip()
     if len(key) < 16:
-        raise FacepipeError(f"{path}: the API key is too short (use at least 16 characters, e.g. `openssl rand -hex 32`)")
+        raise FacepipeError(f"{path}: the API key is too short (use at least 16 characters, e.g. `openssl rand -hex "
+                            f"32`)")
     return key
 
 

@@ -83,6 +83,7 @@ def option(query_value, body: dict, key: str, kind: type, default=None, low: flo
         value = kind(raw)
     except (TypeError, ValueError):
         raise HTTPException(422, f"{key} must be a number") from None
-    if isinstance(raw, bool) or value != value or value in (float("inf"), float("-inf")) or (low is not None and value < low):
+    if isinstance(raw, bool) or value != value or value in (float("inf"),
+                                                            float("-inf")) or (low is not None and value < low):
         raise HTTPException(422, f"{key} must be a finite number" + (f" >= {low:g}" if low is not None else ""))
     return value

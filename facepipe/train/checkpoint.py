@@ -61,7 +61,8 @@ def capture_rng() -> dict[str, Any]:
 
 def _bytes(value: Any) -> torch.Tensor:
     """A CPU uint8 tensor from a list (this format) or a tensor (older checkpoints, possibly on a GPU)."""
-    return value.detach().to("cpu", torch.uint8) if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=torch.uint8)
+    return value.detach().to("cpu", torch.uint8) if isinstance(value, torch.Tensor) else torch.tensor(value,
+                                                                                                      dtype=torch.uint8)
 
 
 def restore_rng(state: dict[str, Any]) -> None:

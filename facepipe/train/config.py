@@ -29,7 +29,8 @@ class RunConfig:
 
     name: str = "run"
     output_dir: str = "models"
-    resume: str = "auto"  # auto: continue <run>/last.pt if present | never: new run (refused over an old one) | a checkpoint path
+    # auto: continue <run>/last.pt if present | never: new run (refused over an old one) | a checkpoint path
+    resume: str = "auto"
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "none"  # none | fp16 | bf16 (fp16 only on CUDA: on a CPU it trains in fp32)
     workers: int = 2  # DataLoader worker processes

@@ -52,7 +52,8 @@ class RunDir:
         self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
 
-def plot_metrics(records: list[dict[str, Any]], x: str, panels: list[list[str]], path: str | Path, title: str = "") -> None:
+def plot_metrics(records: list[dict[str, Any]], x: str, panels: list[list[str]], path: str | Path,
+                 title: str = "") -> None:
     """One subplot per panel (a list of metric names sharing an axis), written as a PNG."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepipe.annotate import draw_faces
 from facepipe.errors import FacepipeError
+from facepipe.pipeline.annotate import draw_faces
 from facepipe.types import Face
 from facepipe.video.source import quiet_ffmpeg
 

@@ -74,7 +74,8 @@ class MobileFaceNet(nn.Module):
 def _init_weights(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")  # activations ~ unit variance: BN running stats (init 1) are right from the start
+            # activations ~ unit variance: BN running stats (init 1) are right from the start
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
         elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

@@ -1,0 +1,24 @@
+"""The terminal of every `facepipe` command: one console for results (stdout), one for messages and progress
+bars (stderr), the progress bar, and the one-red-line error format."""
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+# Piped or captured output gets room for the tables instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+
+
+def progress() -> Progress:
+    """A bar on stderr with a count and a status field (`bar.add_task(label, total=n, status="")`)."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err, transient=False,
+                    disable=not err.is_terminal)
+
+
+def print_error(message: str) -> None:
+    """A user error: one red line on stderr."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)

@@ -1,0 +1,219 @@
+"""`facepipe enroll | identify | detect | verify`: the verbs over photos (videos go on to cli/video.py)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from facepipe.cli.console import console, err, print_error, progress
+from facepipe.cli.options import DetectorOpt, DeviceOpt, GalleryOpt, JsonOpt, RecognizerOpt, WorkersOpt, open_engine
+from facepipe.errors import FacepipeError
+
+
+def _with_progress(results, label: str, total: int, errors: list[str]):
+    """Yield the images that worked, under a progress bar; collect the others' errors."""
+    with progress() as bar:
+        task = bar.add_task(label, total=total, status="")
+        for result in results:
+            bar.update(task, advance=1, status=result.path.name)
+            if result.error:
+                errors.append(result.error)
+            else:
+                yield result
+
+
+def _report_errors(results_errors: list[str]) -> None:
+    for message in results_errors:
+        print_error(message)
+
+
+# -- enroll ----------------------------------------------------------------------------------------
+def enroll(
+    folder: Path = typer.Argument(..., help="Folder with one subfolder per person (nested images allowed)."),
+    gallery: Optional[str] = GalleryOpt,
+    detector: Optional[str] = DetectorOpt,
+    recognizer: Optional[str] = RecognizerOpt,
+    device: str = DeviceOpt,
+    workers: int = WorkersOpt,
+    reembed: bool = typer.Option(False, "--reembed", help="Convert a gallery made by another model first (needs its "
+                                                          "source photos)."),
+):
+    """Enroll everyone in FOLDER: the largest face of each photo; re-enrolling a photo is a no-op."""
+    from facepipe.runtime.folders import scan_identity_folders
+
+    total = scan_identity_folders(folder, "person").image_count  # checks the folder before anything is created
+    with open_engine(gallery, detector, recognizer, device) as fp:
+        rec = fp.recognizer
+        with progress() as bar:
+            task = bar.add_task("enrolling", total=total, status="")
+            report = fp.enroll_folder(folder, workers, on_item=lambda name: bar.update(task, advance=1, status=name),
+                                      reembed=reembed)
+        g = fp.gallery()
+        table = Table(title=f"Enrolled into {g.path}  (model {rec.name}, {rec.provider})")
+        for col in ("person", "added", "already enrolled", "largest of several", "no face", "errors",
+                    "faces in gallery"):
+            table.add_column(col, justify="left" if col == "person" else "right")
+        in_gallery = {p.name: p.faces for p in fp.persons()}
+        for name, t in sorted(report.persons.items()):
+            table.add_row(name, str(t.added), str(t.unchanged), str(t.largest_of_many), str(t.no_face),
+                          f"[red]{t.errors}[/]" if t.errors else "0", str(in_gallery.get(name, 0)))
+        console.print(table)
+        if report.notes:
+            notes = Table(title="Notes", show_header=True)
+            notes.add_column("file", overflow="fold")
+            notes.add_column("what happened")
+            for path, what in report.notes:
+                notes.add_row(path, f"[red]{what}[/]" if what.startswith("error") else what)
+            console.print(notes)
+    if report.errors:
+        raise typer.Exit(1)
+
+
+# -- identify / detect -----------------------------------------------------------------------------
+def _collect(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    from facepipe.runtime.image import list_images
+
+    images, problems = list_images(paths)
+    return images, [f"{p}: {why}" for p, why in problems]
+
+
+def identify(
+    paths: Optional[list[str]] = typer.Argument(None, help="Images, folders of images, videos or stream URLs (rtsp://, "
+                                                           "http://)."),
+    gallery: Optional[str] = GalleryOpt,
+    detector: Optional[str] = DetectorOpt,
+    recognizer: Optional[str] = RecognizerOpt,
+    device: str = DeviceOpt,
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Similarity needed to name a face (default: "
+                                                                        "calibrated)."),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="Candidates listed per face."),
+    as_json: bool = JsonOpt,
+    save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="Write annotated copies here."),
+    workers: int = WorkersOpt,
+    camera: Optional[int] = typer.Option(None, "--camera", help="Identify from this camera (index, e.g. 0) until "
+                                                                "Ctrl-C."),
+    every: int = typer.Option(3, "--every", min=1, help="Videos: detect on every Nth frame, track faces in between."),
+    max_fps: Optional[float] = typer.Option(None, "--max-fps", help="Videos: take at most this many frames per "
+                                                                    "second."),
+    start: Optional[str] = typer.Option(None, "--start", help="Videos: start here (seconds, m:s or h:m:s)."),
+    end: Optional[str] = typer.Option(None, "--end", help="Videos: stop here (seconds, m:s or h:m:s)."),
+):
+    """Name every face in every image, video or stream, or call it unknown."""
+    from facepipe.cli.video import identify_videos, is_video_source, video_options
+    from facepipe.pipeline.annotate import save_annotated
+
+    paths = paths or []
+    if not paths and camera is None:
+        raise FacepipeError("nothing to identify: give images, videos, stream URLs or --camera N")
+    videos = [p for p in paths if is_video_source(p)] + ([camera] if camera is not None else [])
+    options = video_options(every, max_fps, start, end, top_k, threshold) if videos else None
+    stills = [Path(p) for p in paths if not is_video_source(p)]
+    images, errors = _collect(stills) if stills else ([], [])
+    with open_engine(gallery, detector, recognizer, device) as fp:
+        if images or not videos:
+            results = fp.identify_paths(images, top_k, threshold, workers, keep_images=save_dir is not None)
+            th = fp.threshold(threshold)
+            rec = fp.recognizer
+            table = _faces_table(f"threshold {th.value:.3f} ({th.source}); model {rec.name} on {rec.provider}", True)
+            for result in _with_progress(results, "identifying", len(images), errors):
+                _emit(result, table, as_json, True)
+                if save_dir is not None:
+                    save_annotated(result.image, result.faces, result.path, save_dir)
+            if not as_json:
+                console.print(table)
+        if videos:
+            errors += identify_videos(fp, videos, options, as_json, save_dir, console, err)
+    _report_errors(errors)
+    if errors:
+        raise typer.Exit(1)
+
+
+def detect(
+    paths: list[Path] = typer.Argument(..., help="Images or folders of images."),
+    detector: Optional[str] = DetectorOpt,
+    device: str = DeviceOpt,
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Detector score threshold."),
+    as_json: bool = JsonOpt,
+    save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="Write annotated copies here."),
+    workers: int = WorkersOpt,
+):
+    """Find faces: box, score and 5 landmarks."""
+    from facepipe.pipeline.annotate import save_annotated
+
+    images, errors = _collect(paths)
+    fp = open_engine(None, detector, None, device, threshold)
+    results = fp.detect_paths(images, threshold, workers, keep_images=save_dir is not None)
+    table = _faces_table(f"detector {fp.detector.name} on {fp.detector.provider}", False)
+    for result in _with_progress(results, "detecting", len(images), errors):
+        _emit(result, table, as_json, False)
+        if save_dir is not None:
+            save_annotated(result.image, result.faces, result.path, save_dir, with_identity=False)
+    if not as_json:
+        console.print(table)
+    _report_errors(errors)
+    if errors:
+        raise typer.Exit(1)
+
+
+def _faces_table(caption: str, with_identity: bool) -> Table:
+    table = Table(caption=caption)
+    table.add_column("image", overflow="fold")  # long paths wrap instead of losing the file name
+    for col in ["face", "box (x1, y1, x2, y2)", "score"] + (["identity", "similarity",
+                                                             "candidates"] if with_identity else []):
+        table.add_column(col)
+    return table
+def _short(path: Path) -> str:
+    """Paths relative to the current folder when they are inside it: tables stay readable."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(Path(path.parent.name) / path.name)  # the full path is in --json
+
+
+def _emit(result, table: Table, as_json: bool, with_identity: bool) -> None:
+    if as_json:
+        record = {"image": str(result.path), "faces": [f.to_json(with_identity) for f in result.faces]}
+        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        return
+    if not result.faces:
+        table.add_row(_short(result.path), "-", "no face found", "", *([""] * 3 if with_identity else []))
+    for i, face in enumerate(result.faces):
+        box = ", ".join(f"{v:.0f}" for v in face.box)
+        row = [_short(result.path) if i == 0 else "", str(i + 1), box, f"{face.score:.2f}"]
+        if with_identity:
+            name = f"[green]{face.identity}[/]" if face.identity else "[red]unknown[/]"
+            cands = ", ".join(f"{c.identity} {c.similarity:.2f}" for c in face.candidates)
+            row += [name, f"{face.similarity:.3f}", cands]
+        table.add_row(*row)
+
+
+# -- verify ----------------------------------------------------------------------------------------
+def verify(
+    image_a: Path = typer.Argument(..., help="First photo (its largest face is used)."),
+    image_b: Path = typer.Argument(..., help="Second photo (its largest face is used)."),
+    detector: Optional[str] = DetectorOpt,
+    recognizer: Optional[str] = RecognizerOpt,
+    device: str = DeviceOpt,
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Similarity needed for 'same person'."),
+    as_json: bool = JsonOpt,
+):
+    """Same person or not: the similarity of the two largest faces against the threshold."""
+    v = open_engine(None, detector, recognizer, device).verify(image_a, image_b, threshold)
+    if as_json:
+        print(json.dumps({"a": str(image_a), "b": str(image_b), "similarity": round(v.similarity, 4),
+                          "threshold": v.threshold, "same_person": v.same_person}))
+    else:
+        verdict = "[green]same person[/]" if v.same_person else "[red]different people[/]"
+        console.print(f"{verdict}: similarity {v.similarity:.3f}, threshold {v.threshold:.3f} ({v.threshold_source})")
+
+
+
+
+def register(app: typer.Typer) -> None:
+    for verb in (enroll, identify, detect, verify):
+        app.command()(verb)

@@ -1,0 +1,56 @@
+"""`facepipe models list | fetch NAME | add NAME FILE | path NAME`: the named third-party models and their cache."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from facepipe.cli.console import console
+from facepipe.errors import ModelError
+
+
+def register(app: typer.Typer) -> None:
+    models_app = typer.Typer(no_args_is_help=True,
+                             help="Named third-party models (YuNet, SFace): list, fetch once, hand over a file.")
+    app.add_typer(models_app, name="models")
+
+    @models_app.command("list")
+    def list_models() -> None:
+        """Each named model: what it is, its licence, its default threshold, whether it is in the cache."""
+        from facepipe.runtime import models
+
+        table = Table(show_lines=False)
+        for column in ("name", "kind", "licence", "size", "default threshold", "cached", "source"):
+            table.add_column(column, overflow="fold")
+        for m in models.REGISTRY.values():
+            cached = str(models.cached_path(m.name)) if models.is_cached(m.name) else "no"
+            table.add_row(m.name, m.kind, m.licence, f"{m.size:,} B", f"{m.default_threshold:g}", cached, m.url())
+        console.print(table)
+        console.print(f"cache: {models.models_dir()}  (FACEPIPE_CACHE moves it; {models.URL_BASE_ENV} sets a mirror)")
+
+    @models_app.command("fetch")
+    def fetch(name: str = typer.Argument(..., help="a named model, e.g. yunet")) -> None:
+        """Download a named model into the cache (checked by sha256); nothing happens if it is already there."""
+        from facepipe.runtime import models
+
+        console.print(str(models.fetch_with_bar(name)))
+
+    @models_app.command("add")
+    def add(name: str = typer.Argument(..., help="a named model, e.g. yunet"),
+            file: Path = typer.Argument(..., help="the model file you downloaded")) -> None:
+        """Hand over a file you obtained yourself: its size and sha256 are checked before it goes into the cache."""
+        from facepipe.runtime import models
+
+        console.print(f"{name}: {models.add(name, file)}")
+
+    @models_app.command("path")
+    def path(name: str = typer.Argument(..., help="a named model, e.g. yunet")) -> None:
+        """Print where a named model sits in the cache (an error if it has not been fetched)."""
+        from facepipe.runtime import models
+
+        target = models.cached_path(name)
+        if not target.is_file():
+            raise ModelError(f"{name}: not in the cache yet ({target}); run `facepipe models fetch {name}` "
+                             f"or `facepipe models add {name} FILE`")
+        console.print(str(target))

@@ -1,0 +1,27 @@
+"""The options every verb shares, declared once. A gallery is a string spec (a SQLite file, milvus://…,
+milvus-lite:///…), never a Path: a Path would turn `milvus://host:19530/c` into a local file name."""
+from __future__ import annotations
+
+import typer
+
+GALLERY_HELP = ("Gallery: a SQLite file (default: your user data folder), milvus://HOST:PORT/COLLECTION "
+                "or milvus-lite:///path/file.db.")
+DETECTOR_HELP = ("A named model (yunet), a third-party or facepipe ONNX file, or a .pt checkpoint; "
+                 "default: dlib HOG + 68 landmarks.")
+RECOGNIZER_HELP = ("A named model (sface), a third-party or facepipe ONNX file, or a .pt checkpoint; "
+                   "default: dlib ResNet via ONNX Runtime.")
+
+GalleryOpt = typer.Option(None, "--gallery", help=GALLERY_HELP)
+DetectorOpt = typer.Option(None, "--detector", help=DETECTOR_HELP)
+RecognizerOpt = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP)
+DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda or auto. Asking for cuda warns loudly if it is not used.")
+WorkersOpt = typer.Option(1, "--workers", min=1, help="Worker processes (dlib's detector uses one core each).")
+JsonOpt = typer.Option(False, "--json", help="JSON on stdout (one object per line) instead of a table.")
+
+
+def open_engine(gallery: str | None = None, detector: str | None = None, recognizer: str | None = None,
+                device: str = "cpu", detect_threshold: float | None = None):
+    """The Engine the shared options describe (models load on first use)."""
+    from facepipe.engine import Engine
+
+    return Engine(gallery, detector, recognizer, device, detect_threshold=detect_threshold)

@@ -1,0 +1,145 @@
+"""Sizing an image for the detector network and turning its outputs into Detections.
+
+Both runtime backends (ONNX Runtime and PyTorch) subclass CenterNetDetector and only supply
+`_forward`; preprocessing and decoding are this one code path. The preprocessing rule travels with
+the model (ONNX metadata or checkpoint) as a DetectorSpec.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facepipe.errors import ModelError
+from facepipe.runtime.detectors.centernet_decode import decode_detections
+from facepipe.runtime.preprocess import to_network_input
+from facepipe.types import Detection
+
+MEAN = [127.5, 127.5, 127.5]
+STD = [128.0, 128.0, 128.0]
+
+
+@dataclass
+class DetectorSpec:
+    """How to feed the network and read its outputs (what the ONNX metadata carries)."""
+
+    name: str = "centerface_mbv2"
+    color: str = "RGB"
+    mean: list[float] = field(default_factory=lambda: list(MEAN))
+    std: list[float] = field(default_factory=lambda: list(STD))
+    multiple_of: int = 32
+    max_side: int = 640
+    stride: int = 4
+    score_threshold: float = 0.4
+    nms_iou: float = 0.4
+    top_k: int = 200
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The detector keys of facepipe/onnx_meta.py."""
+        return {
+            "facepipe.kind": "detector", "name": self.name, "color": self.color, "mean": self.mean, "std": self.std,
+            "input_rule": {"multiple_of": self.multiple_of, "max_side": self.max_side},
+            "strides": [self.stride], "outputs": ["hm", "wh", "off", "lm"], "decode": "centernet",
+            "score_threshold": self.score_threshold, "nms_iou": self.nms_iou, "top_k": self.top_k,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any], where: str) -> "DetectorSpec":
+        if meta.get("facepipe.kind") != "detector":
+            raise ModelError(f"{where}: not a facepipe detector (its metadata has no facepipe.kind=detector)")
+        if meta.get("decode", "centernet") != "centernet" or list(meta.get("outputs", [])) != ["hm", "wh", "off", "lm"]:
+            raise ModelError(f"{where}: unsupported detector outputs {meta.get('outputs')} / decode "
+                             f"{meta.get('decode')!r}")
+        rule = meta.get("input_rule", {})
+        return cls(
+            name=str(meta.get("name", "detector")), color=str(meta.get("color", "RGB")),
+            mean=list(meta.get("mean", MEAN)), std=list(meta.get("std", STD)),
+            multiple_of=int(rule.get("multiple_of", 32)), max_side=int(rule.get("max_side", 640)),
+            stride=int(meta.get("strides", [4])[0]), score_threshold=float(meta.get("score_threshold", 0.4)),
+            nms_iou=float(meta.get("nms_iou", 0.4)), top_k=int(meta.get("top_k", 200)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Accept H x W x 3 RGB uint8 (or H x W gray); anything else is an ImageError."""
+    from facepipe.runtime.image import as_rgb_array  # here: training imports this module without Pillow
+
+    return as_rgb_array(np.asarray(image), "detector input")
+
+
+def pad_value(mean: list[float]) -> tuple[int, ...]:
+    return tuple(int(round(m)) for m in mean)
+
+
+def resize_and_pad(image: np.ndarray, max_side: int, multiple_of: int, mean: list[float]
+                   ) -> tuple[np.ndarray, tuple[float, float]]:
+    """Shrink so the long side is <= max_side (never enlarge), pad bottom/right to a multiple.
+
+    Returns the padded RGB uint8 image and (sx, sy), the factors from original to network pixels.
+    """
+    h, w = image.shape[:2]
+    s = min(1.0, max_side / max(h, w)) if max_side else 1.0
+    nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
+    if (nw, nh) != (w, h):
+        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    pw, ph = -nw % multiple_of, -nh % multiple_of
+    if pw or ph:
+        image = cv2.copyMakeBorder(image, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=pad_value(mean))
+    return image, (nw / w, nh / h)
+
+
+def network_input(image: np.ndarray, color: str, mean, std) -> np.ndarray:
+    """One RGB uint8 image -> 1 x C x H x W float32, (x - mean) / std: runtime/preprocess.to_network_input,
+    done by OpenCV's blobFromImage for colour models (the same numbers, ~10x faster at 640x480)."""
+    if color not in ("RGB", "BGR"):
+        return to_network_input(image[None], color, mean, std)
+    x = cv2.dnn.blobFromImage(image, 1.0, swapRB=color == "BGR")
+    x -= np.asarray(mean, np.float32).reshape(1, 3, 1, 1)  # mean/std are in the network's channel order
+    x *= 1.0 / np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+    return x
+
+
+def prepare_input(image: np.ndarray, spec: DetectorSpec) -> tuple[np.ndarray, tuple[float, float]]:
+    """RGB uint8 image -> 1 x 3 x H x W float32 network input and the (sx, sy) scale."""
+    padded, scale = resize_and_pad(as_rgb_uint8(image), spec.max_side, spec.multiple_of, spec.mean)
+    return network_input(padded, spec.color, spec.mean, spec.std), scale
+
+
+def to_detections(outputs, scale: tuple[float, float], image_size: tuple[int, int], spec: DetectorSpec,
+                  threshold: float) -> list[Detection]:
+    boxes, scores, landmarks = decode_detections(outputs, scale, image_size, spec.stride, threshold,
+                                                 spec.nms_iou, spec.top_k)
+    return [Detection(box=b, score=float(s), landmarks=l) for b, s, l in zip(boxes, scores, landmarks)]
+
+
+class CenterNetDetector:
+    """detect() shared by the ONNX and PyTorch backends; subclasses implement _forward."""
+
+    name: str
+    fingerprint: str
+    provider: str
+    spec: DetectorSpec
+
+    @property
+    def default_threshold(self) -> float:
+        return self.spec.score_threshold
+
+    def _forward(self, x: np.ndarray) -> list[np.ndarray]:
+        """1 x 3 x H x W float32 -> [hm, wh, off, lm] as numpy arrays with a batch axis."""
+        raise NotImplementedError
+
+    def raw_outputs(self, image: np.ndarray) -> tuple[list[np.ndarray], tuple[float, float]]:
+        x, scale = prepare_input(image, self.spec)
+        return self._forward(x), scale
+
+    def detect(self, image: np.ndarray, threshold: float | None = None) -> list[Detection]:
+        image = as_rgb_uint8(image)
+        outputs, scale = self.raw_outputs(image)
+        threshold = self.default_threshold if threshold is None else float(threshold)
+        h, w = image.shape[:2]
+        return to_detections([o[0] for o in outputs], scale, (w, h), self.spec, threshold)
