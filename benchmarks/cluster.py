@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 from _cluster_features import descriptors
@@ -26,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from facepipe.cluster import ClusterSettings, cluster_embeddings, cluster_incremental
-from facepipe.matching import recognizer_metric
+from facepipe.openset.matching import recognizer_metric
 
 # CelebA ids that are one person (benchmarks/open_set.py, looked at): merged for the truth.
 SAME_PERSON = [("07392", "07393"), ("07317", "07319")]
@@ -221,7 +220,8 @@ def main() -> None:
           "(1 thread); the recipe's time: benchmarks/open_set.py measures both side by side")
     inc = incremental(emb, truth, metric, threshold)
     print(f"incremental (90% clustered, then 10% new photos added): {inc['kept']} of {inc['untouched']} clusters "
-          f"that gained no face kept their id and faces (of {inc['clusters']}); pairwise F {inc['incremental']['pf']:.3f} "
+          f"that gained no face kept their id and faces (of {inc['clusters']}); "
+          f"pairwise F {inc['incremental']['pf']:.3f} "
           f"(batch {inc['batch']['pf']:.3f}), BCubed F {inc['incremental']['bf']:.3f} (batch {inc['batch']['bf']:.3f})")
     if args.sweep:
         sweep(emb, truth, metric, threshold)

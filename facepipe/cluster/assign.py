@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from facepipe.cluster.method import DEFAULT, ClusterSettings, cluster_embeddings
-from facepipe.matching import pairwise_similarity, person_centroids
+from facepipe.openset.matching import pairwise_similarity, person_centroids
 
 CHUNK = 4096  # new faces scored against every cluster mean per block (bounded memory at 100k clusters)
 
