@@ -14,7 +14,7 @@ import numpy as np
 
 EXACT_MAX = 20_000
 NPROBE = 8
-TRAIN_PER_LIST = 32  # k-means sample per list: enough for centroids that only route queries
+TRAIN_PER_LIST = 40  # k-means sample per list: enough for centroids that only route queries
 
 
 @dataclass
