@@ -1,10 +1,12 @@
 """Identify the people in a video: detect every Nth frame, track in between, embed each track a few times.
 
-The loop, per frame: a hard cut ends every track; on detection frames the detector's faces are associated
-with the tracks (tracker.py); each track keeps the best frame it has seen (quality.py) and embeds it when
-the track is confirmed, then about once a second up to `embeds_per_track` times. The track's identity is
-decided from all its embeddings with the engine's threshold, and revised with every new one. A record per
-track comes out when the track ends, so a live source produces answers as it goes.
+The loop, per frame: a hard cut ends every track; on detection frames the detector's faces (the whole frame,
+or margins around the live tracks in between: detect.py) are associated with the tracks by motion
+(tracker.py) and, where in doubt, by appearance (appearance.py: a face that is not the track's person never
+continues it, so a track never spans two people); each track keeps the best frame it has seen (quality.py)
+and embeds it when the track is confirmed, then about once a second up to `embeds_per_track` times. The
+track's identity is decided from all its embeddings with the engine's threshold, and revised with every new
+one. A record per track comes out when the track ends, so a live source produces answers as it goes.
 
     with identify_video(fp, "door.mp4", VideoOptions(every=3)) as run:
         for record in run:
@@ -18,7 +20,17 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from facepipe.openset.matching import recognizer_metric
 from facepipe.types import Candidate, Face
+from facepipe.video.appearance import (
+    SIGNATURE_SAME,
+    face_signature,
+    pairs_in_doubt,
+    same_person,
+    signature_similarity,
+    track_reference,
+)
+from facepipe.video.detect import FrameDetector
 from facepipe.video.quality import CutDetector, face_quality
 from facepipe.video.source import VideoSource
 from facepipe.video.tracker import Track, Tracker
@@ -38,6 +50,10 @@ class VideoOptions:
     embeds_per_track: int = 5  # embeddings taken embed_interval apart; then one every 4 intervals (revisions)
     embed_interval: float = 1.0  # seconds between two embeddings of one track
     max_gap: float = 1.0  # seconds a track survives without a detection (a turned head, a pass behind)
+    full_every: int = 4  # between two whole-frame detections, this many - 1 rounds look only around live tracks
+    small_faces: bool = False  # let the detector spend extra passes on faces under ~80 px (dlib: 2x upsampling)
+    appearance: bool = True  # check pairs in doubt with the recognizer (off: motion only, as before)
+    cuts: bool = True  # a shot change ends every track (off: only appearance separates the shots' people)
 
 
 @dataclass
@@ -75,6 +91,11 @@ class _Identity:
     candidates: list[Candidate] = field(default_factory=list)
     best: tuple[float, np.ndarray, Face] | None = None  # (quality, frame, face) not yet embedded
     last_embed: float = -np.inf
+    own: list[np.ndarray] = field(default_factory=list)  # the track's embeddings (its person's face)
+    reference: np.ndarray | None = None  # their mean
+    signature: np.ndarray | None = None  # appearance.face_signature at the last detection
+    suspect: bool = False  # the last embedding disagreed with the track's own: check the next round
+    portrait: tuple[float, np.ndarray, Face] | None = None  # the best (quality, frame, face) of the whole track
 
 
 def decide(votes: list[dict[str, float]], threshold: float,
@@ -95,8 +116,12 @@ class VideoRun:
     tracks come out, the annotated video is kept, `interrupted` is set); `stop()` does the same from outside."""
 
     def __init__(self, engine, source, options: VideoOptions | None = None, annotate_to: Path | None = None,
-                 on_frame: Callable[[int, float, list[tuple[int, Face]]], None] | None = None):
+                 on_frame: Callable[[int, float, list[tuple[int, Face]]], None] | None = None,
+                 on_event: Callable[[str, TrackRecord, np.ndarray | None], None] | None = None,
+                 event_crops: bool = False):
         self.engine = engine
+        self.on_event = on_event  # (event type, the track's record so far, the face crop or None): events.py
+        self.event_crops = event_crops
         self.options = options or VideoOptions()
         if self.options.every < 1:
             raise ValueError("every must be 1 or more")
@@ -113,6 +138,12 @@ class VideoRun:
         detection_interval = self.options.every / rate
         self.tracker = Tracker(max_misses=max(1, int(round(self.options.max_gap / detection_interval))))
         self._cuts = CutDetector()
+        self._finder = FrameDetector(engine, self.options.full_every, self.options.small_faces)
+        recognizer = engine.recognizer
+        self._metric = recognizer_metric(recognizer)
+        self._same_person = float(recognizer.threshold)  # verify's threshold: two faces of one person
+        self.checks = 0  # detections embedded to settle a pair in doubt
+        self.refused = 0  # pairs motion would have associated that were two people
         self._ids: dict[int, _Identity] = {}
         self._numbers = 0
         self._done = False
@@ -129,8 +160,9 @@ class VideoRun:
                     step = 1.0 / self.options.max_fps  # keep the average rate, without bursts after a stall
                     next_t = next_t + step if next_t + step > t else t + step
                 self.frames += 1
-                if self._cuts.update(frame):
+                if self.options.cuts and self._cuts.update(frame):
                     yield from self._end(self.tracker.finish())
+                    self._finder.reset()
                     since_detection = None  # detect on the first frame of the new shot
                 if since_detection is None or since_detection + 1 >= self.options.every:
                     since_detection = 0
@@ -167,39 +199,101 @@ class VideoRun:
 
     # -- steps ----------------------------------------------------------------------------------------
     def _detect(self, frame: np.ndarray, t: float) -> Iterator[TrackRecord]:
-        faces = self.engine.detect(frame)
+        faces = self._finder.detect(frame, [tr.box for tr in self.tracker.tracks])
         boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
         scores = np.array([f.score for f in faces], dtype=np.float64)
-        matched, ended = self.tracker.update(boxes, scores, t)
+        signatures = [face_signature(frame, f) for f in faces]
+        forbidden = self._different_people(frame, faces, boxes, signatures, t) if self.options.appearance else None
+        matched, ended = self.tracker.update(boxes, scores, t, forbidden)
         yield from self._end(ended)
         for track, d in matched:
-            self._observe(track, frame, faces[d], t)
+            self._observe(track, frame, faces[d], signatures[d], t)
 
-    def _observe(self, track: Track, frame: np.ndarray, face: Face, t: float) -> None:
-        """Remember the track's best frame; embed it when the track is confirmed and an embedding is due."""
+    def _different_people(self, frame: np.ndarray, faces: list[Face], boxes: np.ndarray,
+                          signatures: list[np.ndarray], t: float) -> np.ndarray:
+        """Tracks x detections: True for pairs the recognizer says are two people (checked only where in doubt)."""
+        tracks = self.tracker.tracks
+        states = [self._ids.get(tr.id) for tr in tracks]
+        changed = np.array([[signature_similarity(s.signature if s else None, sig) < SIGNATURE_SAME
+                             for sig in signatures] for s in states], dtype=bool).reshape(len(tracks), len(faces))
+        doubt = pairs_in_doubt(self.tracker.candidates(boxes, t), [tr.misses for tr in tracks],
+                               [bool(s and s.suspect) for s in states], changed,
+                               [s is not None and s.reference is not None for s in states])
+        forbidden = np.zeros_like(doubt)
+        if not doubt.any():
+            return forbidden
+        checked = [faces[d] for d in np.flatnonzero(doubt.any(axis=0)) if faces[d].embedding is None]
+        self.engine.embed(frame, checked)
+        self.checks += len(checked)
+        for i, d in zip(*np.nonzero(doubt)):
+            forbidden[i, d] = not same_person(faces[d].embedding, states[i].reference, self._metric,
+                                              self._same_person)
+        self.refused += int(forbidden.sum())
+        return forbidden
+
+    def _observe(self, track: Track, frame: np.ndarray, face: Face, signature: np.ndarray, t: float) -> None:
+        """Remember the track's best frame; embed it when the track is confirmed and an embedding is due (a face
+        embedded for an appearance check counts as the track's embedding: it is the same person)."""
         state = self._ids.get(track.id)
         if state is None:
             state = self._ids[track.id] = _Identity(number=0)
+        state.signature = signature
         quality = face_quality(frame, face)
         if state.best is None or quality > state.best[0]:
             state.best = (quality, frame, face)
+        if state.portrait is None or quality > state.portrait[0]:
+            state.portrait = (quality, frame, face)
         if not track.confirmed:
             return
         if state.number == 0:
             self._numbers += 1
             state.number = self._numbers
+            self._event("started", track, state, frame, face)
+        if face.embedding is not None:  # checked this round and found to be the track's person
+            state.suspect = False
+            self._vote(track, state, face, frame, t)
+            return
         opts = self.options
         interval = opts.embed_interval * (1 if state.embeddings < opts.embeds_per_track else 4)
         if t - state.last_embed >= interval:
             _, best_frame, best_face = state.best
             self.engine.embed(best_frame, [best_face])
-            match = self.engine.match([best_face.embedding], top_k=max(MATCH_TOP_K, opts.top_k),
-                                      threshold=self.threshold.value)[0]
-            state.votes.append({c.identity: float(c.similarity) for c in match.candidates})
-            state.identity, state.similarity, state.candidates = decide(state.votes, self.threshold.value, opts.top_k)
-            state.embeddings += 1
-            state.last_embed = t
-            state.best = None
+            if state.reference is not None and self.options.appearance and not same_person(
+                    best_face.embedding, state.reference, self._metric, self._same_person):
+                # Someone else got into this track between two checks: keep their face out of its name, and
+                # check every detection of the next round.
+                state.suspect, state.best = True, None
+                return
+            self._vote(track, state, best_face, best_frame, t)
+
+    def _vote(self, track: Track, state: _Identity, face: Face, frame: np.ndarray, t: float) -> None:
+        """Match one embedding of the track against the gallery and revise the track's name."""
+        opts = self.options
+        before = state.identity
+        match = self.engine.match([face.embedding], top_k=max(MATCH_TOP_K, opts.top_k),
+                                  threshold=self.threshold.value)[0]
+        state.votes.append({c.identity: float(c.similarity) for c in match.candidates})
+        state.identity, state.similarity, state.candidates = decide(state.votes, self.threshold.value, opts.top_k)
+        state.own.append(face.embedding)
+        state.reference = track_reference(state.own, self._metric)
+        state.embeddings += 1
+        state.last_embed = t
+        state.best = None
+        if state.identity != before:
+            self._event("named" if before is None else "renamed", track, state, frame, face)
+
+    def _record(self, track: Track, state: _Identity) -> TrackRecord:
+        return TrackRecord(self.info.name, state.number, track.start, track.end, state.identity, state.similarity,
+                           list(state.candidates), [(ht, *map(float, box)) for ht, box in track.history],
+                           state.embeddings)
+
+    def _event(self, kind: str, track: Track, state: _Identity, frame: np.ndarray | None, face: Face | None) -> None:
+        if self.on_event is None:
+            return
+        crop = None
+        if self.event_crops and frame is not None and face is not None:
+            crop = face_crop(frame, face.box)
+        self.on_event(kind, self._record(track, state), crop)
 
     def _show(self, frame: np.ndarray, t: float) -> None:
         if self._annotate_to is not None and self._writer is None:
@@ -224,8 +318,11 @@ class VideoRun:
             state = self._ids.pop(track.id, None)
             if state is None or state.number == 0:
                 continue
-            yield TrackRecord(self.info.name, state.number, track.start, track.end, state.identity, state.similarity,
-                              state.candidates, [(ht, *map(float, box)) for ht, box in track.history], state.embeddings)
+            record = self._record(track, state)
+            if self.on_event is not None:
+                best = state.portrait
+                self.on_event("ended", record, face_crop(best[1], best[2].box) if self.event_crops and best else None)
+            yield record
         # tentative tracks the tracker dropped leave nothing behind
         live = {tr.id for tr in self.tracker.tracks}
         for key in [k for k in self._ids if k not in live]:
@@ -243,11 +340,21 @@ class VideoRun:
                 self._writer.discard()
 
 
+def face_crop(frame: np.ndarray, box, margin: float = 0.25) -> np.ndarray:
+    """The face with a margin of `margin` face widths, clipped to the frame (a copy)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    pad = margin * max(x2 - x1, y2 - y1)
+    h, w = frame.shape[:2]
+    return frame[max(0, int(y1 - pad)):min(h, int(y2 + pad)), max(0, int(x1 - pad)):min(w, int(x2 + pad))].copy()
+
+
 def identify_video(engine, source, options: VideoOptions | None = None, annotate_to: Path | None = None,
-                   on_frame=None) -> VideoRun:
+                   on_frame=None, on_event=None, event_crops: bool = False) -> VideoRun:
     """Open `source` (a video path, a camera index or a stream URL) and return the run: iterate it for one
     TrackRecord per person on screen, as their tracks end. Raises VideoError at once if it cannot be opened.
 
     annotate_to: write the annotated video there (an .mp4 path). on_frame(frames, t, shown): called after
-    every processed frame with the tracks on screen as (track number, Face with the track's current name)."""
-    return VideoRun(engine, source, options, annotate_to, on_frame)
+    every processed frame with the tracks on screen as (track number, Face with the track's current name).
+    on_event(kind, record, crop): "started", "named", "renamed", "ended" as they happen (events.py sends them
+    out); crop is the face (RGB) when event_crops, else None."""
+    return VideoRun(engine, source, options, annotate_to, on_frame, on_event, event_crops)

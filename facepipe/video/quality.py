@@ -39,11 +39,18 @@ def frontality(landmarks: np.ndarray | None) -> float:
 
 
 class CutDetector:
-    """A hard cut: the colour histogram of the frame changes at once. Tracks never cross a cut."""
+    """A shot change: the colour histogram of the frame jumps, or the frame itself does (the mean grey-level
+    difference of a 32x24 thumbnail from the previous frame's). The second catches the cut the first misses:
+    two shots of faces filling the frame at the same place have much the same colours. Tracks never cross a cut.
 
-    def __init__(self, threshold: float = 0.45):
+    Measured on the synthetic clips: within a shot (pan, zoom, roll, defocus blur) the thumbnail difference
+    stays under 6 grey levels; cuts between two people's photos give 58 to 155."""
+
+    def __init__(self, threshold: float = 0.45, difference: float = 30.0):
         self.threshold = threshold  # Bhattacharyya distance; camera motion and blur stay far below
+        self.difference = difference  # mean absolute grey-level difference of the thumbnails (0..255)
         self._previous = None
+        self._thumbnail = None
 
     def update(self, frame: np.ndarray) -> bool:
         # A sparse grid of pixels is enough for a colour histogram and costs nothing to take.
@@ -52,7 +59,10 @@ class CutDetector:
         hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
         hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256])
         cv2.normalize(hist, hist)
-        cut = self._previous is not None and \
+        thumbnail = cv2.resize(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), (32, 24),
+                               interpolation=cv2.INTER_AREA).astype(np.float32)
+        cut = self._previous is not None and (
             cv2.compareHist(self._previous, hist, cv2.HISTCMP_BHATTACHARYYA) > self.threshold
-        self._previous = hist
+            or float(np.abs(thumbnail - self._thumbnail).mean()) > self.difference)
+        self._previous, self._thumbnail = hist, thumbnail
         return bool(cut)

@@ -9,6 +9,11 @@ fast pan seen every 3rd frame can move a face further than any IoU overlap.
 
 A track is *tentative* until it has been seen `min_hits` times (a one-frame false detection never becomes
 a person), and it ends after `max_misses` detection rounds without a match. Times are in seconds of video.
+
+Motion cannot tell a face from the next one at the same place (a cut, a doorway, two people crossing), so
+the caller may forbid pairs it knows are two different people (appearance.py decides that with the
+recognizer): a forbidden pair is never associated in any stage, the detection starts a new track and the
+track waits for its own face (it ends after max_misses rounds without one, at the time of its last box).
 """
 from __future__ import annotations
 
@@ -115,36 +120,47 @@ class Tracker:
         self.tracks: list[Track] = []
         self._next_id = 1
 
-    def update(self, boxes: np.ndarray, scores: np.ndarray, t: float) -> tuple[list[tuple[Track, int]], list[Track]]:
-        """Associate this round's detections at time t.
+    def candidates(self, boxes: np.ndarray, t: float) -> np.ndarray:
+        """Tracks x detections: True where motion alone could associate the pair this round (overlap with
+        the prediction, or a jump of at most max_jump face widths). The pairs worth an appearance check."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        predicted = self._predictions(t)
+        return (iou_matrix(predicted, boxes) >= self.low_min_iou) | (jump_matrix(predicted, boxes) <= self.max_jump)
+
+    def update(self, boxes: np.ndarray, scores: np.ndarray, t: float,
+               forbidden: np.ndarray | None = None) -> tuple[list[tuple[Track, int]], list[Track]]:
+        """Associate this round's detections at time t. forbidden: tracks x detections, True for pairs that
+        are two different people (never associated).
 
         Returns (matched, ended): matched is (track, detection index) for every detection that belongs to a
         confirmed or tentative track (new tracks included); ended is confirmed tracks that are now over.
         """
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-        predicted = np.array([self._capped_prediction(tr, t) for tr in self.tracks]).reshape(-1, 4)
+        predicted = self._predictions(t)
+        allowed = np.ones((len(self.tracks), len(boxes)), dtype=bool) if forbidden is None else ~np.asarray(forbidden)
         high = np.flatnonzero(scores >= self.high_score)
         low = np.flatnonzero(scores < self.high_score)
+
+        def pairs(score: np.ndarray, rows: list[int], cols: np.ndarray, minimum: float) -> list[tuple[Track, int]]:
+            score = np.where(allowed[np.ix_(np.asarray(rows, dtype=int), np.asarray(cols, dtype=int))], score, -np.inf)
+            return [(self.tracks[rows[r]], int(cols[c])) for r, c in greedy_match(score, minimum)]
 
         matched: list[tuple[Track, int]] = []
         free_tracks = list(range(len(self.tracks)))
         # Stage 1: confident detections against every track.
-        for r, c in greedy_match(iou_matrix(predicted[free_tracks], boxes[high]), self.min_iou):
-            matched.append((self.tracks[free_tracks[r]], int(high[c])))
+        matched += pairs(iou_matrix(predicted[free_tracks], boxes[high]), free_tracks, high, self.min_iou)
         taken_tracks = {id(tr) for tr, _ in matched}
         free_tracks = [i for i in free_tracks if id(self.tracks[i]) not in taken_tracks]
         # Stage 2: weak detections may only continue a track that is already there.
-        for r, c in greedy_match(iou_matrix(predicted[free_tracks], boxes[low]), self.low_min_iou):
-            matched.append((self.tracks[free_tracks[r]], int(low[c])))
+        matched += pairs(iou_matrix(predicted[free_tracks], boxes[low]), free_tracks, low, self.low_min_iou)
         # Stage 3: confident detections still free, by centre distance from the tracks still free.
         taken_tracks = {id(tr) for tr, _ in matched}
         free_tracks = [i for i in free_tracks if id(self.tracks[i]) not in taken_tracks]
         taken_boxes = {d for _, d in matched}
         free_high = np.array([d for d in high if int(d) not in taken_boxes], dtype=int)
-        jumps = jump_matrix(predicted[free_tracks], boxes[free_high])
-        for r, c in greedy_match(-jumps, -self.max_jump):
-            matched.append((self.tracks[free_tracks[r]], int(free_high[c])))
+        matched += pairs(-jump_matrix(predicted[free_tracks], boxes[free_high]), free_tracks, free_high,
+                         -self.max_jump)
 
         for track, d in matched:
             track.update(boxes[d], t, self.smoothing)
@@ -181,6 +197,9 @@ class Tracker:
     def predicted(self, t: float) -> list[tuple[Track, np.ndarray]]:
         """Confirmed tracks and their predicted boxes at time t (drawn on frames between detections)."""
         return [(tr, self._capped_prediction(tr, t)) for tr in self.tracks if tr.confirmed and tr.misses == 0]
+
+    def _predictions(self, t: float) -> np.ndarray:
+        return np.array([self._capped_prediction(tr, t) for tr in self.tracks]).reshape(-1, 4)
 
     def _capped_prediction(self, track: Track, t: float) -> np.ndarray:
         width = max(1.0, track.box[2] - track.box[0])

@@ -8,6 +8,8 @@ Landmarks are fitted on the original image, so alignment and embedding lose no r
 """
 from __future__ import annotations
 
+import copy
+
 import cv2
 import numpy as np
 
@@ -61,6 +63,15 @@ class DlibDetector:
         self._landmarks = Landmarks68()
         self.detect_size = detect_size
         self.upsample = upsample  # None: the policy above; 0 or 1: always that
+
+    def large_faces_only(self) -> "DlibDetector":
+        """The same models without the upsampled passes (video frames: a face under ~80 px is too small to name,
+        and an empty frame would cost 4x). Shares the loaded models with this one."""
+        if self.upsample == 0:
+            return self
+        view = copy.copy(self)
+        view.upsample = 0
+        return view
 
     def _run_hog(self, image: np.ndarray, threshold: float) -> tuple[list, np.ndarray, float]:
         scale = min(1.0, self.detect_size / max(image.shape[:2]))
