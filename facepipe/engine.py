@@ -353,7 +353,7 @@ class Engine:
 
     def name_cluster(self, cluster: int, name: str) -> int:
         """Enroll the cluster's faces as person `name` (new or existing); returns the faces enrolled."""
-        name = check_person_name(name)
+        name = person_name(name)
         return self._cluster_store(bind=True).name(cluster, name)
 
     def merge_clusters(self, into: int, other: int) -> int:

@@ -157,8 +157,8 @@ def cluster_split(cluster: int = typer.Argument(..., help="Cluster id."),
 
 def register(app: typer.Typer) -> None:
     cluster_app = typer.Typer(cls=_PhotosByDefault, no_args_is_help=True,
-                              help="`facepipe cluster PATH...`: group the faces of photos by person (the people you have not named "
-                                   "yet); then look at the groups, name, merge and split them.")
+                              help="`facepipe cluster PATH...`: group the faces of photos by person (the people "
+                                   "you have not named yet); then look at the groups, name, merge and split them.")
     app.add_typer(cluster_app, name="cluster")
     cluster_app.command(RUN, hidden=True)(cluster_photos)
     cluster_app.command("list")(cluster_list)
