@@ -25,7 +25,6 @@ from rich.console import Console
 from rich.table import Table
 
 from facepipe.cluster import ClusterSettings, cluster_embeddings, cluster_incremental
-from facepipe.openset.matching import recognizer_metric
 
 # CelebA ids that are one person (benchmarks/open_set.py, looked at): merged for the truth.
 SAME_PERSON = [("07392", "07393"), ("07317", "07319")]
@@ -193,7 +192,7 @@ def main() -> None:
 
     from facepipe.runtime.loader import load_recognizer
     recognizer = load_recognizer()
-    metric, threshold = recognizer_metric(recognizer), float(recognizer.threshold)
+    metric, threshold = recognizer.metric, float(recognizer.threshold)
     print(f"{len(photos)} photos of {len(np.unique(truth))} persons; recognizer {recognizer.name} "
           f"({metric}, threshold {threshold:.3f}); no face: recipe {np.isnan(recipe[:, 0]).mean():.1%}, "
           f"facepipe {np.isnan(emb[:, 0]).mean():.1%}")

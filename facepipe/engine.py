@@ -306,7 +306,7 @@ class Engine:
             if g.model not in (None, rec.fingerprint) and store.face_count():
                 raise ModelMismatchError(f"{g.path}: its clusters hold embeddings from model {g.model!r}, not "
                                          f"{rec.fingerprint!r}; use that model or another --gallery")
-            g.check_model(rec.fingerprint, rec.embedding_size, recognizer_metric(rec))
+            g.check_model(rec.fingerprint, rec.embedding_size, rec.metric)
         return store
 
     def cluster(self, paths: Sequence[str | Path], workers: int = 1, on_item: Callable[[Path], None] | None = None,
@@ -325,7 +325,7 @@ class Engine:
                                                     on_item)
         has_persons = self.gallery().face_count() > 0
         identify = self._identify_for_clustering(store) if has_persons else None
-        counts = recluster(store, recognizer_metric(rec), float(rec.threshold), identify, settings or DEFAULT)
+        counts = recluster(store, rec.metric, float(rec.threshold), identify, settings or DEFAULT)
         label = (lambda faces, photo: self.label(faces, photo=photo)) if has_persons else None
         errors = [f"{p}: {why}" for p, why in problems] + [r.error for r in failed]
         return ClusterReport(clustered_images(store, images, hashes, label), errors, counts, embedded)
