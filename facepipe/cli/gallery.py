@@ -52,6 +52,14 @@ def gallery_info(gallery: Optional[str] = GalleryOpt, recognizer: Optional[str] 
         table.add_row(key, value)
     console.print(table)
 
+def gallery_reject(name: str = typer.Argument(..., help="The person the face is not."),
+                   face: str = typer.Argument(..., help="A face id (from `facepipe cluster show` / --json) or a photo "
+                                                        "(every face of it)."),
+                   gallery: Optional[str] = GalleryOpt):
+    """"Not this person": identify and later cluster runs never name this face NAME again."""
+    with open_engine(gallery) as fp:
+        removed = fp.reject(name, int(face) if face.isdigit() else Path(face))
+    console.print(f"{face} is not {name}" + (f" ({removed} enrolled face(s) removed from {name})" if removed else ""))
 
 
 def register(app: typer.Typer) -> None:
@@ -60,6 +68,7 @@ def register(app: typer.Typer) -> None:
     gallery_app.command("list")(gallery_list)
     gallery_app.command("remove")(gallery_remove)
     gallery_app.command("info")(gallery_info)
+    gallery_app.command("reject")(gallery_reject)
 
     @gallery_app.command("export")
     def gallery_export(file: Path = typer.Argument(..., help="The .npz file to write (see docs/milvus.md for its "
