@@ -168,17 +168,18 @@ class Engine:
     # -- the gallery's side --------------------------------------------------------------------------
     def _checked_gallery(self, bind: bool = False) -> Gallery:
         """The gallery, after making sure it holds this recognizer's embeddings (bind=True: claim an empty one)."""
-        g = self.gallery(create=bind)  # first: a missing gallery is said before any model loads
-        rec = self.recognizer
+        store = self.gallery(create=bind)  # first: a missing gallery is said before any model loads
+        recognizer = self.recognizer
         if bind:
-            g.check_model(rec.fingerprint, rec.embedding_size, rec.metric)
-        elif g.face_count() == 0:
-            raise GalleryError(f"{g.path}: the gallery is empty (run `facepipe enroll` first)")
-        elif g.model != rec.fingerprint:
+            store.check_model(recognizer.fingerprint, recognizer.embedding_size, recognizer.metric)
+        elif store.face_count() == 0:
+            raise GalleryError(f"{store.path}: the gallery is empty (run `facepipe enroll` first)")
+        elif store.model != recognizer.fingerprint:
             raise ModelMismatchError(
-                f"{g.path}: gallery made with model {g.model!r}, but the recognizer is {rec.fingerprint!r}; "
+                f"{store.path}: gallery made with model {store.model!r}, but the recognizer is "
+                f"{recognizer.fingerprint!r}; "
                 "use that model or re-enroll with --reembed")
-        return g
+        return store
 
     def threshold(self, override: float | None = None):
         """The similarity a face needs to be named, and why (facepipe.openset.policy.Threshold)."""
@@ -262,11 +263,11 @@ class Engine:
         name = person_name(name)
         if isinstance(images, (str, Path, bytes, bytearray, np.ndarray)) or not isinstance(images, Sequence):
             images = [images]
-        g = self._checked_gallery(bind=True)
+        store = self._checked_gallery(bind=True)
         out = []
         for image in images:
             digest = content_hash(image)
-            if g.person_of_hash(digest) is not None:
+            if store.person_of_hash(digest) is not None:
                 out.append("duplicate")
                 continue
             rgb = load_image(image)
@@ -276,7 +277,7 @@ class Engine:
                 continue
             face = self.pipeline.embed(rgb, faces[:1])[0]
             where = str(Path(image).resolve()) if isinstance(image, (str, Path)) else (source or "upload")
-            out.append(g.add_face(name, where, digest, face.box, face.score, face.embedding))
+            out.append(store.add_face(name, where, digest, face.box, face.score, face.embedding))
         return out
 
     def enroll_folder(self, folder: str | Path, workers: int = 1, on_item: Callable[[str], None] | None = None,
@@ -286,13 +287,13 @@ class Engine:
         from facepipe.runtime.folders import scan_identity_folders
 
         folders = scan_identity_folders(folder, "person")  # check the folder before anything is created
-        rec = self.recognizer
-        g = self.gallery(create=True)
-        if reembed and g.model not in (None, rec.fingerprint) and g.face_count():
-            reembed_gallery(g, self.spec, rec.fingerprint, workers, pipeline=self._local_pipeline(workers),
-                            metric=rec.metric)
-        g.check_model(rec.fingerprint, rec.embedding_size, rec.metric)
-        return enroll_folder(folders, g, self.spec, workers, on_item, pipeline=self._local_pipeline(workers))
+        recognizer = self.recognizer
+        store = self.gallery(create=True)
+        if reembed and store.model not in (None, recognizer.fingerprint) and store.face_count():
+            reembed_gallery(store, self.spec, recognizer.fingerprint, workers, pipeline=self._local_pipeline(workers),
+                            metric=recognizer.metric)
+        store.check_model(recognizer.fingerprint, recognizer.embedding_size, recognizer.metric)
+        return enroll_folder(folders, store, self.spec, workers, on_item, pipeline=self._local_pipeline(workers))
 
     # -- cluster: the people nobody has named yet ----------------------------------------------------
     def _cluster_store(self, bind: bool = False):
@@ -387,9 +388,9 @@ class Engine:
                 where = image if isinstance(image, (str, Path)) else f"the {label} image"
                 raise FacepipeError(f"{where}: no face found")
             faces.append(self.pipeline.embed(rgb, found[:1])[0])
-        rec = self.recognizer
-        similarity = float(pairwise_similarity(faces[0].embedding, faces[1].embedding, rec.metric)[0, 0])
-        same = verify_threshold(rec, threshold)
+        recognizer = self.recognizer
+        similarity = float(pairwise_similarity(faces[0].embedding, faces[1].embedding, recognizer.metric)[0, 0])
+        same = verify_threshold(recognizer, threshold)
         return Verification(similarity, same.value, same.source, similarity >= same.value, (faces[0], faces[1]))
 
     def persons(self):
@@ -403,16 +404,16 @@ class Engine:
 
     def info(self) -> dict:
         """Where the gallery is, which model filled it, its size, how it is searched, and the threshold."""
-        g = self.gallery()
-        faces = g.face_count()  # counts, not a copy of every vector (a million-face gallery stays cheap)
-        calibrated = g.open_set_threshold(TARGET_FPIR)
-        out = {"gallery": str(g.path), "model": g.model, "persons": len(g.persons()), "faces": faces,
-               "embedding_size": g.embedding_size if faces else None, "search": g.search_kind,
+        store = self.gallery()
+        faces = store.face_count()  # counts, not a copy of every vector (a million-face gallery stays cheap)
+        calibrated = store.open_set_threshold(TARGET_FPIR)
+        out = {"gallery": str(store.path), "model": store.model, "persons": len(store.persons()), "faces": faces,
+               "embedding_size": store.embedding_size if faces else None, "search": store.search_kind,
                "calibrated_threshold": calibrated,
                "calibration": None if calibrated is not None else
                f"n/a (fewer than {MIN_PERSONS} persons: the model default applies)",
                "threshold": None, "threshold_source": None}
-        if faces and g.model == self.recognizer.fingerprint:
+        if faces and store.model == self.recognizer.fingerprint:
             th = self.threshold()
             out.update(threshold=th.value, threshold_source=th.source)
         return out

@@ -21,8 +21,9 @@ for _verb in VERBS:
 
 def main() -> None:
     """Entry point: user errors become one red line and exit code 1; usage errors exit 2 (typer)."""
-    from facepipe.cli.console import print_error
+    from facepipe.cli.console import print_error, show_library_messages
 
+    show_library_messages()
     try:
         app()
     except FacepipeError as exc:

@@ -41,28 +41,28 @@ def cluster_photos(
     from facepipe.runtime.image import list_images
 
     total = len(list_images(paths)[0])
-    with open_engine(gallery, detector, recognizer, device) as fp:
+    with open_engine(gallery, detector, recognizer, device) as engine:
         with progress() as bar:
             task = bar.add_task("clustering", total=total, status="")
-            report = fp.cluster(paths, workers, on_item=lambda p: bar.update(task, advance=1, status=p.name))
+            report = engine.cluster(paths, workers, on_item=lambda p: bar.update(task, advance=1, status=p.name))
         for message in report.errors:
             print_error(message)
         if as_json:
             for image in report.images:
                 sys.stdout.write(json.dumps(image.to_json(), ensure_ascii=False) + "\n")
         else:
-            _summary(fp, report)
+            _summary(engine, report)
         if save_dir is not None:
             touched = sorted({c for image in report.images for c in image.clusters if c is not None})
             for cluster in touched:
-                _save_sheet(fp, cluster, save_dir / f"cluster-{cluster}.png")
+                _save_sheet(engine, cluster, save_dir / f"cluster-{cluster}.png")
             if not as_json:
                 console.print(f"{len(touched)} contact sheets in {save_dir}")
     if report.errors:
         raise typer.Exit(1)
 
 
-def _summary(fp, report) -> None:
+def _summary(engine, report) -> None:
     from rich.table import Table
 
     examples: dict[int, list[str]] = defaultdict(list)
@@ -72,8 +72,8 @@ def _summary(fp, report) -> None:
             if cluster is not None and len(examples[cluster]) < 3:
                 examples[cluster].append(image.result.path.name)
             identified += face.identity is not None
-    sizes = dict(fp.clusters())
-    table = Table(title=f"Clusters in {fp.gallery().path} holding these photos' faces (largest first)")
+    sizes = dict(engine.clusters())
+    table = Table(title=f"Clusters in {engine.gallery().path} holding these photos' faces (largest first)")
     for col in ("cluster", "faces", "example photos"):
         table.add_column(col, justify="right" if col == "faces" else "left")
     for cluster in sorted(examples, key=lambda c: (-sizes.get(c, 0), c)):
@@ -87,10 +87,10 @@ def _summary(fp, report) -> None:
                   "joined existing ones")
 
 
-def _save_sheet(fp, cluster: int, path: Path) -> None:
+def _save_sheet(engine, cluster: int, path: Path) -> None:
     from facepipe.pipeline.cluster_sheet import cluster_sheet, save_sheet
 
-    faces = fp.cluster_faces(cluster)
+    faces = engine.cluster_faces(cluster)
     save_sheet(cluster_sheet(f"cluster {cluster}: {len(faces)} faces", faces), path)
 
 
@@ -98,8 +98,8 @@ def cluster_list(gallery: Optional[str] = GalleryOpt, as_json: bool = JsonOpt):
     """Every cluster with its size and example photos."""
     from rich.table import Table
 
-    with open_engine(gallery) as fp:
-        rows = [(c, n, fp.cluster_faces(c)) for c, n in fp.clusters()]
+    with open_engine(gallery) as engine:
+        rows = [(c, n, engine.cluster_faces(c)) for c, n in engine.clusters()]
     if as_json:
         print(json.dumps([{"cluster": c, "faces": n, "face_ids": [f.id for f in faces]} for c, n, faces in rows]))
         return
@@ -116,10 +116,10 @@ def cluster_show(cluster: int = typer.Argument(..., help="Cluster id."), gallery
     """The faces of one cluster (their ids, for split and reject)."""
     from rich.table import Table
 
-    with open_engine(gallery) as fp:
-        faces = fp.cluster_faces(cluster)
+    with open_engine(gallery) as engine:
+        faces = engine.cluster_faces(cluster)
         if save is not None:
-            _save_sheet(fp, cluster, save)
+            _save_sheet(engine, cluster, save)
     table = Table(title=f"cluster {cluster}: {len(faces)} faces")
     for col in ("face", "photo", "box"):
         table.add_column(col)
@@ -132,8 +132,8 @@ def cluster_name(cluster: int = typer.Argument(..., help="Cluster id."),
                  name: str = typer.Argument(..., help="The person's name (new, or someone enrolled)."),
                  gallery: Optional[str] = GalleryOpt, recognizer: Optional[str] = RecognizerOpt):
     """Enroll a cluster's faces as a person: identify names them from now on."""
-    with open_engine(gallery, recognizer=recognizer) as fp:
-        n = fp.name_cluster(cluster, name)
+    with open_engine(gallery, recognizer=recognizer) as engine:
+        n = engine.name_cluster(cluster, name)
     console.print(f"cluster {cluster} is now {name} ({n} faces enrolled)")
 
 
@@ -141,8 +141,8 @@ def cluster_merge(into: int = typer.Argument(..., help="The cluster that stays."
                   other: int = typer.Argument(..., help="The cluster whose faces move into it."),
                   gallery: Optional[str] = GalleryOpt):
     """Two clusters are one person: move every face of the second into the first."""
-    with open_engine(gallery) as fp:
-        n = fp.merge_clusters(into, other)
+    with open_engine(gallery) as engine:
+        n = engine.merge_clusters(into, other)
     console.print(f"cluster {other} merged into {into} ({n} faces moved)")
 
 
@@ -150,8 +150,8 @@ def cluster_split(cluster: int = typer.Argument(..., help="Cluster id."),
                   faces: list[int] = typer.Argument(..., help="Face ids to take out (see `facepipe cluster show`)."),
                   gallery: Optional[str] = GalleryOpt):
     """Take faces out of a cluster: two or more form a new cluster; none of them comes back to this one."""
-    with open_engine(gallery) as fp:
-        new = fp.split_cluster(cluster, faces)
+    with open_engine(gallery) as engine:
+        new = engine.split_cluster(cluster, faces)
     console.print(f"{len(faces)} faces out of cluster {cluster}" + (f": now cluster {new}" if new else ""))
 
 
