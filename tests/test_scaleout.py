@@ -187,3 +187,27 @@ def test_enroll_on_ray_fills_the_gallery_a_local_enroll_fills(photos, gallery, r
     assert summary["skipped_done_before"] == summary["photos"] == 9 and summary["processed"] == 0
     with Gallery(target, create=False) as b:
         assert b.face_count() == len(faces_b)
+
+
+def _partition(records: list[dict]) -> set[frozenset]:
+    """Faces grouped by cluster, as sets of (image, face index): the same grouping whatever the cluster ids."""
+    groups: dict = {}
+    for r in records:
+        for i, face in enumerate(r["faces"]):
+            if face["cluster"] is not None:
+                groups.setdefault(face["cluster"], set()).add((r["image"], i))
+    return {frozenset(g) for g in groups.values()}
+
+
+def test_cluster_embeds_on_ray_and_groups_faces_as_locally(photos, ray_head, tmp_path):
+    import facepipe
+
+    address, env = ray_head
+    with facepipe.open(tmp_path / "local.db") as fp:
+        local = [image.to_json() for image in fp.cluster([photos["queries"]]).images]
+    r = _cli("cluster", str(photos["queries"]), "--gallery", str(tmp_path / "ray.db"), "--json", "--ray", address,
+             env=env)
+    assert r.returncode == 1 and "broken.jpg" in r.stderr  # the broken photo is reported, the rest clustered
+    on_ray = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert sorted(x["image"] for x in on_ray) == sorted(x["image"] for x in local)
+    assert _partition(on_ray) == _partition(local) and len(_partition(local)) >= 2

@@ -46,7 +46,7 @@ OUT_SCHEMA = pa.schema([("path", pa.string()), ("person", pa.string()), ("status
 
 @dataclass(frozen=True)
 class JobSpec:
-    verb: str  # "identify" or "enroll"
+    verb: str  # "identify", "enroll" (the largest face) or "embed" (every face, for cluster)
     model: ModelSpec
     gallery: str | None = None  # identify: the actors match against it
     threshold: float | None = None  # identify: the value the driver chose once (calibrated or given)
@@ -148,7 +148,7 @@ class PhotoWorker:
 
         try:
             image = read_image_bytes(data, path)
-            faces = analyze(self.pipeline, image, "all" if self.spec.verb == "identify" else "largest",
+            faces = analyze(self.pipeline, image, "largest" if self.spec.verb == "enroll" else "all",
                             self.spec.model.detect_threshold)
         except FacepipeError as exc:
             return row | {"detail": str(exc)}
@@ -158,6 +158,11 @@ class PhotoWorker:
         if self.spec.verb == "identify":
             self.engine.label(faces, self.spec.top_k, self.spec.threshold)
             row["record"] = json.dumps({"image": path, "faces": [f.to_json(True) for f in faces]}, ensure_ascii=False)
+        elif self.spec.verb == "embed":
+            row["record"] = json.dumps({"size": [image.shape[1], image.shape[0]], "faces": [
+                {"box": f.box.tolist(), "score": float(f.score),
+                 "landmarks": None if f.landmarks is None else np.asarray(f.landmarks).tolist(),
+                 "embedding": np.asarray(f.embedding, np.float32).tolist()} for f in faces]})
         elif faces:
             face = faces[0]
             row.update(box=[float(v) for v in face.box], score=float(face.score),

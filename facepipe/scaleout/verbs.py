@@ -5,7 +5,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -200,3 +200,29 @@ def enroll(fp, paths: list[str], out: Path | None = None, address: str | None = 
     finally:
         writer.flush()
     return report, run.finish()
+
+
+def embed_runner(address: str | None, workers: int | None = None, batch_size: int = 8):
+    """A runner for Engine.cluster: (photos, ModelSpec) -> an ImageResult per photo, in order, every face embedded
+    on the cluster's actors (clustering itself stays with the driver, the gallery's one writer)."""
+    from facepipe.pipeline.batch import ImageResult
+    from facepipe.types import Face
+
+    def run(paths: list[Path], spec) -> Iterator[ImageResult]:
+        connect(address)
+        rows: dict[str, dict] = {}
+        parts = [Partition(str(p), file=str(p)) for p in paths]
+        job = JobSpec("embed", spec, cwd=os.getcwd(), trace_dir=os.environ.get(TRACE_ENV))
+        run_photos(job, parts, set(), key_array([]), workers, batch_size,
+                   lambda row: rows.__setitem__(row["path"], row))
+        for path in paths:
+            row = rows[str(path)]
+            if row["status"] == "unreadable":
+                yield ImageResult(path, error=row["detail"])
+                continue
+            record = json.loads(row["record"])
+            faces = [Face(box=np.array(f["box"], np.float32), score=f["score"],
+                          landmarks=None if f["landmarks"] is None else np.array(f["landmarks"], np.float32),
+                          embedding=np.array(f["embedding"], np.float32)) for f in record["faces"]]
+            yield ImageResult(path, faces, tuple(record["size"]))
+    return run
