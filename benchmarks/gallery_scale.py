@@ -18,7 +18,7 @@ Steps: baseline (a CLI identify against a tiny gallery, same photo, same process
 written, `facepipe gallery import` (timed), enroll the real people (`facepipe enroll`, setup), first identify
 (builds the persisted index and the calibration), second cold identify (wall, CPU, peak RSS vs the raw
 vectors), enroll one photo into the big gallery, a third identify (the new face is searched beside the index,
-no rebuild), and in this process: search time per query (Gallery.match) and exact top-1 agreement against
+no rebuild), and in this process: search time per query (SqliteGallery.match) and exact top-1 agreement against
 brute force over every stored vector.
 
     nice -n 10 python benchmarks/gallery_scale.py --size 1000000                       # SQLite + faiss, dlib-bound
@@ -283,7 +283,7 @@ def main() -> None:
                                                     for i in range(0, len(queries), 32)])]
         agree = np.mean([m.candidates[0].identity == t for m, t in zip(matches, truth)])
         kind = g.search_kind
-    rows.append((f"search per query (Gallery.match, top-3 persons, {kind})",
+    rows.append((f"search per query (SqliteGallery.match, top-3 persons, {kind})",
                  f"{per_query * 1e3:.2f} ms wall, {cpu_per_query * 1e3:.2f} ms CPU", "<= 10 ms"))
     rows.append(("top-1 person = brute force", f"{agree:.2%}", ">= 99%"))
 

@@ -23,7 +23,7 @@ from _open_set_features import compute, default_embeddings, time_side_by_side
 from rich.console import Console
 from rich.table import Table
 
-from facepipe.gallery import Gallery
+from facepipe.gallery import SqliteGallery
 from facepipe.openset.matching import choose_threshold, person_scores, recognizer_metric
 from facepipe.runtime.loader import load_recognizer
 
@@ -85,9 +85,9 @@ def recipe_split(raw, labels, n_ids, split):
 
 
 def facepipe_split(emb, labels, names, split, recognizer):
-    """facepipe's default end to end: a real gallery, its calibrated threshold, Gallery.match."""
+    """facepipe's default end to end: a real gallery, its calibrated threshold, SqliteGallery.match."""
     g, gen, st = split
-    with tempfile.TemporaryDirectory() as tmp, Gallery(Path(tmp) / "g.db") as gallery:
+    with tempfile.TemporaryDirectory() as tmp, SqliteGallery(Path(tmp) / "g.db") as gallery:
         gallery.check_model(recognizer.fingerprint, recognizer.embedding_size, recognizer_metric(recognizer))
         for r in g:
             gallery.add_face(names[labels[r]], f"row{r}", f"hash{r}", [0, 0, 1, 1], 1.0, emb[r])

@@ -1,4 +1,4 @@
-"""Gallery search at scale: facepipe's EmbeddingIndex (faiss IVF above 50k faces) vs exact numpy search.
+"""SqliteGallery search at scale: facepipe's EmbeddingIndex (faiss IVF above 50k faces) vs exact numpy search.
 
 Synthetic gallery shaped like real face embeddings: `--size` unit vectors in 512-d, `--per-identity`
 faces per identity (default 1,000,000 = 200,000 identities x 5). Each identity has a random centre on the
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--nprobe", default="8,16,32,64,128,256", help="comma-separated; the index's default nprobe is "
                                                                        "added")
     parser.add_argument("--k", type=int, default=48,
-                        help="neighbours per search (48: what Gallery.match fetches for --top-k 3)")
+                        help="neighbours per search (48: what SqliteGallery.match fetches for --top-k 3)")
     parser.add_argument("--single", type=int, default=500, help="queries timed one at a time per nprobe")
     parser.add_argument("--exact-single", type=int, default=20, help="queries timed one at a time for exact numpy")
     parser.add_argument("--decay", type=float, default=0.0,
@@ -214,7 +214,7 @@ def main() -> None:
                       f"{right:.2%}", f"{max(shortfall, 0.0):.4f}", f"{recall_r:.2%}")
     console.print(table)
 
-    # The real identify path: best persons for one face (Gallery.match -> best_per_person), default nprobe.
+    # The real identify path: best persons for one face (SqliteGallery.match -> best_per_person), default nprobe.
     if index._faiss is not None:
         index.nprobe = default_nprobe
     times = []
@@ -222,7 +222,7 @@ def main() -> None:
         t = time.perf_counter()
         best_per_person(index, labels, queries[i], 3)
         times.append(time.perf_counter() - t)
-    console.print(f"best_per_person(top_k=3) per face (Gallery.match's search), nprobe {default_nprobe}: "
+    console.print(f"best_per_person(top_k=3) per face (SqliteGallery.match's search), nprobe {default_nprobe}: "
                   f"{np.mean(times) * 1e3:.2f} ms mean, p99 {np.percentile(times, 99) * 1e3:.2f} ms")
     console.print(f"exact numpy: {exact_single.mean() * 1e3:.1f} ms per single query "
                   f"({len(exact_single)} timed), {exact_batched * 1e3:.2f} ms per query batched in chunks of 32")

@@ -58,7 +58,7 @@ def main() -> int:
     import httpx
 
     import facepipe
-    from facepipe.gallery import Gallery
+    from facepipe.gallery import SqliteGallery
     from facepipe.runtime.hashing import file_sha256
     from facepipe.serve.process import ServerProcess
 
@@ -161,7 +161,7 @@ def main() -> int:
         wall = time.perf_counter() - t_load
     fp.close()
 
-    with Gallery(gallery, create=False) as g:
+    with SqliteGallery(gallery, create=False) as g:
         missing = [str(p) for n, p in to_enroll if g.person_of_hash(file_sha256(p)) != n]
 
     print(f"\noverhead ({len(sample)} photos, one at a time, best of {args.repeats}): direct fp.identify "

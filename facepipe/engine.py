@@ -20,14 +20,14 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from facepipe.errors import FacepipeError, GalleryError, ModelMismatchError
+from facepipe.gallery.base import Gallery
+from facepipe.names import person_name
 from facepipe.openset.matching import pairwise_similarity, recognizer_metric
 from facepipe.pipeline.batch import ImageResult, ModelSpec, largest_first, run_images
 from facepipe.pipeline.face_pipeline import FacePipeline
 from facepipe.runtime.image import ImageLike, load_image
 from facepipe.runtime.loader import load_detector, load_recognizer
 from facepipe.types import Face
-
-MAX_NAME_LENGTH = 128
 
 
 @dataclass
@@ -37,14 +37,6 @@ class Verification:
     threshold_source: str
     same_person: bool
     faces: tuple[Face, Face]
-
-
-def check_person_name(name: str) -> str:
-    """A person's name as the gallery stores it: trimmed, 1..128 printable characters."""
-    name = name.strip() if isinstance(name, str) else ""
-    if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable() or name in (".", ".."):
-        raise FacepipeError(f"{name!r}: not a usable person name (1 to {MAX_NAME_LENGTH} printable characters)")
-    return name
 
 
 def content_hash(image: ImageLike) -> str | None:
@@ -120,7 +112,7 @@ class Engine:
     def pipeline(self) -> FacePipeline:
         return FacePipeline(self.detector, self.recognizer)
 
-    def gallery(self, create: bool = False):
+    def gallery(self, create: bool = False) -> Gallery:
         """The gallery (opened on first use). create=True makes an empty one where there is none."""
         with self._lock:
             if self._gallery is None:
@@ -164,7 +156,7 @@ class Engine:
         return self.pipeline.embed(load_image(image), faces)
 
     # -- the gallery's side --------------------------------------------------------------------------
-    def _checked_gallery(self, bind: bool = False):
+    def _checked_gallery(self, bind: bool = False) -> Gallery:
         """The gallery, after making sure it holds this recognizer's embeddings (bind=True: claim an empty one)."""
         g = self.gallery(create=bind)  # first: a missing gallery is said before any model loads
         rec = self.recognizer
@@ -233,7 +225,7 @@ class Engine:
     def enroll(self, name: str, images: ImageLike | Sequence[ImageLike], source: str | None = None) -> list[str]:
         """Add the largest face of each image to person `name`: per image "added", "duplicate" (this content is
         already enrolled) or "no face". Each face is its own transaction."""
-        name = check_person_name(name)
+        name = person_name(name)
         if isinstance(images, (str, Path, bytes, bytearray, np.ndarray)) or not isinstance(images, Sequence):
             images = [images]
         g = self._checked_gallery(bind=True)
@@ -290,6 +282,7 @@ class Engine:
 
     def remove(self, name: str) -> int:
         """Remove a person and all their faces; returns how many faces went."""
+        name = person_name(name)  # before the gallery opens: a bad name is the first thing to say
         return self.gallery().remove_person(name)
 
     def info(self) -> dict:

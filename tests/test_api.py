@@ -80,9 +80,9 @@ def test_threads_identify_while_one_enrolls(people, data_dir):
 
 
 def test_a_gallery_of_another_model_is_refused(people, tmp_path):
-    from facepipe.gallery import Gallery
+    from facepipe.gallery import SqliteGallery
 
-    g = Gallery(tmp_path / "other.db")
+    g = SqliteGallery(tmp_path / "other.db")
     g.check_model("someone-else:0123", 128)
     g.add_face("x", "x.jpg", "0" * 64, [0, 0, 1, 1], 1.0, np.ones(128, np.float32) / np.sqrt(128))
     g.close()

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from facepipe.gallery import Gallery
+from facepipe.gallery import SqliteGallery
 from facepipe.openset.matching import choose_threshold, recognizer_metric
 from facepipe.pipeline.batch import ModelSpec, build_pipeline
 from facepipe.runtime.image import read_image
@@ -25,7 +25,7 @@ def test_calibrated_threshold_names_at_most_2_percent_of_held_out_strangers(data
         pytest.skip("celeba-dev has too few identities")
     pipeline = build_pipeline(ModelSpec(threads=1))
     rec = pipeline.recognizer
-    with Gallery(tmp_path / "g.db") as gallery:
+    with SqliteGallery(tmp_path / "g.db") as gallery:
         gallery.check_model(rec.fingerprint, rec.embedding_size, recognizer_metric(rec))
         for folder in folders[:N_ENROLLED]:
             for path in sorted(folder.glob("*.jpg"))[:PER_PERSON]:

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from facepipe.gallery import file_sha256
+from facepipe.runtime.hashing import file_sha256
 
 
 def run(*args, timeout=300):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from facepipe.errors import GalleryError
-from facepipe.gallery import Gallery, best_per_person, open_gallery
+from facepipe.gallery import SqliteGallery, best_per_person, open_gallery
 from facepipe.gallery.search import EmbeddingIndex, exact_search
 from facepipe.openset.calibration import open_set_threshold
 from facepipe.openset.matching import person_scores
@@ -41,7 +41,7 @@ def test_duplicates_are_no_ops(spec):
 
 
 def test_gallery_file_is_private(tmp_path):
-    with Gallery(tmp_path / "sub" / "g.db") as g:
+    with SqliteGallery(tmp_path / "sub" / "g.db") as g:
         g.check_model("m1", 16)
     assert stat.S_IMODE((tmp_path / "sub" / "g.db").stat().st_mode) == 0o600
 
@@ -69,7 +69,7 @@ def test_invalid_sqlite_file(tmp_path):
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"not a database at all" * 100)
     with pytest.raises(GalleryError, match="junk.db: not a facepipe gallery"):
-        Gallery(junk)
+        SqliteGallery(junk)
     assert junk.read_bytes() == b"not a database at all" * 100  # left as it was
 
 
@@ -126,7 +126,7 @@ def test_open_set_calibration_is_the_same_on_every_backend(spec):
 
 def test_export_import_across_backends_is_bit_exact(spec, tmp_path):
     rng = np.random.default_rng(6)
-    with Gallery(tmp_path / "a.db") as a:
+    with SqliteGallery(tmp_path / "a.db") as a:
         a.check_model("m", 16)
         for i, e in enumerate(unit(rng, 12)):
             a.add_face(f"p{i % 4}", f"/photos/{i}.jpg", hashlib.sha256(bytes([i])).hexdigest(), [i, 1.5, 9.25, 30],
@@ -193,7 +193,7 @@ def test_open_set_threshold_tracks_the_impostor_tail():
 
 def _writer(path, start, count, queue):
     rng = np.random.default_rng(start)
-    with Gallery(path) as g:
+    with SqliteGallery(path) as g:
         g.check_model("m", 16)
         for i in range(start, start + count):
             g.add_face(f"p{i % 7}", f"/{i}", f"h{i}", [0, 0, 1, 1], 1.0, unit(rng, 1)[0])
@@ -210,7 +210,7 @@ def test_two_writers_at_once_keep_the_gallery_consistent(tmp_path):
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    with Gallery(path) as g:
+    with SqliteGallery(path) as g:
         assert g.face_count() == 120
         assert g.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert g.embeddings()[0].shape == (120, 16)

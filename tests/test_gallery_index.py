@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from facepipe.gallery import Gallery
+from facepipe.gallery import SqliteGallery
 from facepipe.gallery import index as ann
 
 DIM = 16
@@ -45,8 +45,8 @@ def assert_exact(g, queries, top_k=3):
         assert np.allclose([c.similarity for c in m.candidates], [s for _, s in want], atol=1e-5)
 
 
-def small_ann(path, **kw) -> Gallery:
-    g = Gallery(path, ann_min_faces=50, **kw)
+def small_ann(path, **kw) -> SqliteGallery:
+    g = SqliteGallery(path, ann_min_faces=50, **kw)
     g.nprobe = 10_000  # probe every list: the IVF answers exactly, so any bookkeeping error shows
     return g
 
@@ -64,8 +64,8 @@ def test_index_is_built_once_and_reopened_without_a_rebuild(tmp_path, monkeypatc
 
     def no_rebuild(*a, **k):
         raise AssertionError("the rebuild path was taken")
-    monkeypatch.setattr(Gallery, "_build_index", no_rebuild)
-    monkeypatch.setattr(Gallery, "_fold_locked", no_rebuild)
+    monkeypatch.setattr(SqliteGallery, "_build_index", no_rebuild)
+    monkeypatch.setattr(SqliteGallery, "_fold_locked", no_rebuild)
     with small_ann(path) as g:
         again = g.match(centres[:5], 0.5, 3)
         assert g.index_tag() == tag
@@ -195,7 +195,7 @@ def test_kill_during_rebuild_leaves_the_old_index_in_use(tmp_path, monkeypatch):
     proc.join(10)
     assert any(p.name.endswith(".tmp") for p in ann.index_folder(path).iterdir())  # it died mid-write
 
-    monkeypatch.setattr(Gallery, "_build_index", lambda *a: pytest.fail("rebuilt after the crash"))
+    monkeypatch.setattr(SqliteGallery, "_build_index", lambda *a: pytest.fail("rebuilt after the crash"))
     with small_ann(path) as g:
         assert g.index_tag() == tag and g.index_state() == "fresh"
         got = g.match(centres[:5], 0.5, 3)

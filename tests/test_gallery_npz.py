@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from facepipe.errors import GalleryError
-from facepipe.gallery import Gallery
+from facepipe.gallery import SqliteGallery
 from facepipe.gallery.npz import read_npz, write_npz
 
 DIM = 16
@@ -22,7 +22,7 @@ def sha(text: str) -> str:
 
 def filled(path, n_persons=5, per=4, model="m", seed=0, names=None):
     rng = np.random.default_rng(seed)
-    g = Gallery(path)
+    g = SqliteGallery(path)
     g.check_model(model, DIM)
     for i in range(n_persons):
         name = (names or [f"p{k}" for k in range(n_persons)])[i]
@@ -55,12 +55,12 @@ def test_export_import_round_trip_is_bit_exact_and_idempotent(tmp_path):
     out = cli("gallery", "import", tmp_path / "g.npz", "--gallery", tmp_path / "b.db")
     assert out.returncode == 0, out.stderr
     assert "imported 20 faces" in out.stdout
-    with Gallery(tmp_path / "b.db") as b:
+    with SqliteGallery(tmp_path / "b.db") as b:
         assert snapshot(b) == before  # names, sources, hashes, boxes, scores, embedding bytes, model, size
         revision = b.revision
     out = cli("gallery", "import", tmp_path / "g.npz", "--gallery", tmp_path / "b.db")
     assert "imported 0 faces" in out.stdout and "20 already present" in out.stdout
-    with Gallery(tmp_path / "b.db") as b:
+    with SqliteGallery(tmp_path / "b.db") as b:
         assert b.face_count() == 20 and b.revision == revision
 
 
@@ -82,14 +82,14 @@ def test_foreign_model_is_refused_and_nothing_changes(tmp_path):
     out = cli("gallery", "import", tmp_path / "x.npz", "--gallery", tmp_path / "b.db")
     assert out.returncode == 1
     assert len(out.stderr.strip().splitlines()) == 1 and "model 'm', not 'other-model:1234'" in out.stderr
-    with Gallery(tmp_path / "b.db") as b:
+    with SqliteGallery(tmp_path / "b.db") as b:
         assert snapshot(b) == before
 
 
 def test_import_is_all_or_nothing(tmp_path):
     with filled(tmp_path / "a.db") as a:
         records = a.export_records()
-    with Gallery(tmp_path / "b.db") as b:
+    with SqliteGallery(tmp_path / "b.db") as b:
         def crash(done):
             raise KeyboardInterrupt  # the user presses ^C in the middle
         with pytest.raises(KeyboardInterrupt):
@@ -147,5 +147,5 @@ def test_hostile_or_damaged_files_are_one_line_and_change_nothing(tmp_path, kind
     out = cli("gallery", "import", bad, "--gallery", tmp_path / "b.db")
     assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1 and "error:" in out.stderr
     assert "Traceback" not in out.stderr
-    with Gallery(tmp_path / "b.db") as b:
+    with SqliteGallery(tmp_path / "b.db") as b:
         assert snapshot(b) == before

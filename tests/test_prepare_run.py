@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe.gallery import file_sha256
 from facepipe.prepare.manifest import kept_faces, read_manifest, record_outputs
 from facepipe.runtime.align import ARCFACE_TEMPLATE, similarity_transform
+from facepipe.runtime.hashing import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -200,12 +200,12 @@ def test_malformed_requests_are_one_line_4xx(client, people):
 
 def test_names_in_urls_are_validated(client, people):
     photo = people / "person01" / "img1.jpg"
-    for bad in ("..", " lead", "trail ", "a" * 101, "semi;colon", "new\nline", "<script>", "_under"):
+    for bad in ("..", "a" * 101, "new\nline", "bidi\u202eoverride", "zero\u200bwidth", "back\\slash"):
         r = client.post(f"/v1/persons/{quote(bad, safe='')}/faces", files=upload(photo))
         assert r.status_code in (404, 422), (bad, r.status_code)  # 404: ".." resolves to another route
         assert client.delete(f"/v1/persons/{quote(bad, safe='')}").status_code in (404, 422)
     names = [p["name"] for p in client.get("/v1/persons").json()["persons"]]
-    assert not any(n.strip() != n or "<" in n for n in names)
+    assert all(n.strip() == n and n.isprintable() for n in names)
 
 
 def test_no_cors_unless_asked_and_docs(server, client):

@@ -6,7 +6,7 @@ import time
 import httpx
 import numpy as np
 
-from facepipe.gallery import Gallery
+from facepipe.gallery import SqliteGallery
 from facepipe.runtime.hashing import file_sha256
 from facepipe.serve.process import ServerProcess
 
@@ -78,7 +78,7 @@ def test_sigkill_mid_enroll_then_restart(data_dir, tmp_path):
 
 def test_gallery_filled_by_another_model_is_409(data_dir, tmp_path):
     path = tmp_path / "other-model.db"
-    with Gallery(path) as g:
+    with SqliteGallery(path) as g:
         g.check_model("someone-elses-model:0123456789abcdef", 128)
         g.add_face("someone", "elsewhere.jpg", "0" * 64, [0, 0, 10, 10], 1.0, np.ones(128, np.float32) / np.sqrt(128))
     photo = data_dir / "people" / "person01" / "img1.jpg"
@@ -90,5 +90,5 @@ def test_gallery_filled_by_another_model_is_409(data_dir, tmp_path):
     assert identify.status_code == enroll.status_code == 409
     assert "someone-elses-model" in identify.json()["error"] and "Traceback" not in identify.text
     assert detect.status_code == 200 and len(detect.json()["faces"]) == 1  # no gallery needed to detect
-    with Gallery(path) as g:
+    with SqliteGallery(path) as g:
         assert [(p.name, p.faces) for p in g.persons()] == [("someone", 1)]

@@ -238,25 +238,22 @@ class DataSpec:
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) as the image will be read (EXIF rotation applied), from the header only."""
-    from PIL import Image
+    from facepipe.runtime.image import read_image_size  # the safe reader's format allow-list and limits
 
-    with Image.open(path) as img:
-        w, h = img.size
-        orientation = img.getexif().get(0x0112, 1)
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+    return read_image_size(path)
 
 
 def check_sample(sample: FaceSample, summary: LoadSummary) -> FaceSample | None:
     """Drop an unreadable image, or faces with no area inside it; clip boxes over the border."""
-    try:
-        width, height = image_size(sample.image)
-    except FileNotFoundError:
+    if not Path(sample.image).is_file():
         summary.skipped_images += 1
         summary.problems.append(f"{sample.image}: image not found (skipped)")
         return None
-    except Exception as exc:  # PIL raises several types for non-images
+    try:
+        width, height = image_size(sample.image)
+    except ImageError as exc:  # the safe reader's one line, which names the file
         summary.skipped_images += 1
-        summary.problems.append(f"{sample.image}: unreadable image ({type(exc).__name__}: {str(exc)[:100]}) (skipped)")
+        summary.problems.append(f"{exc} (skipped)")
         return None
     b = sample.boxes
     clipped = np.clip(b, 0, [width, height, width, height])

@@ -1,6 +1,8 @@
 """Galleries: persons and their face embeddings behind one small interface.
 
-- `sqlite.Gallery`: one SQLite file, with a persisted faiss IVF index beside it for large galleries (index.py);
+- `Gallery` (base.py): the interface every backend implements; the engine and enroll see nothing else;
+- `sqlite.SqliteGallery`: one SQLite file, with a persisted faiss IVF index beside it for large galleries
+  (its life cycle: sqlite_index.py; its files: index.py);
 - `milvus.MilvusGallery`: a Milvus collection (a cluster, or Milvus Lite in a local file);
 - `npz`: the export/import file format; `ranking`: face hits -> ranked persons (shared by both backends).
 
@@ -11,19 +13,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from facepipe.gallery.base import Gallery
 from facepipe.gallery.ranking import Match, PersonInfo, best_per_person, rank_persons
-from facepipe.gallery.sqlite import Gallery, default_gallery_path
-from facepipe.runtime.hashing import file_sha256
+from facepipe.gallery.sqlite import SqliteGallery, default_gallery_path
 
-__all__ = ["Gallery", "Match", "PersonInfo", "best_per_person", "default_gallery_path", "file_sha256",
+__all__ = ["Gallery", "Match", "PersonInfo", "SqliteGallery", "best_per_person", "default_gallery_path",
            "open_gallery", "rank_persons"]
 
 
-def open_gallery(spec: str | Path | None, create: bool = True):
+def open_gallery(spec: str | Path | None, create: bool = True) -> Gallery:
     """The gallery named by spec (see the module docstring); `create=False` refuses to make a new one."""
     text = str(spec) if spec is not None else ""
     if text.startswith(("milvus://", "milvus-lite://")):
         from facepipe.gallery.milvus import MilvusGallery
 
         return MilvusGallery(text, create=create)
-    return Gallery(spec or None, create=create)
+    return SqliteGallery(spec or None, create=create)

@@ -1,17 +1,101 @@
-"""What every gallery backend shares: the model binding read from its metadata, and `with` support."""
+"""The gallery interface (`Gallery`, a Protocol every backend implements; the engine and enroll see nothing else)
+and what the backends share: the model binding read from their metadata, and `with` support."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Protocol
+
+import numpy as np
+
 from facepipe.errors import GalleryError, ModelMismatchError
+from facepipe.openset.calibration import TARGET_FPIR, cached_threshold
+
+if TYPE_CHECKING:
+    from facepipe.gallery.npz import GalleryRecords
+    from facepipe.gallery.ranking import Match, PersonInfo
+
+
+class Gallery(Protocol):
+    """Persons and their face embeddings, bound to the model that made them. SQLite (sqlite.SqliteGallery) and
+    Milvus (milvus.MilvusGallery) implement it; `facepipe.gallery.open_gallery(spec)` picks one."""
+
+    path: Path | str
+    revision: int            # bumped by every write
+    changes: int             # faces added plus faces removed, ever
+    model: str | None        # the fingerprint of the model that filled it
+    embedding_size: int | None
+    metric: str              # how that model compares embeddings (facepipe.openset.matching.METRICS)
+    search_kind: str         # how it is searched now, in words
+
+    def check_model(self, fingerprint: str, embedding_size: int, metric: str = "cosine") -> None:
+        """Bind an empty gallery to this model, or refuse a model other than the one that filled it."""
+
+    def person_of_hash(self, sha256: str) -> str | None: ...
+
+    def add_face(self, name: str, source: str, sha256: str, box, score: float, embedding: np.ndarray) -> str:
+        """"added", or "duplicate" when this content is already enrolled."""
+
+    def remove_person(self, name: str) -> int:
+        """The number of faces removed with the person; GalleryError when there is no such person."""
+
+    def replace_embeddings(self, model: str, embeddings: dict[int, np.ndarray], metric: str = "cosine") -> None: ...
+
+    def face_count(self) -> int: ...
+
+    def persons(self) -> list[PersonInfo]: ...
+
+    def faces(self) -> list[tuple[int, str, str, str]]:
+        """(face id, person, source path, sha256) for every face."""
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """All embeddings (N x D), their person index (N) and the person names."""
+
+    def match(self, embeddings: np.ndarray, threshold: float, top_k: int = 5) -> list[Match]: ...
+
+    def open_set_threshold(self, target_fpir: float) -> float | None:
+        """The calibrated threshold (facepipe.openset.calibration); None when too few persons to say."""
+
+    def reindex(self, full: bool = True): ...
+
+    def export_records(self) -> GalleryRecords: ...
+
+    def import_records(self, records: GalleryRecords,
+                       on_progress: Callable[[int], None] | None = None) -> tuple[int, int]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Gallery: ...
+
+    def __exit__(self, *exc) -> None: ...
 
 
 class GalleryBase:
     """A backend provides _meta(key) -> str | None and close(); these read the model it is bound to."""
+
+    path: Path | str
 
     def _meta(self, key: str) -> str | None:
         raise NotImplementedError
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def face_count(self) -> int:
+        raise NotImplementedError
+
+    def _calibrate(self, target_fpir: float) -> float | None:
+        """The threshold from this gallery's own impostor scores (facepipe.openset.calibration), uncached."""
+        raise NotImplementedError
+
+    def _remember(self, key: str, value: str) -> None:
+        """Store a cached value in the metadata (a read-only gallery may pass over it)."""
+        raise NotImplementedError
+
+    def open_set_threshold(self, target_fpir: float = TARGET_FPIR) -> float | None:
+        """Threshold at which a stranger is named with probability ~target_fpir, from this gallery's own impostor
+        scores, cached in its metadata; None when too few persons to say."""
+        return cached_threshold(self._meta, self._remember, self.changes, self.face_count(), target_fpir,
+                                self._calibrate)
 
     def __enter__(self):
         return self

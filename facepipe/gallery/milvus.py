@@ -28,11 +28,10 @@ from facepipe.errors import GalleryError
 from facepipe.gallery.base import GalleryBase
 from facepipe.gallery.npz import GalleryRecords
 from facepipe.gallery.ranking import Match, PersonInfo, match_shortlist, shortlist_impostor_scores
-from facepipe.openset.calibration import MAX_PROBES, TARGET_FPIR, threshold_from_impostors
+from facepipe.openset.calibration import MAX_PROBES, threshold_from_impostors
 
 MAX_TOPK = 16384      # Milvus' bound on limit for one search
 BATCH = 2000          # entities per insert / iterator page
-CALIBRATION_DRIFT = 0.01
 FACE_FIELDS = ["id", "person", "source", "sha256", "box", "score", "created"]
 
 
@@ -52,7 +51,11 @@ def parse_spec(spec: str) -> tuple[str, str, str]:
 
 
 def _quote(text: str) -> str:
-    return json.dumps(text)  # a Milvus filter string literal: double quotes, backslash escapes
+    """`text` as a Milvus filter string literal. Only backslash and double quote are escaped: json.dumps'
+    \\uXXXX escapes (surrogate pairs for a name like "𝔄lice") are refused by Milvus' filter parser, and names
+    hold no control characters (facepipe.names). Filter templating (filter_params) would be the cleaner
+    road, but Milvus Lite's parser does not take it, and one quoting rule serves both."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class MilvusGallery(GalleryBase):
@@ -257,7 +260,8 @@ class MilvusGallery(GalleryBase):
         for lo in range(0, len(hashes), 1000):
             part = hashes[lo:lo + 1000]
             present |= {r["sha256"] for r in self.client.query(
-                self.collection, filter=f"sha256 in {json.dumps(part)}", output_fields=["sha256"], limit=len(part))}
+                self.collection, filter=f"sha256 in [{', '.join(map(_quote, part))}]", output_fields=["sha256"],
+                limit=len(part))}
         return present
 
     def import_records(self, records: GalleryRecords, on_progress: Callable[[int], None] | None = None,
@@ -301,11 +305,6 @@ class MilvusGallery(GalleryBase):
                                  anns_field="embedding", output_fields=["person"], search_params={"metric_type": "IP"})
         return [(float(h["distance"]), h["entity"]["person"]) for h in res[0]]
 
-    def _search_ids(self, query: np.ndarray, k: int) -> list[tuple[float, int]]:
-        res = self.client.search(self.collection, [np.asarray(query, np.float32).tolist()], limit=min(k, MAX_TOPK),
-                                 anns_field="embedding", search_params={"metric_type": "IP"})
-        return [(float(h["distance"]), int(h["id"])) for h in res[0]]
-
     def faces_of(self, persons: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """All faces of these persons and each one's position in `persons`."""
         position = {name: i for i, name in enumerate(persons)}
@@ -327,14 +326,8 @@ class MilvusGallery(GalleryBase):
             return [Match(None, 0.0, []) for _ in range(len(np.atleast_2d(embeddings)))]
         return match_shortlist(self._search, self.faces_of, embeddings, threshold, top_k, self.metric)
 
-    def open_set_threshold(self, target_fpir: float = TARGET_FPIR) -> float | None:
-        key = f"calibration:{target_fpir}:changes"
-        cached = self._meta(key)
-        changes, n = self.changes, self.face_count()
-        if cached:
-            at, value = json.loads(cached)
-            if abs(changes - at) <= CALIBRATION_DRIFT * n:
-                return value
+    def _calibrate(self, target_fpir: float) -> float | None:
+        """Strangers simulated by a sample of enrolled faces, each scored through the same shortlist as a query."""
         rows = self._all(["person", "embedding"])
         if len(rows) > MAX_PROBES:
             rows = [rows[i] for i in np.random.default_rng(0).choice(len(rows), MAX_PROBES, replace=False)]
@@ -342,6 +335,7 @@ class MilvusGallery(GalleryBase):
         persons = len({r["person"] for r in self._iterate(["person"])})
         scores = shortlist_impostor_scores(probes, [r["person"] for r in rows], self._search, self.faces_of,
                                            self.metric)
-        value = threshold_from_impostors(scores, persons, target_fpir)
-        self._set_meta(key, json.dumps([changes, value]))
-        return value
+        return threshold_from_impostors(scores, persons, target_fpir)
+
+    def _remember(self, key: str, value: str) -> None:
+        self._set_meta(key, value)

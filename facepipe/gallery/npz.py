@@ -15,12 +15,16 @@ Arrays (N faces, P persons, D = embedding size):
 | `box`            | float64, (N, 4)          | per face: x1, y1, x2, y2 in the photo's pixels             |
 | `score`          | float64, (N,)            | per face: the detector's score                             |
 
-Reading never unpickles (`allow_pickle=False`): an object array is refused like any other wrong field.
+Reading never unpickles (`allow_pickle=False`): an object array is refused like any other wrong field. Before
+any array is loaded, every member's .npy header is read and checked (a known name, a plain dtype, a size that
+matches the zip entry) and their sum held to a memory budget (FACEPIPE_IMPORT_MAX_MB, default 4096): a file
+of a few kilobytes that inflates to gigabytes is refused by its headers. Names pass facepipe.names' rule.
 """
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.errors import GalleryError
+from facepipe.names import PersonNameError, person_name
 
 FORMAT = "facepipe-gallery/1"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+FIELDS = ("format", "model", "embedding_size", "names", "person", "embeddings", "source", "sha256", "box", "score")
+DEFAULT_IMPORT_MAX_MB = 4096
+MAX_STRING_CHARS = 4096  # the widest string a field may hold (a source path); a name is far shorter
 
 
 @dataclass
@@ -49,11 +57,17 @@ class GalleryRecords:
         return len(self.person)
 
 
+def import_budget() -> int:
+    """Bytes the arrays of one export may take once loaded."""
+    return int(float(os.environ.get("FACEPIPE_IMPORT_MAX_MB", DEFAULT_IMPORT_MAX_MB)) * 2**20)
+
+
 def write_npz(path: str | Path, records: GalleryRecords) -> None:
     """Write records to path atomically (a temporary file beside it, then rename), owner-readable only."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    # An unpredictable name, created exclusively: nobody can plant a link there for us to write through.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, format=np.array(FORMAT), model=np.array(records.model),
@@ -67,12 +81,43 @@ def write_npz(path: str | Path, records: GalleryRecords) -> None:
         raise
 
 
+def _check_members(path: Path, archive: zipfile.ZipFile) -> None:
+    """Read each member's .npy header (not its data): known names only, plain dtypes, sizes within budget."""
+    members = archive.namelist()
+    unknown = sorted(set(members) - {f + ".npy" for f in FIELDS})
+    if unknown:
+        raise GalleryError(f"{path}: not a facepipe gallery export (unknown member {unknown[0][:80]!r})")
+    total = 0
+    for info in archive.infolist():
+        with archive.open(info) as f:
+            try:
+                version = np.lib.format.read_magic(f)
+                reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = reader(f)
+                header = f.tell()
+            except (ValueError, OSError, EOFError, SyntaxError) as exc:
+                raise GalleryError(f"{path}: {info.filename!r} is not a numpy array ({exc})") from None
+        if dtype.hasobject or dtype.kind not in "iufU" or (dtype.kind == "U" and dtype.itemsize > 4 * MAX_STRING_CHARS):
+            raise GalleryError(f"{path}: {info.filename!r} has dtype {dtype}, not a plain number or short text array")
+        size = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+        if header + size != info.file_size:
+            raise GalleryError(f"{path}: {info.filename!r} claims {shape} of {dtype} but holds "
+                               f"{info.file_size - header:,} bytes (damaged)")
+        total += size
+    if total > import_budget():
+        raise GalleryError(f"{path}: its arrays would take {total / 2**20:,.0f} MB in memory, over the "
+                           f"{import_budget() / 2**20:,.0f} MB import budget (FACEPIPE_IMPORT_MAX_MB)")
+
+
 def read_npz(path: str | Path) -> GalleryRecords:
     """Read and check an export file; any problem is one GalleryError line naming the file and the field."""
     path = Path(path)
     if not path.is_file():
         raise GalleryError(f"{path}: no such file")
     try:
+        with zipfile.ZipFile(path) as archive:
+            _check_members(path, archive)
         with np.load(path, allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
     except ValueError as exc:  # object arrays need pickle: refused
@@ -104,11 +149,25 @@ def read_npz(path: str | Path) -> GalleryRecords:
         raise GalleryError(f"{path}: 'embeddings' is {rec.embeddings.dtype}, expected float32")
     if n and (rec.person.min() < 0 or rec.person.max() >= len(rec.names)):
         raise GalleryError(f"{path}: 'person' indexes outside 'names' (0..{len(rec.names) - 1})")
-    if not np.isfinite(rec.embeddings).all():
-        raise GalleryError(f"{path}: 'embeddings' holds NaN or infinite values")
-    if any(not name for name in rec.names.tolist()):
-        raise GalleryError(f"{path}: 'names' holds an empty name")
+    for name, a in [("embeddings", rec.embeddings), ("box", rec.box), ("score", rec.score)]:
+        if not np.isfinite(a).all():
+            raise GalleryError(f"{path}: {name!r} holds NaN or infinite values")
+    rec.names = _checked_names(path, rec.names)
     bad = next((h for h in rec.sha256.tolist() if not _HEX64.match(h)), None)
     if bad is not None:
         raise GalleryError(f"{path}: 'sha256' holds {bad[:70]!r}, not a hex sha256")
     return rec
+
+
+def _checked_names(path: Path, names: np.ndarray) -> np.ndarray:
+    """The names through the one name rule (NFC, trimmed); two that become one are refused."""
+    checked: dict[str, str] = {}
+    for raw in names.tolist():
+        try:
+            name = person_name(raw)
+        except PersonNameError as exc:
+            raise GalleryError(f"{path}: 'names': {exc}") from None
+        if name in checked:
+            raise GalleryError(f"{path}: 'names' holds {checked[name]!r} and {raw!r}, the same person name")
+        checked[name] = raw
+    return np.array(list(checked), dtype=str) if checked else names

@@ -1,4 +1,5 @@
-"""The SQLite gallery: one file of persons and their face embeddings, with a persisted ANN index beside it.
+"""The SQLite gallery's storage: one file of persons and their face embeddings (the persisted ANN index beside it
+and its life cycle: sqlite_index.py).
 
 - one row per enrolled face: person, embedding (float32 blob), source path, content hash, box, score;
 - the fingerprint of the model that made the embeddings, so another model's faces are never mixed in;
@@ -28,19 +29,12 @@ import numpy as np
 import platformdirs
 
 from facepipe.errors import GalleryError
-from facepipe.gallery import index as ann
 from facepipe.gallery.base import GalleryBase
 from facepipe.gallery.npz import GalleryRecords
-from facepipe.gallery.ranking import (
-    Match,
-    PersonInfo,
-    exact_scorer,
-    match_exact,
-    match_shortlist,
-    shortlist_impostor_scores,
-)
-from facepipe.gallery.search import EmbeddingIndex, ann_min, exact_search, ivf_lists, train_ivf
-from facepipe.openset.calibration import MAX_PROBES, TARGET_FPIR, open_set_threshold, threshold_from_impostors
+from facepipe.gallery.ranking import Match, PersonInfo, exact_scorer, match_exact
+from facepipe.gallery.search import EmbeddingIndex, ann_min
+from facepipe.gallery.sqlite_index import IndexLifecycle
+from facepipe.openset.calibration import open_set_threshold
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -63,8 +57,7 @@ CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
 """
 FORMAT = "1"
 PAGE_SIZE = 16384
-CALIBRATION_DRIFT = 0.01  # a cached open-set threshold stays valid until 1% of the faces have changed
-READ_CHUNK = 20_000
+READ_CHUNK = 20_000  # rows read from SQLite at a time
 
 
 def default_gallery_path() -> Path:
@@ -82,12 +75,8 @@ def _create_private(path: Path) -> None:
         pass
 
 
-class Gallery(GalleryBase):
-    # Index policy (instance attributes may override them, e.g. in tests).
-    fold_limit_min = 1000      # faces outside the index file before they are folded into it ...
-    fold_limit_share = 0.01    # ... or this share of the gallery, whichever is larger
-    retrain_drift = 0.25       # changes since the centroids were trained, as a share of that size: retrain
-    nprobe: int | None = None  # None: the index's default (search.default_nprobe)
+class SqliteGallery(IndexLifecycle, GalleryBase):
+    """One SQLite file; its index policy (fold_limit_*, retrain_drift, nprobe) is IndexLifecycle's."""
 
     def __init__(self, path: str | Path | None = None, create: bool = True, ann_min_faces: int | None = None):
         self.path = Path(path) if path else default_gallery_path()
@@ -121,7 +110,7 @@ class Gallery(GalleryBase):
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"{self.path}: not a facepipe gallery ({exc})") from None
         self._cache: tuple[int, object] | None = None
-        self.index_builds = 0  # full rebuilds this object did (tests assert on it)
+        self.index_builds = 0
         self.index_folds = 0
 
     # -- low level ---------------------------------------------------------------------------------
@@ -345,163 +334,16 @@ class Gallery(GalleryBase):
         """How this gallery is searched now: "numpy" (exact) or "faiss-ivf (persisted)"."""
         return self._searcher().kind
 
-    # -- the persisted index -----------------------------------------------------------------------
-    @property
-    def index_folder(self) -> Path:
-        return ann.index_folder(self.path)
-
-    def index_tag(self) -> ann.IndexTag | None:
-        return ann.IndexTag.from_json(self._meta("index"))
-
-    def index_state(self, tag: ann.IndexTag | None = None) -> str:
-        """"missing", "stale" (model changed or drift past retrain_drift), "fold" (too many faces outside
-        the file) or "fresh"."""
-        tag = tag or self.index_tag()
-        if tag is None or not (self.index_folder / tag.file).is_file():
-            return "missing"
-        if tag.model != self.model or tag.embedding_size != self.embedding_size:
-            return "stale"
-        if self.changes - tag.trained_changes > self.retrain_drift * max(tag.trained_count, 1):
-            return "stale"
-        outside = self._faces_outside(tag)
-        limit = max(self.fold_limit_min, self.fold_limit_share * tag.count)
-        return "fold" if sum(outside) > limit else "fresh"
-
-    def _faces_outside(self, tag: ann.IndexTag) -> tuple[int, int]:
-        """(faces added since the file was written, faces removed since)."""
-        # A rowid range seek for the new ones and COUNT(*) (over the small person index) for the rest: neither
-        # reads the 2 kB face rows of a large gallery.
-        newer = self.db.execute("SELECT COUNT(*) FROM faces WHERE id > ?", (tag.max_id,)).fetchone()[0]
-        return newer, tag.count - (self.face_count() - newer)
-
-    def reindex(self, full: bool = True) -> ann.IndexTag:
-        """Rewrite the index file now: `full` retrains the IVF centroids; otherwise fold the faces added
-        and removed since into the current file (a full build when there is none)."""
-        with ann.build_lock(self.index_folder):
-            tag = self.index_tag()
-            if full or self.index_state(tag) in ("missing", "stale"):
-                _, tag = self._build_locked()
-            else:
-                _, tag = self._fold_locked(tag)
-        self._cache = None
-        return tag
-
-    def _ann_search(self, count: int) -> "AnnSearch":
-        index = tag = None
-        for _ in range(3):  # a builder may swap the file between reading the tag and opening it
-            tag = self.index_tag()
-            if self.index_state(tag) != "fresh":
-                index, tag = self._update_index()
-            if index is None:
-                try:
-                    index = ann.open_index(self.index_folder, tag, self.nprobe)
-                except FileNotFoundError:
-                    continue
-            break
-        if index is None:  # a file that is there but unreadable: build a new one
-            index, tag = self._update_index(force_build=True)
-        ids, pids, matrix = self._read_embeddings("WHERE id > ?", (tag.max_id,))
-        names = dict(self.db.execute("SELECT id, name FROM persons"
-                                     " WHERE id IN (SELECT person_id FROM faces WHERE id > ?)", (tag.max_id,)))
-        n_persons = self.db.execute("SELECT COUNT(*) FROM persons").fetchone()[0]
-        return AnnSearch(self.db, index, tag, ids, [names[p] for p in pids], matrix, n_persons, self.metric)
-
-    def _update_index(self, force_build: bool = False):
-        """Bring the index up to date under the build lock (somebody else may have done it meanwhile).
-        Returns (in-memory index or None, tag)."""
-        try:
-            with ann.build_lock(self.index_folder):
-                tag = self.index_tag()
-                state = "missing" if force_build else self.index_state(tag)
-                if state in ("missing", "stale"):
-                    return self._build_locked()
-                if state == "fold":
-                    return self._fold_locked(tag)
-                return None, tag
-        except (OSError, sqlite3.OperationalError):
-            # Read-only gallery or folder: build in memory for this process; nothing is written.
-            return self._build_index(self._snapshot())
-
-    def _snapshot(self) -> tuple[int, int, str, int]:
-        return (self.changes, self.db.execute("SELECT COALESCE(MAX(id), 0) FROM faces").fetchone()[0],
-                self.model, self.embedding_size)
-
-    def _build_index(self, snapshot):
-        """Train a fresh IVF on the gallery and fill it (streams the faces: one copy of the vectors)."""
-        changes, max_id, model, size = snapshot
-        all_ids = np.array([r[0] for r in self.db.execute("SELECT id FROM faces WHERE id <= ?", (max_id,))], np.int64)
-        rng = np.random.default_rng(0)
-        sample_ids = np.sort(rng.choice(all_ids, size=min(len(all_ids), 64 * ivf_lists(len(all_ids))), replace=False))
-        sample = [self._read_embeddings(f"WHERE id IN ({','.join(map(str, part))})")[2]
-                  for part in np.array_split(sample_ids, max(1, len(sample_ids) // 20_000))]
-        index = train_ivf(np.concatenate(sample), size=len(all_ids))
-        del sample
-        cur = self.db.execute("SELECT id, embedding FROM faces WHERE id <= ? ORDER BY id", (max_id,))
-        count = 0
-        while rows := cur.fetchmany(READ_CHUNK):
-            vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(-1, size)
-            index.add_with_ids(vectors, np.array([r[0] for r in rows], np.int64))
-            count += len(rows)
-        if self.nprobe:
-            index.nprobe = min(self.nprobe, index.nlist)
-        self.index_builds += 1
-        return index, ann.IndexTag("", model, size, changes, max_id, count, count, changes)
-
-    def _build_locked(self):
-        self.db.execute("BEGIN")  # one read snapshot for the whole build (WAL: writers go on meanwhile)
-        try:
-            index, tag = self._build_index(self._snapshot())
-        finally:
-            self.db.execute("COMMIT")
-        return index, self._publish(index, tag)
-
-    def _fold_locked(self, tag: ann.IndexTag):
-        """IVF add/remove: the faces added and removed since the file was written, on the trained index."""
-        index = ann.load_for_update(self.index_folder, tag)
-        self.db.execute("BEGIN")
-        try:
-            changes, max_id, _, _ = self._snapshot()
-            live = np.array([r[0] for r in self.db.execute("SELECT id FROM faces WHERE id <= ?", (tag.max_id,))],
-                            np.int64)
-            ann.remove_missing(index, live)
-            ids, _, matrix = self._read_embeddings("WHERE id > ? AND id <= ?", (tag.max_id, max_id))
-        finally:
-            self.db.execute("COMMIT")
-        if len(ids):
-            index.add_with_ids(matrix, ids)
-        if self.nprobe:
-            index.nprobe = min(self.nprobe, index.nlist)
-        self.index_folds += 1
-        new = ann.IndexTag("", tag.model, tag.embedding_size, changes, max_id, index.ntotal, tag.trained_count,
-                           tag.trained_changes)
-        return index, self._publish(index, new)
-
-    def _publish(self, index, tag: ann.IndexTag) -> ann.IndexTag:
-        """Write the file, switch the tag to it (one transaction), then sweep the old files."""
-        tag.file = ann.write_index(index, self.index_folder)
-        self._write(lambda: self._set_meta("index", tag.to_json()))
-        ann.sweep(self.index_folder, keep=tag.file)
-        return tag
-
     # -- matching ----------------------------------------------------------------------------------
-    def open_set_threshold(self, target_fpir: float = TARGET_FPIR) -> float | None:
-        """Threshold at which a stranger is named with probability ~target_fpir, from this gallery's
-        own impostor scores (cached until CALIBRATION_DRIFT of the faces changed). None when too few
-        persons to say."""
-        key = f"calibration:{target_fpir}:changes"
-        cached = self._meta(key)
-        changes = self.changes
-        if cached:
-            at, value = json.loads(cached)
-            if abs(changes - at) <= CALIBRATION_DRIFT * self.face_count():
-                return value
-        value = self._searcher().calibrate(target_fpir)
+    def _calibrate(self, target_fpir: float) -> float | None:
+        return self._searcher().calibrate(target_fpir)
+
+    def _remember(self, key: str, value: str) -> None:
         try:
-            self._write(lambda: self._set_meta(key, json.dumps([changes, value])))
+            self._write(lambda: self._set_meta(key, value))
         except sqlite3.OperationalError as exc:
             if not _read_only(exc):
                 raise
-        return value
 
     def match(self, embeddings: np.ndarray, threshold: float, top_k: int = 5) -> list[Match]:
         """Per query: persons ranked by their person score (facepipe.gallery.ranking); unknown below threshold."""
@@ -533,65 +375,3 @@ class ExactSearch:
     def search(self, query: np.ndarray, k: int) -> list[tuple[float, str]]:
         sims, idx = self.index.search(query[None], k)
         return [(float(s), self.names[self.labels[i]]) for s, i in zip(sims[0], idx[0]) if i >= 0]
-
-
-
-class AnnSearch:
-    """Large galleries: the memory-mapped IVF file + the faces enrolled since (exact) - the faces removed since."""
-    kind = "faiss-ivf (persisted)"
-
-    def __init__(self, db: sqlite3.Connection, index, tag: ann.IndexTag, delta_ids: np.ndarray,
-                 delta_names: list[str], delta: np.ndarray, n_persons: int, metric: str = "cosine"):
-        self.db, self.index, self.tag, self.metric = db, index, tag, metric
-        self.delta_ids, self.delta_names, self.delta = delta_ids, delta_names, delta
-        self.n_faces = index.ntotal + len(delta_ids)
-        self.n_persons = n_persons
-
-    def faces_of(self, persons: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """All faces of these persons (read from SQLite: a few hundred rows) and each one's position in `persons`."""
-        position = {name: i for i, name in enumerate(persons)}
-        rows = self.db.execute(
-            f"SELECT p.name, f.embedding FROM faces f JOIN persons p ON p.id = f.person_id "
-            f"WHERE p.name IN ({','.join('?' * len(persons))})", persons).fetchall()
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.tag.embedding_size)
-        return matrix, np.array([position[r[0]] for r in rows], np.int64)
-
-    def match(self, embeddings, threshold: float, top_k: int) -> list[Match]:
-        return match_shortlist(self.search, self.faces_of, embeddings, threshold, top_k, self.metric)
-
-    def calibrate(self, target_fpir: float) -> float | None:
-        """Strangers simulated by a sample of enrolled faces, each scored through the same shortlist as a query."""
-        total = self.db.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
-        rows = self.db.execute("SELECT p.name, f.embedding FROM faces f JOIN persons p ON p.id = f.person_id "
-                               "WHERE f.id IN (SELECT id FROM faces ORDER BY (id * 2654435761) % 4294967296 LIMIT "
-                               "?)",  # a fixed sample
-                               (min(total, MAX_PROBES),)).fetchall()
-        probes = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.tag.embedding_size)
-        scores = shortlist_impostor_scores(probes, [r[0] for r in rows], self.search, self.faces_of, self.metric)
-        return threshold_from_impostors(scores, self.n_persons, target_fpir)
-
-    def search_ids(self, query: np.ndarray, k: int) -> list[tuple[float, int, str]]:
-        """Up to k (similarity, face id, person) hits, best first, removed faces left out."""
-        q = np.ascontiguousarray(query[None], dtype=np.float32)
-        sims, ids = self.index.search(q, min(k, max(1, self.index.ntotal)))
-        found = [(float(s), int(i)) for s, i in zip(sims[0], ids[0]) if i >= 0]
-        owner = self._owners([i for _, i in found])
-        hits = [(s, i, owner[i]) for s, i in found if i in owner]
-        if len(self.delta_ids):
-            dsims, didx = exact_search(self.delta, q, min(k, len(self.delta_ids)))
-            hits += [(float(s), int(self.delta_ids[j]), self.delta_names[j]) for s, j in zip(dsims[0], didx[0])]
-            hits.sort(key=lambda h: -h[0])
-        return hits[:k]
-
-    def _owners(self, ids: list[int]) -> dict[int, str]:
-        out: dict[int, str] = {}
-        for lo in range(0, len(ids), 30_000):  # SQLite's bound on query parameters
-            part = ids[lo:lo + 30_000]
-            out.update(self.db.execute(
-                f"SELECT f.id, p.name FROM faces f JOIN persons p ON p.id = f.person_id WHERE f.id IN "
-                f"({','.join('?' * len(part))})",
-                part))
-        return out
-
-    def search(self, query: np.ndarray, k: int) -> list[tuple[float, str]]:
-        return [(s, name) for s, _, name in self.search_ids(query, k)]

@@ -23,6 +23,7 @@ and the raw percentile 9.9 % / 6.4 % / 5.9 % / 3.6 % / 2.5 % / 1.6 %. benchmarks
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Callable
 
@@ -31,7 +32,7 @@ import numpy as np
 TARGET_FPIR = 0.01  # the aim: 1 stranger in 100 named (the promise is at most 2 %)
 MIN_PERSONS = 10  # fewer than this and the fit says little: the model's default applies
 MAX_PROBES = 2000  # plenty for a two-parameter fit; bounds the cost for huge galleries
-_EULER_GAMMA = 0.5772156649015329
+CALIBRATION_DRIFT = 0.01  # a cached threshold stays valid until 1% of the gallery's faces have changed
 
 # queries (Q x D) -> person scores (Q x P), higher = more alike: the gallery's own scoring
 PersonScorer = Callable[[np.ndarray], np.ndarray]
@@ -53,13 +54,6 @@ def impostor_best_scores(matrix: np.ndarray, labels: np.ndarray, scorer: PersonS
     return out[np.isfinite(out)]
 
 
-def normal_quantile(samples: np.ndarray, q: float) -> float:
-    """The q-quantile of the normal law with the samples' mean and standard deviation."""
-    from statistics import NormalDist
-
-    return float(np.mean(samples) + NormalDist().inv_cdf(q) * np.std(samples, ddof=1))
-
-
 def student_t_quantile(q: float, dof: int) -> float:
     """Student's t quantile from the normal one (Cornish-Fisher / Hill expansion; at q = 0.99 within 0.001
     of the exact value for dof >= 9, i.e. MIN_PERSONS), so the runtime needs no scipy."""
@@ -76,14 +70,6 @@ def prediction_quantile(samples: np.ndarray, q: float, n: int) -> float:
     estimated from n independent units (here: persons)."""
     n = max(int(n), 2)
     return float(np.mean(samples) + student_t_quantile(q, n - 1) * np.std(samples, ddof=1) * math.sqrt(1 + 1 / n))
-
-
-def gumbel_quantile(samples: np.ndarray, q: float) -> float:
-    """The q-quantile of the Gumbel law with the samples' mean and standard deviation (method of moments)."""
-    mean, sd = float(np.mean(samples)), float(np.std(samples, ddof=1))
-    beta = sd * math.sqrt(6.0) / math.pi
-    mu = mean - _EULER_GAMMA * beta
-    return mu - beta * math.log(-math.log(q))
 
 
 def open_set_threshold(matrix: np.ndarray, labels: np.ndarray, scorer: PersonScorer,
@@ -103,3 +89,19 @@ def threshold_from_impostors(scores: np.ndarray, n_persons: int, target_fpir: fl
     if n_persons < MIN_PERSONS or len(scores) < MIN_PERSONS:
         return None
     return prediction_quantile(scores, 1.0 - target_fpir, n_persons)
+
+
+def cached_threshold(read_meta: Callable[[str], str | None], write_meta: Callable[[str, str], None], changes: int,
+                     face_count: int, target_fpir: float, calibrate: Callable[[float], float | None]) -> float | None:
+    """The calibration cache every gallery backend uses: the threshold stored in the gallery's metadata with the
+    change counter it was computed at, recomputed (`calibrate(target_fpir)`) once CALIBRATION_DRIFT of the faces
+    have changed since."""
+    key = f"calibration:{target_fpir}:changes"  # replace_embeddings drops every "calibration%" key
+    cached = read_meta(key)
+    if cached:
+        at, value = json.loads(cached)
+        if abs(changes - at) <= CALIBRATION_DRIFT * face_count:
+            return value
+    value = calibrate(target_fpir)
+    write_meta(key, json.dumps([changes, value]))
+    return value

@@ -8,6 +8,7 @@ from typing import Callable
 
 from facepipe.errors import FacepipeError, ImageError
 from facepipe.gallery import Gallery
+from facepipe.names import PersonNameError, person_name
 from facepipe.pipeline.batch import ModelSpec, run_images
 from facepipe.runtime.folders import IdentityFolders
 from facepipe.runtime.hashing import file_sha256
@@ -46,10 +47,16 @@ def enroll_folder(folders: IdentityFolders, gallery: Gallery, spec: ModelSpec, w
         report.persons[path.name].errors += 1
 
     todo: list[tuple[Path, str, str]] = []  # (path, person, sha256)
-    for name, paths in folders.persons.items():
+    for folder_name, paths in folders.persons.items():
+        try:
+            name = person_name(folder_name)  # the same rule as the API, the service and import
+        except PersonNameError as exc:
+            report.persons[folder_name].errors += 1
+            report.notes.append((str(folders.root / folder_name), f"error: {exc} (folder skipped)"))
+            continue
         tally = report.persons[name]
-        if not paths and folders.root / name not in folders.unreadable:
-            report.notes.append((str(folders.root / name), "skipped: folder holds no images"))
+        if not paths and folders.root / folder_name not in folders.unreadable:
+            report.notes.append((str(folders.root / folder_name), "skipped: folder holds no images"))
         for path in paths:
             try:
                 digest = file_sha256(path)

@@ -6,7 +6,6 @@ is (4xx: the request; 500: ours, with an id that is also in the server log, neve
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -22,6 +21,7 @@ from starlette.exceptions import HTTPException
 
 import facepipe
 from facepipe.errors import FacepipeError, GalleryError, ImageError
+from facepipe.names import person_name
 from facepipe.serve.auth import BearerKey, read_api_key
 from facepipe.serve.limits import BodyLimit, BodyTooLarge
 from facepipe.serve.settings import ServeSettings
@@ -29,8 +29,6 @@ from facepipe.serve.uploads import option, read_uploads
 
 log = logging.getLogger("facepipe.serve")
 STATIC = Path(__file__).parent / "static"
-# Letters of any script, digits, space, and . ' - _ ; starts with a letter or digit; at most 100.
-PERSON_NAME = re.compile(r"[^\W_][\w .'\-]{0,99}")
 
 
 def create_app(settings: ServeSettings, engine=None) -> FastAPI:
@@ -145,7 +143,7 @@ def _api(fp) -> APIRouter:
     async def enroll(name: str, request: Request) -> JSONResponse:
         """Enroll the largest face of one photo under `name`. Sending the same file again changes
         nothing (200, "duplicate"): photos are known by the sha256 of their bytes."""
-        _check_name(name)
+        name = person_name(name)  # 422 with the rule's own words when it breaks it
         [(image_name, data)], _ = await read_uploads(request, "image")
         # The bytes themselves go to the engine: a photo is known by the sha256 of its file, as in the CLI.
         status, = await run_in_threadpool(_named_errors, image_name, fp.enroll, name, [data],
@@ -158,7 +156,7 @@ def _api(fp) -> APIRouter:
     @api.delete("/persons/{name}", tags=["gallery"])
     async def remove(name: str) -> dict:
         """Remove a person and all their faces."""
-        _check_name(name)
+        name = person_name(name)  # 422 with the rule's own words when it breaks it
 
         def remove_known():
             if name not in {p.name for p in fp.persons()}:
@@ -197,12 +195,6 @@ def _named_errors(name: str, fn, *args, **kwargs):
         if not message.startswith("image: "):
             raise
         raise ImageError(f"{name}: {message.removeprefix('image: ')}") from None
-
-
-def _check_name(name: str) -> None:
-    if not PERSON_NAME.fullmatch(name) or name != name.strip():
-        raise HTTPException(422, "invalid person name: use letters, digits, spaces and . ' - _ "
-                                 "(at most 100, starting with a letter or digit)")
 
 
 # -- errors ------------------------------------------------------------------------------------------
