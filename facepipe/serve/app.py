@@ -26,6 +26,7 @@ from facepipe.serve.auth import BearerKey, read_api_key
 from facepipe.serve.limits import BodyLimit, BodyTooLarge
 from facepipe.serve.settings import ServeSettings
 from facepipe.serve.uploads import option, read_uploads
+from facepipe.serve.video import video_router
 
 log = logging.getLogger("facepipe.serve")
 STATIC = Path(__file__).parent / "static"
@@ -56,6 +57,7 @@ def create_app(settings: ServeSettings, engine=None) -> FastAPI:
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["authorization", "content-type"])
     _add_error_handlers(app)
     app.include_router(_api(fp), prefix="/v1", dependencies=[Depends(BearerKey(key))])
+    app.include_router(video_router(fp), prefix="/v1", dependencies=[Depends(BearerKey(key))])
 
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict:
