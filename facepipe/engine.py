@@ -22,7 +22,8 @@ import numpy as np
 from facepipe.errors import FacepipeError, GalleryError, ModelMismatchError
 from facepipe.gallery.base import Gallery
 from facepipe.names import person_name
-from facepipe.openset.matching import pairwise_similarity, recognizer_metric
+from facepipe.openset.matching import pairwise_similarity
+from facepipe.openset.policy import MIN_PERSONS, TARGET_FPIR, identify_threshold, verify_threshold
 from facepipe.pipeline.batch import ImageResult, ModelSpec, largest_first, run_images
 from facepipe.pipeline.face_pipeline import FacePipeline
 from facepipe.runtime.image import ImageLike, load_image
@@ -161,7 +162,7 @@ class Engine:
         g = self.gallery(create=bind)  # first: a missing gallery is said before any model loads
         rec = self.recognizer
         if bind:
-            g.check_model(rec.fingerprint, rec.embedding_size, recognizer_metric(rec))
+            g.check_model(rec.fingerprint, rec.embedding_size, rec.metric)
         elif g.face_count() == 0:
             raise GalleryError(f"{g.path}: the gallery is empty (run `facepipe enroll` first)")
         elif g.model != rec.fingerprint:
@@ -171,10 +172,8 @@ class Engine:
         return g
 
     def threshold(self, override: float | None = None):
-        """The similarity a face needs to be named, and why (facepipe.openset.matching.Threshold)."""
-        from facepipe.openset.matching import choose_threshold
-
-        return choose_threshold(self.recognizer, self._checked_gallery(), override)
+        """The similarity a face needs to be named, and why (facepipe.openset.policy.Threshold)."""
+        return identify_threshold(self.recognizer, self._checked_gallery(), override)
 
     def match(self, embeddings: np.ndarray | Sequence[np.ndarray], top_k: int = 3, threshold: float | None = None):
         """Per embedding: the best persons (candidates) and the identity, or None below the threshold."""
@@ -256,8 +255,8 @@ class Engine:
         g = self.gallery(create=True)
         if reembed and g.model not in (None, rec.fingerprint) and g.face_count():
             reembed_gallery(g, self.spec, rec.fingerprint, workers, pipeline=self._local_pipeline(workers),
-                            metric=recognizer_metric(rec))
-        g.check_model(rec.fingerprint, rec.embedding_size, recognizer_metric(rec))
+                            metric=rec.metric)
+        g.check_model(rec.fingerprint, rec.embedding_size, rec.metric)
         return enroll_folder(folders, g, self.spec, workers, on_item, pipeline=self._local_pipeline(workers))
 
     # -- verify, persons --------------------------------------------------------------------------------
@@ -272,9 +271,9 @@ class Engine:
                 raise FacepipeError(f"{where}: no face found")
             faces.append(self.pipeline.embed(rgb, found[:1])[0])
         rec = self.recognizer
-        similarity = float(pairwise_similarity(faces[0].embedding, faces[1].embedding, recognizer_metric(rec))[0, 0])
-        value, source = (rec.threshold, f"{rec.name} default") if threshold is None else (threshold, "--threshold")
-        return Verification(similarity, float(value), source, similarity >= value, (faces[0], faces[1]))
+        similarity = float(pairwise_similarity(faces[0].embedding, faces[1].embedding, rec.metric)[0, 0])
+        same = verify_threshold(rec, threshold)
+        return Verification(similarity, same.value, same.source, similarity >= same.value, (faces[0], faces[1]))
 
     def persons(self):
         """Everyone enrolled: name, number of faces, when first enrolled."""
@@ -287,9 +286,6 @@ class Engine:
 
     def info(self) -> dict:
         """Where the gallery is, which model filled it, its size, how it is searched, and the threshold."""
-        from facepipe.openset.calibration import MIN_PERSONS
-        from facepipe.openset.matching import TARGET_FPIR
-
         g = self.gallery()
         faces = g.face_count()  # counts, not a copy of every vector (a million-face gallery stays cheap)
         calibrated = g.open_set_threshold(TARGET_FPIR)

@@ -7,7 +7,6 @@ from facepipe.openset.matching import (
     pairwise_similarity,
     person_scores,
     rank_persons,
-    recognizer_metric,
     similarity_from_distance,
 )
 
@@ -17,17 +16,11 @@ FACES = np.array([[2.0, 0.3], [0.8, 0.3]], np.float32)
 LABELS = np.array([0, 1])
 
 
-class _Model:
-    def __init__(self, metric):
-        self.metric = metric
-
-
 def test_cosine_and_euclidean_disagree_and_the_models_metric_decides():
-    by_cosine = rank_persons(person_scores(Q, FACES, LABELS, 2, recognizer_metric(_Model("cosine")), "best"), 1)
-    by_distance = rank_persons(person_scores(Q, FACES, LABELS, 2, recognizer_metric(_Model("euclidean")), "best"), 1)
+    by_cosine = rank_persons(person_scores(Q, FACES, LABELS, 2, "cosine", "best"), 1)
+    by_distance = rank_persons(person_scores(Q, FACES, LABELS, 2, "euclidean", "best"), 1)
     assert by_cosine[0][0][0] == 0  # angle: person 0 (cosine 0.99 vs 0.94)
     assert by_distance[0][0][0] == 1  # distance: person 1 (0.36 vs 1.04)
-    assert recognizer_metric(object()) == "cosine"  # a model that declares nothing: cosine
 
 
 def test_distance_maps_to_a_similarity_and_back():

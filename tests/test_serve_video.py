@@ -41,7 +41,7 @@ def test_a_clip_gives_one_ndjson_line_per_track(served):
     tracks = [json.loads(line) for line in answer.text.splitlines()]
     assert [(t["track"], t["identity"], t["video"]) for t in tracks] == [(1, "person01", "door.mp4"),
                                                                           (2, "person02", "door.mp4")]
-    assert set(tracks[0]) == {"video", "track", "start", "end", "identity", "similarity", "candidates", "boxes"}
+    assert {"video", "track", "start", "end", "identity", "similarity", "candidates", "boxes"} <= set(tracks[0])
     as_json = client.post("/v1/identify-video", json={"video_base64": base64.b64encode(clip).decode(), "name": "x.mp4"})
     assert [json.loads(line)["identity"] for line in as_json.text.splitlines()] == ["person01", "person02"]
 

@@ -12,6 +12,7 @@ from rich.table import Table
 from facepipe.cli.console import console, err, print_error, progress
 from facepipe.cli.options import DetectorOpt, DeviceOpt, GalleryOpt, JsonOpt, RecognizerOpt, WorkersOpt, open_engine
 from facepipe.errors import FacepipeError
+from facepipe.types import image_record
 
 
 def _with_progress(results, label: str, total: int, errors: list[str]):
@@ -176,7 +177,7 @@ def _short(path: Path) -> str:
 
 def _emit(result, table: Table, as_json: bool, with_identity: bool) -> None:
     if as_json:
-        record = {"image": str(result.path), "faces": [f.to_json(with_identity) for f in result.faces]}
+        record = image_record(str(result.path), result.faces, with_identity)
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         sys.stdout.flush()
         return

@@ -1,4 +1,4 @@
-"""How a query is scored against the gallery's persons, and which threshold decides "unknown".
+"""How a query is scored against the gallery's persons (the threshold that says "unknown": policy.py).
 
 Pure functions over (query embeddings, the gallery's face matrix, the face labels), so any gallery
 backend can call them. Every score here is a *similarity*: higher = more alike, whatever the model's
@@ -6,28 +6,14 @@ metric (see `similarity_from_distance` for a distance metric).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from facepipe.openset.calibration import TARGET_FPIR  # noqa: F401  (the one place it is set)
-from facepipe.runtime.base import Recognizer
+from facepipe.types import Candidate
 
 METRICS = ("cosine", "euclidean")
 AGGREGATIONS = ("best", "mean2", "centroid", "blend")
 DEFAULT_AGGREGATION = "centroid"  # chosen by benchmarks/open_set.py --variants (docs/open_set.md)
 BLEND = 0.5  # weight of the best face in "blend"; the rest goes to the person's centroid
-
-
-@dataclass
-class Threshold:
-    value: float
-    source: str  # a few words for people
-
-
-def recognizer_metric(recognizer) -> str:
-    """The metric a recognizer declares ("cosine" when it declares none, as older models)."""
-    return getattr(recognizer, "metric", "cosine")
 
 
 def similarity_from_distance(distance: np.ndarray) -> np.ndarray:
@@ -44,6 +30,13 @@ def distance_from_similarity(similarity: np.ndarray) -> np.ndarray:
     """The inverse of `similarity_from_distance`."""
     s = np.asarray(similarity, dtype=np.float64)
     return np.sqrt(np.maximum(0.0, 2.0 * (1.0 - s))).astype(np.float32)
+
+
+def candidate(identity: str, similarity: float, metric: str) -> Candidate:
+    """A ranked person under the model's metric: a distance metric also carries the distance (the JSON's
+    optional "distance")."""
+    distance = float(distance_from_similarity(similarity)) if metric != "cosine" else None
+    return Candidate(identity, float(similarity), distance)
 
 
 def pairwise_similarity(queries: np.ndarray, faces: np.ndarray, metric: str) -> np.ndarray:
@@ -121,13 +114,3 @@ def rank_persons(scores: np.ndarray, top_k: int) -> list[list[tuple[int, float]]
         top = np.argsort(-row, kind="stable")[:k]
         out.append([(int(p), float(row[p])) for p in top])
     return out
-
-
-def choose_threshold(recognizer: Recognizer, gallery, override: float | None) -> Threshold:
-    """--threshold when given, else the gallery's calibration, else the model's own default."""
-    if override is not None:
-        return Threshold(override, "--threshold")
-    calibrated = gallery.open_set_threshold(TARGET_FPIR)
-    if calibrated is not None:
-        return Threshold(calibrated, f"gallery calibration ({TARGET_FPIR:.0%} strangers named)")
-    return Threshold(recognizer.threshold, f"{recognizer.name} default")
