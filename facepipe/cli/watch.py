@@ -14,7 +14,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from facepipe.cli.console import console, err
-from facepipe.cli.options import DetectorOpt, DeviceOpt, GalleryOpt, JsonOpt, RecognizerOpt, open_engine
+from facepipe.cli.options import (
+    DetectorOpt,
+    DeviceOpt,
+    EventCropsOpt,
+    GalleryOpt,
+    JsonOpt,
+    MqttOpt,
+    RecognizerOpt,
+    WebhookOpt,
+    open_engine,
+)
 from facepipe.errors import FacepipeError
 
 
@@ -50,9 +60,9 @@ def watch(
     max_fps: Optional[float] = typer.Option(None, "--max-fps", help="Take at most this many frames per second."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Similarity needed to name a face."),
     top_k: int = typer.Option(3, "--top-k", min=1, help="Candidates listed per track."),
-    webhook: Optional[str] = typer.Option(None, "--webhook", help="POST each track event as JSON to this URL."),
-    mqtt: Optional[str] = typer.Option(None, "--mqtt", help="Publish each track event to mqtt://HOST[:PORT]/TOPIC."),
-    event_crops: bool = typer.Option(False, "--event-crops", help="Events carry the face as a base64 JPEG."),
+    webhook: Optional[str] = WebhookOpt,
+    mqtt: Optional[str] = MqttOpt,
+    event_crops: bool = EventCropsOpt,
     as_json: bool = JsonOpt,
 ):
     """Watch cameras and streams until SIGTERM or Ctrl-C: one record per person on screen, events as they come."""
