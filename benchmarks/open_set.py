@@ -118,7 +118,7 @@ def variants_table(var, labels, n_ids, splits):
         table.add_column(col)
     for label, x in choices.items():
         for metric in ("euclidean", "cosine"):
-            for agg in ("best", "mean2", "centroid", "blend"):
+            for agg in ("best", "best_two", "centroid", "blend"):
                 r1, n1 = [], []
                 for g, gen, st in splits:
                     gs, gw = best_person(x[gen], x[g], labels[g], n_ids, metric, agg)

@@ -41,8 +41,8 @@ def test_aggregations_on_a_hand_made_gallery():
     cos = np.cos(angles)
     best = person_scores(q, faces, labels, 3, "cosine", "best")[0]
     assert np.allclose(best[:2], [cos[0], cos[2]]) and best[2] == -np.inf  # person 2 has no face
-    mean2 = person_scores(q, faces, labels, 3, "cosine", "mean2")[0]
-    assert np.allclose(mean2[:2], [(cos[0] + cos[1]) / 2, (cos[2] + cos[3]) / 2])
+    best_two = person_scores(q, faces, labels, 3, "cosine", "best_two")[0]
+    assert np.allclose(best_two[:2], [(cos[0] + cos[1]) / 2, (cos[2] + cos[3]) / 2])
     centroid = person_scores(q, faces, labels, 3, "cosine", "centroid")[0]
     assert np.allclose(centroid[:2], [np.cos(np.radians(30)), np.cos(np.radians(22.5))], atol=1e-6)
     assert rank_persons(best[None], 1)[0][0][0] == 0 and rank_persons(centroid[None], 1)[0][0][0] == 1

@@ -10,6 +10,21 @@ from facepipe.cli.console import console
 from facepipe.errors import ModelError
 
 
+def _fetch_with_bar(name: str) -> Path:
+    """runtime.models.fetch() with a download bar on stderr (shown only on a terminal)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from facepipe.cli.console import err
+    from facepipe.runtime import models
+
+    if models.is_cached(name):
+        return models.cached_path(name)
+    with Progress(TextColumn(f"[bold]{name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("download", total=models.named_model(name).size)
+        return models.fetch(name, lambda done, total: bar.update(task, completed=done, total=total))
+
+
 def _layouts_table() -> Table:
     """The third-party ONNX layouts the runtime recognises (runtime/layouts.py): any such file works as --detector
     or --recognizer, named or not."""
@@ -47,9 +62,8 @@ def register(app: typer.Typer) -> None:
     @models_app.command("fetch")
     def fetch(name: str = typer.Argument(..., help="a named model, e.g. yunet")) -> None:
         """Download a named model into the cache (checked by sha256); nothing happens if it is already there."""
-        from facepipe.runtime import models
 
-        console.print(str(models.fetch_with_bar(name)))
+        console.print(str(_fetch_with_bar(name)))
 
     @models_app.command("add")
     def add(name: str = typer.Argument(..., help="a named model, e.g. yunet"),

@@ -71,7 +71,7 @@ def watch(
     from facepipe.video.watch import Watcher
 
     options = video_options(every, max_fps, None, None, top_k, threshold)
-    with open_engine(gallery, detector, recognizer, device) as fp:
+    with open_engine(gallery, detector, recognizer, device) as engine:
         sinks = open_sinks(webhook=webhook, mqtt=mqtt)
         try:
             def on_record(record) -> None:
@@ -84,7 +84,7 @@ def watch(
                                   f"{name}")
 
             on_event = (lambda kind, record, crop: publish(sinks, kind, record, crop)) if sinks else None
-            watcher = Watcher(fp, [_source(s) for s in sources], options, on_record, on_event, event_crops)
+            watcher = Watcher(engine, [_source(s) for s in sources], options, on_record, on_event, event_crops)
             previous = {sig: signal.signal(sig, lambda *_: watcher.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
             try:
                 live = Live(console=err, refresh_per_second=2, transient=True,

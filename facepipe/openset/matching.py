@@ -11,7 +11,7 @@ import numpy as np
 from facepipe.types import Candidate
 
 METRICS = ("cosine", "euclidean")
-AGGREGATIONS = ("best", "mean2", "centroid", "blend")
+AGGREGATIONS = ("best", "best_two", "centroid", "blend")
 DEFAULT_AGGREGATION = "centroid"  # chosen by benchmarks/open_set.py --variants (docs/open_set.md)
 BLEND = 0.5  # weight of the best face in "blend"; the rest goes to the person's centroid
 
@@ -69,7 +69,7 @@ def person_scores(queries: np.ndarray, faces: np.ndarray, labels: np.ndarray, n_
     """Q x P: how alike each query is to each person, from all of that person's faces.
 
     best      the person's most similar face (face_recognition's rule)
-    mean2     the mean of the person's two most similar faces (the one face when there is one)
+    best_two  the mean of the person's two most similar faces (the one face when there is one)
     centroid  the similarity to the person's mean face
     blend     BLEND * best + (1 - BLEND) * centroid
     A person with no face scores -inf."""
@@ -80,7 +80,7 @@ def person_scores(queries: np.ndarray, faces: np.ndarray, labels: np.ndarray, n_
     out = np.full((len(queries), n_persons), -np.inf, dtype=np.float32)
     if len(labels) == 0:
         return out
-    if aggregation in ("best", "mean2", "blend"):
+    if aggregation in ("best", "best_two", "blend"):
         sims = pairwise_similarity(queries, faces, metric)
         order = np.argsort(labels, kind="stable")
         sorted_labels = labels[order]
@@ -88,7 +88,7 @@ def person_scores(queries: np.ndarray, faces: np.ndarray, labels: np.ndarray, n_
         persons = sorted_labels[starts]
         grouped = sims[:, order]
         best = np.maximum.reduceat(grouped, starts, axis=1)
-        if aggregation == "mean2":
+        if aggregation == "best_two":
             counts = np.diff(np.r_[starts, len(labels)])
             second = np.full_like(best, -np.inf)
             for j, (s, c) in enumerate(zip(starts, counts)):

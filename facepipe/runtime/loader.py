@@ -64,7 +64,7 @@ def _resolve(spec: str | Path, what: str, device: str, threads: int | None):
         named = models.named_model(str(spec))
         if named.kind != what:
             raise ModelError(f"{named.name}: a named {named.kind}, not a {what}")
-        return _third_party(models.fetch_with_bar(named.name), what, named.layout, device, threads)
+        return _third_party(models.fetch(named.name), what, named.layout, device, threads)
     if layout is not None:
         if not path.is_file():
             raise ModelError(f"{path}: {what} model file not found")

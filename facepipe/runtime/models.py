@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from facepipe import log
 from facepipe.errors import ModelError
 from facepipe.runtime.hashing import file_sha256
 
@@ -163,22 +164,9 @@ def fetch(name: str, progress: Callable[[int, int], None] | None = None) -> Path
     if target.is_file():
         return target
     url = model.url()
+    log.info(f"downloading {name} ({model.size:,} bytes) from {url}")
     try:
         return _install(model, lambda tmp: _download(url, tmp, model.size, progress), f"download of {url}")
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
         raise ModelError(f"{name}: cannot download ({reason}); {how_to_get(model)}") from None
-
-
-def fetch_with_bar(name: str) -> Path:
-    """fetch() with a rich progress bar on stderr (shown only on a terminal)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-    if is_cached(name):
-        return cached_path(name)
-    console = Console(stderr=True)
-    with Progress(TextColumn(f"[bold]{name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=console, transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task("download", total=named_model(name).size)
-        return fetch(name, lambda done, total: bar.update(task, completed=done, total=total))
