@@ -29,7 +29,9 @@ def _describe(items) -> str:
 
 def sniff(path: str | Path) -> Layout:
     """The layout of an ONNX file, or a ModelError naming what was found."""
-    session, meta, _ = open_session(path, "cpu", 1)
+    # As written, not optimised: looking at a file must not run its constant folding (a tiny graph can fold
+    # into gigabytes), and only the inputs, outputs and metadata are read here.
+    session, meta, _ = open_session(path, "cpu", 1, optimize=False)
     kind = meta.get("facepipe.kind")
     if kind in ("detector", "recognizer"):
         return Layout(str(kind), "facepipe")
