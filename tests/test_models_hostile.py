@@ -179,7 +179,7 @@ def test_sniffing_a_folding_bomb_costs_no_memory(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from facepipe.runtime.onnx_layout import sniff
+    from facepipe.runtime.layouts import recognise_onnx
 
     shape = numpy_helper.from_array(np.array([16384, 16384], np.int64), "shape")
     graph = helper.make_graph([
@@ -195,7 +195,7 @@ def test_sniffing_a_folding_bomb_costs_no_memory(tmp_path):
 
     def look():
         with pytest.raises(ModelError, match="unknown ONNX layout"):
-            sniff(path)
+            recognise_onnx(path)
 
     _, growth = peak_growth(look)
     assert growth < 150 * MB, f"sniffing took {growth / MB:.0f} MB"

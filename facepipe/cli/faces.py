@@ -12,6 +12,7 @@ from rich.table import Table
 from facepipe.cli.console import console, err, print_error, progress
 from facepipe.cli.options import DetectorOpt, DeviceOpt, GalleryOpt, JsonOpt, RecognizerOpt, WorkersOpt, open_engine
 from facepipe.errors import FacepipeError
+from facepipe.types import image_record
 
 
 def _with_progress(results, label: str, total: int, errors: list[str]):
@@ -46,18 +47,19 @@ def enroll(
     from facepipe.runtime.folders import scan_identity_folders
 
     total = scan_identity_folders(folder, "person").image_count  # checks the folder before anything is created
-    with open_engine(gallery, detector, recognizer, device) as fp:
-        rec = fp.recognizer
+    with open_engine(gallery, detector, recognizer, device) as engine:
+        recognizer_used = engine.recognizer
         with progress() as bar:
             task = bar.add_task("enrolling", total=total, status="")
-            report = fp.enroll_folder(folder, workers, on_item=lambda name: bar.update(task, advance=1, status=name),
+            report = engine.enroll_folder(folder, workers, on_item=lambda name: bar.update(task, advance=1,
+                                                                                           status=name),
                                       reembed=reembed)
-        g = fp.gallery()
-        table = Table(title=f"Enrolled into {g.path}  (model {rec.name}, {rec.provider})")
+        table = Table(title=f"Enrolled into {engine.gallery().path}  "
+                            f"(model {recognizer_used.name}, {recognizer_used.provider})")
         for col in ("person", "added", "already enrolled", "largest of several", "no face", "errors",
                     "faces in gallery"):
             table.add_column(col, justify="left" if col == "person" else "right")
-        in_gallery = {p.name: p.faces for p in fp.persons()}
+        in_gallery = {p.name: p.faces for p in engine.persons()}
         for name, t in sorted(report.persons.items()):
             table.add_row(name, str(t.added), str(t.unchanged), str(t.largest_of_many), str(t.no_face),
                           f"[red]{t.errors}[/]" if t.errors else "0", str(in_gallery.get(name, 0)))
@@ -113,12 +115,13 @@ def identify(
     options = video_options(every, max_fps, start, end, top_k, threshold) if videos else None
     stills = [Path(p) for p in paths if not is_video_source(p)]
     images, errors = _collect(stills) if stills else ([], [])
-    with open_engine(gallery, detector, recognizer, device) as fp:
+    with open_engine(gallery, detector, recognizer, device) as engine:
         if images or not videos:
-            results = fp.identify_paths(images, top_k, threshold, workers, keep_images=save_dir is not None)
-            th = fp.threshold(threshold)
-            rec = fp.recognizer
-            table = _faces_table(f"threshold {th.value:.3f} ({th.source}); model {rec.name} on {rec.provider}", True)
+            results = engine.identify_paths(images, top_k, threshold, workers, keep_images=save_dir is not None)
+            threshold_used = engine.threshold(threshold)
+            recognizer_used = engine.recognizer
+            table = _faces_table(f"threshold {threshold_used.value:.3f} ({threshold_used.source}); "
+                                 f"model {recognizer_used.name} on {recognizer_used.provider}", True)
             for result in _with_progress(results, "identifying", len(images), errors):
                 _emit(result, table, as_json, True)
                 if save_dir is not None:
@@ -126,7 +129,7 @@ def identify(
             if not as_json:
                 console.print(table)
         if videos:
-            errors += identify_videos(fp, videos, options, as_json, save_dir, console, err)
+            errors += identify_videos(engine, videos, options, as_json, save_dir, console, err)
     _report_errors(errors)
     if errors:
         raise typer.Exit(1)
@@ -145,9 +148,9 @@ def detect(
     from facepipe.pipeline.annotate import save_annotated
 
     images, errors = _collect(paths)
-    fp = open_engine(None, detector, None, device, threshold)
-    results = fp.detect_paths(images, threshold, workers, keep_images=save_dir is not None)
-    table = _faces_table(f"detector {fp.detector.name} on {fp.detector.provider}", False)
+    engine = open_engine(None, detector, None, device, threshold)
+    results = engine.detect_paths(images, threshold, workers, keep_images=save_dir is not None)
+    table = _faces_table(f"detector {engine.detector.name} on {engine.detector.provider}", False)
     for result in _with_progress(results, "detecting", len(images), errors):
         _emit(result, table, as_json, False)
         if save_dir is not None:
@@ -176,7 +179,7 @@ def _short(path: Path) -> str:
 
 def _emit(result, table: Table, as_json: bool, with_identity: bool) -> None:
     if as_json:
-        record = {"image": str(result.path), "faces": [f.to_json(with_identity) for f in result.faces]}
+        record = image_record(str(result.path), result.faces, with_identity)
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         sys.stdout.flush()
         return

@@ -2,7 +2,7 @@
 
 cli/faces.py's identify sends the sources for which `is_video_source` is true (and --camera) here:
 
-    errors += identify_videos(fp, sources, video_options(every, max_fps, start, end, top_k, threshold),
+    errors += identify_videos(engine, sources, video_options(every, max_fps, start, end, top_k, threshold),
                               as_json, save_dir, console)
 """
 from __future__ import annotations
@@ -130,9 +130,9 @@ def identify_videos(engine, sources: list[str | int], options: VideoOptions, as_
             errors.append(str(exc))
             continue
         if not as_json:
-            th = run.threshold
-            caption = (f"{run.frames} frames, detection every {options.every}; threshold {th.value:.3f} "
-                       f"({th.source})" + (f"; annotated: {run.saved}" if run.saved else ""))
+            threshold_used = run.threshold
+            caption = (f"{run.frames} frames, detection every {options.every}; threshold {threshold_used.value:.3f} "
+                       f"({threshold_used.source})" + (f"; annotated: {run.saved}" if run.saved else ""))
             table = _track_table(name, caption)
             for record in sorted(records, key=lambda r: r.track):
                 table.add_row(*_row(record))

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Callable, Protocol
 import numpy as np
 
 from facepipe.errors import GalleryError, ModelMismatchError
-from facepipe.openset.calibration import TARGET_FPIR, cached_threshold
+from facepipe.openset.calibration import cached_threshold
+from facepipe.openset.policy import TARGET_FPIR
 
 log = logging.getLogger("facepipe.gallery")
 

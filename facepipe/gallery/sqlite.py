@@ -179,19 +179,38 @@ class SqliteGallery(IndexLifecycle, GalleryBase):
         if size is not None and int(size) != emb.shape[0]:
             raise GalleryError(f"{self.path}: embedding size {emb.shape[0]} does not match the gallery's {size}")
 
-        def insert():
-            if self.db.execute("SELECT 1 FROM faces WHERE sha256 = ?", (sha256,)).fetchone():
-                return "duplicate"
-            self.db.execute("INSERT OR IGNORE INTO persons(name, created) VALUES (?, ?)", (name, time.time()))
-            person_id = self.db.execute("SELECT id FROM persons WHERE name = ?", (name,)).fetchone()[0]
-            self.db.execute(
-                "INSERT INTO faces(id, person_id, source, sha256, box, score, embedding, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (self._next_face_ids(1), person_id, source, sha256, json.dumps([round(float(v), 2) for v in box]),
-                 float(score), emb.tobytes(), time.time()))
-            self._bump_revision()
-            return "added"
-        return self._write(insert)
+        return self._write(lambda: self._insert_face(name, source, sha256, box, score, emb))
+
+    def _insert_face(self, name: str, source: str, sha256: str, box, score: float, emb: np.ndarray) -> str:
+        """add_face inside a write transaction the caller holds (naming a cluster enrolls many faces at once)."""
+        if self.db.execute("SELECT 1 FROM faces WHERE sha256 = ?", (sha256,)).fetchone():
+            return "duplicate"
+        self.db.execute("INSERT OR IGNORE INTO persons(name, created) VALUES (?, ?)", (name, time.time()))
+        person_id = self.db.execute("SELECT id FROM persons WHERE name = ?", (name,)).fetchone()[0]
+        self.db.execute(
+            "INSERT INTO faces(id, person_id, source, sha256, box, score, embedding, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (self._next_face_ids(1), person_id, source, sha256, json.dumps([round(float(v), 2) for v in box]),
+             float(score), np.asarray(emb, np.float32).tobytes(), time.time()))
+        self._bump_revision()
+        return "added"
+
+    def _delete_faces_of(self, name: str, keys: list[str], pattern: str | None = None) -> int:
+        """Inside a write transaction: remove the person's faces with these content keys (or keys LIKE
+        pattern); a person left with no face goes too. Returns faces removed."""
+        row = self.db.execute("SELECT id FROM persons WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return 0
+        where = f"person_id = ? AND (sha256 IN ({','.join('?' * len(keys))})"
+        where += " OR sha256 LIKE ?)" if pattern else ")"
+        params = (row[0], *keys, *([pattern] if pattern else []))
+        self._next_face_ids(0)  # remember the high-water mark before its face may go
+        removed = self.db.execute(f"DELETE FROM faces WHERE {where}", params).rowcount
+        if not self.db.execute("SELECT 1 FROM faces WHERE person_id = ?", (row[0],)).fetchone():
+            self.db.execute("DELETE FROM persons WHERE id = ?", (row[0],))
+        if removed:
+            self._bump_revision(removed)
+        return removed
 
     def remove_person(self, name: str) -> int:
         def delete():

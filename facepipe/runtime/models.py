@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from facepipe import log
 from facepipe.errors import ModelError
 from facepipe.runtime.hashing import file_sha256
 
@@ -268,23 +269,9 @@ def fetch(name: str, progress: Callable[[int, int], None] | None = None) -> Path
     if cached is not None:
         return cached
     url = model.url()
+    log.info(f"downloading {name} ({model.size:,} bytes) from {url}")
     try:
         return _install(model, lambda tmp: _download(url, tmp, model.size, progress), f"download of {url}")
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
         raise ModelError(f"{name}: cannot download ({reason}); {how_to_get(model)}") from None
-
-
-def fetch_with_bar(name: str) -> Path:
-    """fetch() with a rich progress bar on stderr (shown only on a terminal)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-    cached = verified_cached(name)
-    if cached is not None:
-        return cached
-    console = Console(stderr=True)
-    with Progress(TextColumn(f"[bold]{name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=console, transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task("download", total=named_model(name).size)
-        return fetch(name, lambda done, total: bar.update(task, completed=done, total=total))

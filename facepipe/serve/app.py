@@ -34,6 +34,7 @@ from facepipe.serve.limits import Admission, BodyLimit, BodyTimeout, BodyTooLarg
 from facepipe.serve.metrics import Metrics, MetricsMiddleware
 from facepipe.serve.settings import ServeSettings
 from facepipe.serve.uploads import option, read_uploads
+from facepipe.types import image_record
 
 log = logging.getLogger("facepipe.serve")
 STATIC = Path(__file__).parent / "static"
@@ -173,7 +174,7 @@ def _api(fp, work: "_EngineWork") -> APIRouter:
         top_k = min(100, option(top_k, body, "top_k", int, 3, low=1))
         threshold = option(threshold, body, "threshold", float)
         faces = await work.run(response, lambda: fp.identify(facepipe.load_image(data, name), top_k, threshold))
-        return {"image": name, "faces": [f.to_json() for f in faces]}
+        return image_record(name, faces)
 
     @api.post("/detect", tags=["faces"], openapi_extra=_image_body("image"))
     async def detect(request: Request, response: Response,
@@ -182,7 +183,7 @@ def _api(fp, work: "_EngineWork") -> APIRouter:
         [(name, data)], body = await read_uploads(request, "image")
         threshold = option(threshold, body, "threshold", float)
         faces = await work.run(response, lambda: fp.detect(facepipe.load_image(data, name), threshold))
-        return {"image": name, "faces": [f.to_json(with_identity=False) for f in faces]}
+        return image_record(name, faces, with_identity=False)
 
     @api.post("/verify", tags=["faces"], openapi_extra=_image_body("image_a", "image_b"))
     async def verify(request: Request, response: Response, threshold: float | None = Query(None)) -> dict:

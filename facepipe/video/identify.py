@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from facepipe.openset.matching import recognizer_metric
+from facepipe.openset.policy import track_identity, verify_threshold
 from facepipe.types import Candidate, Face
 from facepipe.video.appearance import (
     SIGNATURE_SAME,
@@ -73,8 +73,10 @@ class TrackRecord:
             "video": self.video, "track": self.track, "start": round(self.start, 3), "end": round(self.end, 3),
             "identity": self.identity,
             "similarity": None if self.similarity is None else round(float(self.similarity), 4),
-            "candidates": [{"identity": c.identity, "similarity": round(float(c.similarity), 4)}
-                           for c in self.candidates],
+            **({"distance": round(float(self.candidates[0].distance), 4)}
+               if self.candidates and self.candidates[0].distance is not None
+               else {}),
+            "candidates": [c.to_json() for c in self.candidates],  # the same writer as a photo's faces
             "boxes": [[round(t, 3)] + [round(float(v), 1) for v in box] for t, *box in self.boxes],
         }
 
@@ -96,19 +98,6 @@ class _Identity:
     signature: np.ndarray | None = None  # appearance.face_signature at the last detection
     suspect: bool = False  # the last embedding disagreed with the track's own: check the next round
     portrait: tuple[float, np.ndarray, Face] | None = None  # the best (quality, frame, face) of the whole track
-
-
-def decide(votes: list[dict[str, float]], threshold: float,
-           top_k: int) -> tuple[str | None, float | None, list[Candidate]]:
-    """A person's score is their mean similarity over the track's embeddings (an embedding that does not
-    list them counts its lowest listed similarity, an upper bound); the best is named if over threshold."""
-    if not votes:
-        return None, None, []
-    names = {name for vote in votes for name in vote}
-    scores = {name: float(np.mean([v.get(name, min(v.values())) for v in votes])) for name in names}
-    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
-    best, similarity = ranked[0]
-    return (best if similarity >= threshold else None), similarity, [Candidate(n, s) for n, s in ranked[:top_k]]
 
 
 class VideoRun:
@@ -140,8 +129,8 @@ class VideoRun:
         self._cuts = CutDetector()
         self._finder = FrameDetector(engine, self.options.full_every, self.options.small_faces)
         recognizer = engine.recognizer
-        self._metric = recognizer_metric(recognizer)
-        self._same_person = float(recognizer.threshold)  # verify's threshold: two faces of one person
+        self._metric = recognizer.metric
+        self._same_person = verify_threshold(recognizer).value  # two faces of one person
         self.checks = 0  # detections embedded to settle a pair in doubt
         self.refused = 0  # pairs motion would have associated that were two people
         self._ids: dict[int, _Identity] = {}
@@ -273,7 +262,8 @@ class VideoRun:
         match = self.engine.match([face.embedding], top_k=max(MATCH_TOP_K, opts.top_k),
                                   threshold=self.threshold.value)[0]
         state.votes.append({c.identity: float(c.similarity) for c in match.candidates})
-        state.identity, state.similarity, state.candidates = decide(state.votes, self.threshold.value, opts.top_k)
+        state.identity, state.similarity, state.candidates = track_identity(state.votes, self.threshold.value,
+                                                                                   opts.top_k, self._metric)
         state.own.append(face.embedding)
         state.reference = track_reference(state.own, self._metric)
         state.embeddings += 1
