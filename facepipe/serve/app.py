@@ -23,6 +23,7 @@ import facepipe
 from facepipe.errors import FacepipeError, GalleryError, ImageError
 from facepipe.names import person_name
 from facepipe.serve.auth import BearerKey, read_api_key
+from facepipe.serve.clusters import cluster_router
 from facepipe.serve.limits import BodyLimit, BodyTooLarge
 from facepipe.serve.settings import ServeSettings
 from facepipe.serve.uploads import option, read_uploads
@@ -57,6 +58,7 @@ def create_app(settings: ServeSettings, engine=None) -> FastAPI:
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["authorization", "content-type"])
     _add_error_handlers(app)
     app.include_router(_api(fp), prefix="/v1", dependencies=[Depends(BearerKey(key))])
+    app.include_router(cluster_router(fp), prefix="/v1", dependencies=[Depends(BearerKey(key))])
 
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict:
