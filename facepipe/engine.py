@@ -301,9 +301,9 @@ class Engine:
         from facepipe.gallery.clusters import ClusterStore
 
         g = self.gallery(create=bind)
-        rec = self.recognizer
         store = _Serialised(ClusterStore(g._target), self._lock)
         if bind:
+            rec = self.recognizer
             if g.model not in (None, rec.fingerprint) and store.face_count():
                 raise ModelMismatchError(f"{g.path}: its clusters hold embeddings from model {g.model!r}, not "
                                          f"{rec.fingerprint!r}; use that model or another --gallery")
@@ -350,6 +350,10 @@ class Engine:
     def cluster_faces(self, cluster: int):
         """The faces of one cluster (facepipe.gallery.clusters.StoredFace: id, source, box, ...)."""
         return self._cluster_store().members(cluster)
+
+    def cluster_face(self, face_id: int):
+        """One clustered face (facepipe.gallery.clusters.StoredFace) by its id."""
+        return self._cluster_store().face(face_id)
 
     def name_cluster(self, cluster: int, name: str) -> int:
         """Enroll the cluster's faces as person `name` (new or existing); returns the faces enrolled."""

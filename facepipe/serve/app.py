@@ -29,6 +29,7 @@ from facepipe.errors import FacepipeError, GalleryError, ImageError
 from facepipe.names import person_name
 from facepipe.runtime.image import image_limits
 from facepipe.serve.auth import BearerKey, read_api_key
+from facepipe.serve.clusters import cluster_router
 from facepipe.serve.guards import RequestGuard
 from facepipe.serve.limits import Admission, BodyLimit, BodyTimeout, BodyTooLarge, Overloaded
 from facepipe.serve.metrics import Metrics, MetricsMiddleware
@@ -77,6 +78,7 @@ def create_app(settings: ServeSettings, engine=None) -> FastAPI:
     _add_error_handlers(app, _private_paths(settings, fp))
     work = _EngineWork(admission, settings.max_image_bytes)
     app.include_router(_api(fp, work), prefix="/v1", dependencies=[Depends(BearerKey(key))])
+    app.include_router(cluster_router(fp), prefix="/v1", dependencies=[Depends(BearerKey(key))])
 
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict:
