@@ -8,6 +8,7 @@ the middle (truncated) ends the stream with one line `{"error": "..."}` after th
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
@@ -15,7 +16,7 @@ from pathlib import Path, PurePath
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from facepipe.errors import FacepipeError
 from facepipe.serve.uploads import option, read_uploads
@@ -32,8 +33,9 @@ _VIDEO_BODY = {"requestBody": {"required": True, "content": {
         "name": {"type": "string", "description": "name to report for the clip (default: the field name)"}}}}}}}
 
 
-def video_router(fp) -> APIRouter:
-    """The route, calling `fp` (the service's engine); included under /v1 with the other routes' auth."""
+def video_router(fp, work) -> APIRouter:
+    """The route, calling `fp` (the service's engine) in a turn of `work.admission` (the other routes' bounded
+    queue: a clip holds one turn until its last line is sent); included under /v1 with the other routes' auth."""
     router = APIRouter()
 
     @router.post("/identify-video", tags=["video"], openapi_extra=_VIDEO_BODY,
@@ -51,10 +53,44 @@ def video_router(fp) -> APIRouter:
         options = VideoOptions(every=option(every, body, "every", int, 3, low=1),
                                top_k=min(100, option(top_k, body, "top_k", int, 3, low=1)),
                                threshold=option(threshold, body, "threshold", float))
-        run, path = await run_in_threadpool(_open_clip, fp, name, data, options)
-        return StreamingResponse(_records(run, path), media_type="application/x-ndjson")
+        done, turn = await _hold_turn(work.admission)
+        try:
+            run, path = await run_in_threadpool(_open_clip, fp, name, data, options)
+        except BaseException:
+            done.set()
+            raise
+        return StreamingResponse(_streamed(_records(run, path), done, turn), media_type="application/x-ndjson")
 
     return router
+
+
+async def _hold_turn(admission) -> tuple[asyncio.Event, asyncio.Future]:
+    """Take one of the service's engine turns and hold it until the returned event is set (Overloaded, a 503,
+    when the queue is full, as for the other routes)."""
+    started, done = asyncio.Event(), asyncio.Event()
+
+    async def hold():
+        started.set()
+        await done.wait()
+
+    turn = asyncio.ensure_future(admission.run(hold))
+    waiting = asyncio.ensure_future(started.wait())
+    await asyncio.wait({turn, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if turn.done():
+        waiting.cancel()
+        turn.result()  # raises what the admission refused with
+    return done, turn
+
+
+async def _streamed(lines, done: asyncio.Event, turn: asyncio.Future):
+    """The lines, produced in the thread pool; the turn is given back when the stream ends or is abandoned."""
+    try:
+        async for line in iterate_in_threadpool(lines):
+            yield line
+    finally:
+        lines.close()
+        done.set()
+        await turn
 
 
 def _open_clip(fp, name: str, data: bytes, options: VideoOptions):
