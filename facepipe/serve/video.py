@@ -88,7 +88,10 @@ async def _streamed(lines, done: asyncio.Event, turn: asyncio.Future):
         async for line in iterate_in_threadpool(lines):
             yield line
     finally:
-        lines.close()
+        try:
+            lines.close()  # deletes the temporary file
+        except ValueError:  # abandoned while a thread is inside it: that thread ends it
+            pass
         done.set()
         await turn
 
