@@ -14,10 +14,13 @@ from facepipe.cli.options import (
     BatchOpt,
     DetectorOpt,
     DeviceOpt,
+    EventCropsOpt,
     GalleryOpt,
     JsonOpt,
+    MqttOpt,
     RayOpt,
     RecognizerOpt,
+    WebhookOpt,
     WorkersOpt,
     open_engine,
 )
@@ -123,6 +126,9 @@ def identify(
                                                                     "second."),
     start: Optional[str] = typer.Option(None, "--start", help="Videos: start here (seconds, m:s or h:m:s)."),
     end: Optional[str] = typer.Option(None, "--end", help="Videos: stop here (seconds, m:s or h:m:s)."),
+    webhook: Optional[str] = WebhookOpt,
+    mqtt: Optional[str] = MqttOpt,
+    event_crops: bool = EventCropsOpt,
     ray: Optional[str] = RayOpt,
     out: Optional[Path] = typer.Option(None, "--out", help="With --ray: write the records here as shards (and "
                                                            "errors.txt); a rerun skips the photos already there."),
@@ -160,7 +166,13 @@ def identify(
             if not as_json:
                 console.print(table)
         if videos:
-            errors += identify_videos(engine, videos, options, as_json, save_dir, console, err)
+            from facepipe.video.events import close_sinks, open_sinks
+
+            sinks = open_sinks(webhook=webhook, mqtt=mqtt)
+            try:
+                errors += identify_videos(engine, videos, options, as_json, save_dir, console, err, sinks, event_crops)
+            finally:
+                close_sinks(sinks)
     _report_errors(errors)
     if errors:
         raise typer.Exit(1)

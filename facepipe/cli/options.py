@@ -22,6 +22,10 @@ RayOpt = typer.Option(None, "--ray", help="Run as a Ray Data job: --ray (a local
                       "facepipe (docs/ray.md).")
 BatchOpt = typer.Option(8, "--batch-size", min=1, help="With --ray: photos per actor call.")
 JsonOpt = typer.Option(False, "--json", help="JSON on stdout (one object per line) instead of a table.")
+# Video track events (started, named, renamed, ended) out to automation: facepipe/video/events.py.
+WebhookOpt = typer.Option(None, "--webhook", help="Videos: POST each track event as JSON to this URL.")
+MqttOpt = typer.Option(None, "--mqtt", help="Videos: publish each track event to mqtt://HOST[:PORT]/TOPIC.")
+EventCropsOpt = typer.Option(False, "--event-crops", help="Videos: events carry the face as a base64 JPEG.")
 
 
 def open_engine(gallery: str | None = None, detector: str | None = None, recognizer: str | None = None,

@@ -33,6 +33,7 @@ from ray.data.datasource import Datasource, ReadTask
 from facepipe.errors import FacepipeError
 from facepipe.pipeline.batch import ModelSpec, analyze
 from facepipe.scaleout.sources import Partition, partitions, read_bytes, walk
+from facepipe.types import image_record
 
 LIST_BLOCK = 256  # photos per block handed from a read task to the actors
 OUT_SCHEMA = pa.schema([("path", pa.string()), ("person", pa.string()), ("status", pa.string()),
@@ -157,7 +158,7 @@ class PhotoWorker:
         row.update(status="faces" if faces else "no face", faces=len(faces))
         if self.spec.verb == "identify":
             self.engine.label(faces, self.spec.top_k, self.spec.threshold)
-            row["record"] = json.dumps({"image": path, "faces": [f.to_json(True) for f in faces]}, ensure_ascii=False)
+            row["record"] = json.dumps(image_record(path, faces), ensure_ascii=False)  # identify --json's line
         elif self.spec.verb == "embed":
             row["record"] = json.dumps({"size": [image.shape[1], image.shape[0]], "faces": [
                 {"box": f.box.tolist(), "score": float(f.score),
