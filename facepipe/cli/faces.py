@@ -103,6 +103,9 @@ def identify(
                                                                     "second."),
     start: Optional[str] = typer.Option(None, "--start", help="Videos: start here (seconds, m:s or h:m:s)."),
     end: Optional[str] = typer.Option(None, "--end", help="Videos: stop here (seconds, m:s or h:m:s)."),
+    stream_timeout: float = typer.Option(5.0, "--stream-timeout", help="Streams: seconds a server may stay silent "
+                                                                       "(opening, or between frames) before it "
+                                                                       "counts as gone."),
 ):
     """Name every face in every image, video or stream, or call it unknown."""
     from facepipe.cli.video import identify_videos, is_video_source, video_options
@@ -112,7 +115,7 @@ def identify(
     if not paths and camera is None:
         raise FacepipeError("nothing to identify: give images, videos, stream URLs or --camera N")
     videos = [p for p in paths if is_video_source(p)] + ([camera] if camera is not None else [])
-    options = video_options(every, max_fps, start, end, top_k, threshold) if videos else None
+    options = video_options(every, max_fps, start, end, top_k, threshold, stream_timeout) if videos else None
     stills = [Path(p) for p in paths if not is_video_source(p)]
     images, errors = _collect(stills) if stills else ([], [])
     with open_engine(gallery, detector, recognizer, device) as engine:
