@@ -12,7 +12,6 @@ from rich.table import Table
 from facepipe.cli.console import console, err, print_error, progress
 from facepipe.cli.options import DetectorOpt, DeviceOpt, GalleryOpt, JsonOpt, RecognizerOpt, WorkersOpt, open_engine
 from facepipe.errors import FacepipeError
-from facepipe.types import image_record
 
 
 def _with_progress(results, label: str, total: int, errors: list[str]):
@@ -179,6 +178,8 @@ def _short(path: Path) -> str:
 
 def _emit(result, table: Table, as_json: bool, with_identity: bool) -> None:
     if as_json:
+        from facepipe.types import image_record
+
         record = image_record(str(result.path), result.faces, with_identity)
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         sys.stdout.flush()
