@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         """Serve identify/detect/verify/enroll over HTTP, with a web page at /."""
         import uvicorn
 
-        from facepipe.serve.app import _configure_logging, create_app
+        from facepipe.serve.app import configure_logging, create_app
         from facepipe.serve.auth import check_bind, read_api_key
         from facepipe.serve.settings import ENV_VAR, ServeSettings
 
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
             gallery=gallery, detector=detector, recognizer=recognizer, device=device,
             api_key_file=str(api_key_file) if api_key_file else None,
             max_upload_bytes=int(max_upload_mb * 2**20), cors_origins=list(cors_origin or []))
-        _configure_logging()
+        configure_logging()
         if workers == 1:
             target, options = create_app(settings), {}  # model or gallery errors stop here, as one line
         else:
