@@ -17,8 +17,9 @@ def _fetch_with_bar(name: str) -> Path:
     from facepipe.cli.console import err
     from facepipe.runtime import models
 
-    if models.is_cached(name):
-        return models.cached_path(name)
+    cached = models.verified_cached(name)  # still the registry's bytes (or gone, to be fetched again)
+    if cached is not None:
+        return cached
     with Progress(TextColumn(f"[bold]{name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("download", total=models.named_model(name).size)

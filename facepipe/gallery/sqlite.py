@@ -361,7 +361,7 @@ class SqliteGallery(IndexLifecycle, GalleryBase):
         try:
             self._write(lambda: self._set_meta(key, value))
         except sqlite3.OperationalError as exc:
-            if not _read_only(exc):
+            if not _read_only(exc):  # a read-only gallery is a choice: say nothing; the rest is said once
                 raise
 
     def match(self, embeddings: np.ndarray, threshold: float, top_k: int = 5) -> list[Match]:

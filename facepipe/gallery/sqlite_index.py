@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.gallery import index as ann
+from facepipe.gallery.base import warn_once
 from facepipe.gallery.ranking import Match, match_shortlist, shortlist_impostor_scores
 from facepipe.gallery.search import exact_search, ivf_lists, train_ivf
 from facepipe.openset.calibration import MAX_PROBES, threshold_from_impostors
@@ -163,9 +164,17 @@ class IndexLifecycle:
         return index, self._publish(index, new)
 
     def _publish(self, index, tag: ann.IndexTag) -> ann.IndexTag:
-        """Write the file, switch the tag to it (one transaction), then sweep the old files."""
-        tag.file = ann.write_index(index, self.index_folder)
-        self._write(lambda: self._set_meta("index", tag.to_json()))
+        """Write the file, switch the tag to it (one transaction), then sweep the old files. When that cannot be
+        done (a full disk, a read-only folder), the index just built serves this process from memory until the
+        gallery changes, with one warning: a search never fails for want of disk."""
+        try:
+            tag.file = ann.write_index(index, self.index_folder)
+            self._write(lambda: self._set_meta("index", tag.to_json()))
+        except (OSError, sqlite3.OperationalError) as exc:
+            warn_once(self, "index", f"{self.path}: cannot save the search index ({exc}); it is kept in memory "
+                                     "for this process and written again when the gallery changes")
+            tag.file = ""
+            return tag
         ann.sweep(self.index_folder, keep=tag.file)
         return tag
 

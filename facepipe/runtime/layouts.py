@@ -118,7 +118,9 @@ def recognise_onnx(path: str | Path) -> OnnxKind:
     was found when no layout fits."""
     from facepipe.runtime.onnx_session import open_session
 
-    session, meta, _ = open_session(path, "cpu", 1)
+    # As written, not optimised: looking at a file must not run its constant folding (a tiny graph can fold
+    # into gigabytes), and only the inputs, outputs and metadata are read here.
+    session, meta, _ = open_session(path, "cpu", 1, optimize=False)
     kind = meta.get("facepipe.kind")
     if kind in ("detector", "recognizer"):
         return OnnxKind(str(kind), None)

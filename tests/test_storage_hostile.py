@@ -1,0 +1,68 @@
+"""Storage that degrades, not breaks: with no disk left (a file-size limit of 0 bytes: every write that grows a
+file fails, as on a full disk), a large gallery still answers every identify from an index kept in memory,
+built once, with one warning for the index and one for the calibration; and temporary export files are not
+predictable."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+from test_gallery_index import fill, small_ann, unit
+
+from facepipe.gallery import index as ann
+
+NO_DISK = r"""
+import json, logging, resource, signal, sys
+import numpy as np
+from facepipe.gallery import SqliteGallery
+
+logging.basicConfig(level=logging.WARNING, format="WARNING %(message)s")
+g = SqliteGallery(sys.argv[1], ann_min_faces=50)
+g.nprobe = 10_000
+queries = np.load(sys.argv[2])
+g.face_count()  # opened (and its shared-memory file sized) before the disk "fills"
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+named = [[m.identity for m in g.match(queries, threshold=0.5, top_k=1)] for _ in range(3)]
+thresholds = [g.open_set_threshold() for _ in range(3)]
+print(json.dumps({"named": named, "builds": g.index_builds, "thresholds": thresholds, "kind": g.search_kind}))
+"""
+
+
+def test_full_disk_keeps_the_index_and_calibration_in_memory(tmp_path):
+    path = tmp_path / "g.db"
+    with small_ann(path) as g:
+        centres = fill(g, persons=30, per=6)
+        faces = g.face_count()
+    np.save(tmp_path / "q.npy", unit(centres[:4]))
+    run = subprocess.run([sys.executable, "-c", NO_DISK, str(path), str(tmp_path / "q.npy")], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout)
+    assert out["named"] == [["p0", "p1", "p2", "p3"]] * 3
+    assert out["builds"] == 1, "the in-memory index serves every search until the gallery changes"
+    assert out["kind"] == "faiss-ivf (persisted)" and out["thresholds"][0] is not None
+    assert len(set(out["thresholds"])) == 1
+    warnings = [line for line in run.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 2, run.stderr[-2000:]
+    assert "cannot save the search index" in warnings[0] and "cannot save the calibration" in warnings[1]
+    assert list(ann.index_folder(path).glob("*.tmp")) == []  # the failed write left nothing behind
+    with small_ann(path) as g:  # and the gallery itself is whole
+        assert g.face_count() == faces and g.index_tag() is None
+
+
+def test_export_temporary_names_are_unpredictable_and_exclusive(tmp_path):
+    from facepipe.gallery.npz import write_npz
+
+    with small_ann(tmp_path / "g.db") as g:
+        fill(g, persons=2, per=2)
+        records = g.export_records()
+    target = tmp_path / "out.npz"
+    import os
+
+    planted = tmp_path / f".out.npz.{os.getpid()}.tmp"  # the name the pid-based scheme would have used
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    planted.symlink_to(victim)
+    write_npz(target, records)
+    assert victim.read_text() == "keep me" and target.stat().st_size > 0
