@@ -77,7 +77,7 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep th
     console.print(f"[bold]2. facepipe identify[/] {' '.join(str(q) for q in queries)}")
     identify(paths=[str(q) for q in queries], gallery=gallery_path, detector=None, recognizer=None, device="cpu",
              threshold=None, top_k=3, as_json=False, save_dir=root / "annotated", workers=1, camera=None, every=3,
-             max_fps=None, start=None, end=None)
+             max_fps=None, start=None, end=None, webhook=None, mqtt=None, event_crops=False)
     console.print(f"annotated copies: {root / 'annotated'}")
 
 

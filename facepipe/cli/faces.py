@@ -10,7 +10,18 @@ import typer
 from rich.table import Table
 
 from facepipe.cli.console import console, err, print_error, progress
-from facepipe.cli.options import DetectorOpt, DeviceOpt, GalleryOpt, JsonOpt, RecognizerOpt, WorkersOpt, open_engine
+from facepipe.cli.options import (
+    DetectorOpt,
+    DeviceOpt,
+    EventCropsOpt,
+    GalleryOpt,
+    JsonOpt,
+    MqttOpt,
+    RecognizerOpt,
+    WebhookOpt,
+    WorkersOpt,
+    open_engine,
+)
 from facepipe.errors import FacepipeError
 
 
@@ -102,6 +113,9 @@ def identify(
                                                                     "second."),
     start: Optional[str] = typer.Option(None, "--start", help="Videos: start here (seconds, m:s or h:m:s)."),
     end: Optional[str] = typer.Option(None, "--end", help="Videos: stop here (seconds, m:s or h:m:s)."),
+    webhook: Optional[str] = WebhookOpt,
+    mqtt: Optional[str] = MqttOpt,
+    event_crops: bool = EventCropsOpt,
 ):
     """Name every face in every image, video or stream, or call it unknown."""
     from facepipe.cli.video import identify_videos, is_video_source, video_options
@@ -128,7 +142,13 @@ def identify(
             if not as_json:
                 console.print(table)
         if videos:
-            errors += identify_videos(engine, videos, options, as_json, save_dir, console, err)
+            from facepipe.video.events import close_sinks, open_sinks
+
+            sinks = open_sinks(webhook=webhook, mqtt=mqtt)
+            try:
+                errors += identify_videos(engine, videos, options, as_json, save_dir, console, err, sinks, event_crops)
+            finally:
+                close_sinks(sinks)
     _report_errors(errors)
     if errors:
         raise typer.Exit(1)

@@ -33,6 +33,8 @@ def largest_first(faces: list[StoredFace]) -> list[StoredFace]:
 def cluster_sheet(title: str, faces: list[StoredFace], cols: int = 8, tile: int = 112,
                   max_faces: int = 64) -> Image.Image:
     """One cluster's sheet: a title line, then its faces largest first, each with its face id."""
+    if len(faces) > max_faces:
+        title += f"; the {max_faces} largest shown"
     faces = largest_first(faces)[:max_faces]
     rows = max(1, -(-len(faces) // cols))
     label_h, title_h = 16, 26
