@@ -326,7 +326,7 @@ class Engine:
                                                     on_item)
         has_persons = self.gallery().face_count() > 0
         identify = self._identify_for_clustering(store) if has_persons else None
-        counts = recluster(store, rec.metric, float(rec.threshold), identify, settings or DEFAULT)
+        counts = recluster(store, rec.metric, verify_threshold(rec).value, identify, settings or DEFAULT)
         label = (lambda faces, photo: self.label(faces, photo=photo)) if has_persons else None
         errors = [f"{p}: {why}" for p, why in problems] + [r.error for r in failed]
         return ClusterReport(clustered_images(store, images, hashes, label), errors, counts, embedded)

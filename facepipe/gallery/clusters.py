@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facepipe.errors import GalleryError
+from facepipe.gallery.sqlite import SqliteGallery
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cluster_photos (
@@ -76,10 +77,10 @@ def face_key(photo: str, face_index: int) -> str:
 
 
 class ClusterStore:
-    """The cluster tables of one SQLite gallery (facepipe.gallery.sqlite.Gallery)."""
+    """The cluster tables of one SQLite gallery (facepipe.gallery.sqlite.SqliteGallery)."""
 
     def __init__(self, gallery):
-        if not hasattr(gallery, "db"):
+        if not isinstance(gallery, SqliteGallery):
             raise GalleryError(f"{gallery.path}: clusters need a SQLite gallery (this one is {type(gallery).__name__})")
         self.gallery = gallery
         self.db = gallery.db
@@ -89,7 +90,7 @@ class ClusterStore:
     @staticmethod
     def present(gallery) -> bool:
         """Whether this gallery has cluster tables (read only: identify on a read-only gallery must not write)."""
-        return hasattr(gallery, "db") and gallery.db.execute(
+        return isinstance(gallery, SqliteGallery) and gallery.db.execute(
             "SELECT 1 FROM sqlite_master WHERE name = 'rejections'").fetchone() is not None
 
     def _write(self, fn):
