@@ -14,7 +14,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Face pipeline: detect, align, recognize; train your own detector and recognizer.")
 
 # The verb modules, in the order of `facepipe --help`.
-VERBS = ("faces", "cluster", "gallery", "demo", "detection", "recognition", "prepare", "export", "models", "serve")
+VERBS = ("faces", "cluster", "gallery", "demo", "detection", "recognition", "prepare", "export", "models", "serve",
+         "watch")
 for _verb in VERBS:
     importlib.import_module(f"facepipe.cli.{_verb}").register(app)
 

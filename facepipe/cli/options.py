@@ -17,6 +17,10 @@ RecognizerOpt = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP)
 DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda or auto. Asking for cuda warns loudly if it is not used.")
 WorkersOpt = typer.Option(1, "--workers", min=1, help="Worker processes (dlib's detector uses one core each).")
 JsonOpt = typer.Option(False, "--json", help="JSON on stdout (one object per line) instead of a table.")
+# Video track events (started, named, renamed, ended) out to automation: facepipe/video/events.py.
+WebhookOpt = typer.Option(None, "--webhook", help="Videos: POST each track event as JSON to this URL.")
+MqttOpt = typer.Option(None, "--mqtt", help="Videos: publish each track event to mqtt://HOST[:PORT]/TOPIC.")
+EventCropsOpt = typer.Option(False, "--event-crops", help="Videos: events carry the face as a base64 JPEG.")
 
 
 def open_engine(gallery: str | None = None, detector: str | None = None, recognizer: str | None = None,

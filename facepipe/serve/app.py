@@ -35,6 +35,7 @@ from facepipe.serve.limits import Admission, BodyLimit, BodyTimeout, BodyTooLarg
 from facepipe.serve.metrics import Metrics, MetricsMiddleware
 from facepipe.serve.settings import ServeSettings
 from facepipe.serve.uploads import option, read_uploads
+from facepipe.serve.video import video_router
 from facepipe.types import image_record
 
 log = logging.getLogger("facepipe.serve")
@@ -78,6 +79,7 @@ def create_app(settings: ServeSettings, engine=None) -> FastAPI:
     _add_error_handlers(app, _private_paths(settings, fp))
     work = _EngineWork(admission, settings.max_image_bytes)
     app.include_router(_api(fp, work), prefix="/v1", dependencies=[Depends(BearerKey(key))])
+    app.include_router(video_router(fp, work), prefix="/v1", dependencies=[Depends(BearerKey(key))])
     app.include_router(cluster_router(fp), prefix="/v1", dependencies=[Depends(BearerKey(key))])
 
     @app.get("/healthz", tags=["service"])
@@ -138,11 +140,12 @@ def _private_paths(settings: ServeSettings, fp) -> list[tuple[str, str]]:
 
 def app_from_environment() -> FastAPI:
     """Factory for uvicorn's worker processes (`--workers N`): each loads its own models."""
-    _configure_logging()
+    configure_logging()
     return create_app(ServeSettings.from_env())
 
 
-def _configure_logging() -> None:
+def configure_logging() -> None:
+    """The service's request log on stderr, once per process."""
     if not log.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))

@@ -32,7 +32,7 @@ from facepipe.video.appearance import (
 )
 from facepipe.video.detect import FrameDetector
 from facepipe.video.quality import CutDetector, face_quality
-from facepipe.video.source import VideoSource
+from facepipe.video.source import VideoInfo, VideoSource
 from facepipe.video.tracker import Track, Tracker
 from facepipe.video.writer import AnnotatedWriter
 
@@ -54,6 +54,7 @@ class VideoOptions:
     small_faces: bool = False  # let the detector spend extra passes on faces under ~80 px (dlib: 2x upsampling)
     appearance: bool = True  # check pairs in doubt with the recognizer (off: motion only, as before)
     cuts: bool = True  # a shot change ends every track (off: only appearance separates the shots' people)
+    stream_timeout: float = 5.0  # seconds a network source may stay silent (opening, or between frames)
 
 
 @dataclass
@@ -107,7 +108,7 @@ class VideoRun:
     def __init__(self, engine, source, options: VideoOptions | None = None, annotate_to: Path | None = None,
                  on_frame: Callable[[int, float, list[tuple[int, Face]]], None] | None = None,
                  on_event: Callable[[str, TrackRecord, np.ndarray | None], None] | None = None,
-                 event_crops: bool = False):
+                 event_crops: bool = False, info: VideoInfo | None = None):
         self.engine = engine
         self.on_event = on_event  # (event type, the track's record so far, the face crop or None): events.py
         self.event_crops = event_crops
@@ -115,8 +116,10 @@ class VideoRun:
         if self.options.every < 1:
             raise ValueError("every must be 1 or more")
         self.threshold = engine.threshold(self.options.threshold)
-        self.source = VideoSource(source, self.options.start, self.options.end)
-        self.info = self.source.info
+        # source None: the caller feeds frames (`feed`, `flush`), as `facepipe watch` does; info describes them.
+        self.source = None if source is None else VideoSource(source, self.options.start, self.options.end,
+                                                               self.options.stream_timeout)
+        self.info = self.source.info if self.source is not None else info
         self.on_frame = on_frame
         self.frames = 0  # frames processed (after --max-fps)
         self.saved: Path | None = None
@@ -136,29 +139,14 @@ class VideoRun:
         self._ids: dict[int, _Identity] = {}
         self._numbers = 0
         self._done = False
+        self._next_t = -np.inf  # --max-fps: the next frame time taken
+        self._since_detection: int | None = None  # frames since the last detection round; None: detect now
 
     # -- the loop -------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[TrackRecord]:
-        next_t = -np.inf
-        since_detection = None
         try:
             for _, t, frame in self.source.frames():
-                if self.options.max_fps:
-                    if t < next_t - 1e-6:
-                        continue
-                    step = 1.0 / self.options.max_fps  # keep the average rate, without bursts after a stall
-                    next_t = next_t + step if next_t + step > t else t + step
-                self.frames += 1
-                if self.options.cuts and self._cuts.update(frame):
-                    yield from self._end(self.tracker.finish())
-                    self._finder.reset()
-                    since_detection = None  # detect on the first frame of the new shot
-                if since_detection is None or since_detection + 1 >= self.options.every:
-                    since_detection = 0
-                    yield from self._detect(frame, t)
-                else:
-                    since_detection += 1
-                self._show(frame, t)
+                yield from self.feed(frame, t)
         except KeyboardInterrupt:
             # Ctrl-C is how a live source ends: like the end of a file, and `interrupted` says so.
             self.interrupted = True
@@ -167,6 +155,29 @@ class VideoRun:
             raise
         yield from self._end(self.tracker.finish())
         self._close(keep=True)
+
+    def feed(self, frame: np.ndarray, t: float) -> Iterator[TrackRecord]:
+        """One frame (RGB) at time t (seconds, increasing): the records of the tracks that ended with it."""
+        if self.options.max_fps:
+            if t < self._next_t - 1e-6:
+                return
+            step = 1.0 / self.options.max_fps  # keep the average rate, without bursts after a stall
+            self._next_t = self._next_t + step if self._next_t + step > t else t + step
+        self.frames += 1
+        if self.options.cuts and self._cuts.update(frame):
+            yield from self.flush()  # detect on the first frame of the new shot
+        if self._since_detection is None or self._since_detection + 1 >= self.options.every:
+            self._since_detection = 0
+            yield from self._detect(frame, t)
+        else:
+            self._since_detection += 1
+        self._show(frame, t)
+
+    def flush(self) -> Iterator[TrackRecord]:
+        """End every open track (a cut, a stream that dropped): their records; the run goes on with new tracks."""
+        yield from self._end(self.tracker.finish())
+        self._finder.reset()
+        self._since_detection = None
 
     def stop(self) -> list[TrackRecord]:
         """End now (a Ctrl-C outside the loop, a time limit): the open tracks' records; the video is kept."""
@@ -322,7 +333,8 @@ class VideoRun:
         if self._done:
             return
         self._done = True
-        self.source.close()
+        if self.source is not None:
+            self.source.close()
         if self._writer is not None:
             if keep:
                 self.saved = self._writer.finish()
