@@ -298,8 +298,11 @@ class Engine:
     # -- cluster: the people nobody has named yet ----------------------------------------------------
     def _cluster_store(self, bind: bool = False):
         """The gallery's cluster tables (SQLite only), after checking its model (bind: claim an empty gallery)."""
+        from facepipe.gallery import is_milvus
         from facepipe.gallery.clusters import ClusterStore
 
+        if is_milvus(self.gallery_spec):  # said before a Milvus collection is created for nothing
+            raise GalleryError(f"{self.gallery_spec}: clusters need a SQLite gallery (--gallery FILE.db)")
         g = self.gallery(create=bind)
         store = _Serialised(ClusterStore(g._target), self._lock)
         if bind:

@@ -103,10 +103,10 @@ def _summary(engine, report) -> None:
     console.print(table)
     faces = sum(len(i.result.faces) for i in report.images)
     alone = sum(1 for i in report.images for c, f in zip(i.clusters, i.result.faces) if c is None and not f.identity)
-    console.print(f"{len(report.images)} photos ({report.embedded} embedded now, the others clustered before), "
-                  f"{faces} faces: {identified} of enrolled persons, {faces - identified - alone} in clusters, "
-                  f"{alone} alone; {report.counts['new_clusters']} new clusters, {report.counts['joined']} faces "
-                  "joined existing ones")
+    console.print(f"{len(report.images)} photos ({report.embedded} embedded now, "
+                  f"{len(report.images) - report.embedded} clustered before), {faces} faces: {identified} of "
+                  f"enrolled persons, {faces - identified - alone} in clusters, {alone} alone; new clusters: "
+                  f"{report.counts['new_clusters']}, faces that joined existing ones: {report.counts['joined']}")
 
 
 def _save_sheet(engine, cluster: int, path: Path) -> None:

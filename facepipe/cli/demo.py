@@ -14,13 +14,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
-import cv2
-import numpy as np
 import typer
 
 from facepipe.cli.console import console
 from facepipe.errors import FacepipeError
-from facepipe.runtime.image import read_image
 
 
 def demo_photos() -> dict:
@@ -40,6 +37,11 @@ def installed_photo(entry: dict) -> Path:
 
 def make_demo_folder(root: Path) -> tuple[Path, list[Path]]:
     """Write people/Eileen Collins/astronaut.png and two query photos under root."""
+    import cv2  # here: `facepipe --help` does not pay for OpenCV and numpy
+    import numpy as np
+
+    from facepipe.runtime.image import read_image
+
     photos = demo_photos()
     collins = read_image(installed_photo(photos["enrolled"]))
     hopper = read_image(installed_photo(photos["stranger"]))

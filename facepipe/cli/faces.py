@@ -25,7 +25,6 @@ from facepipe.cli.options import (
     open_engine,
 )
 from facepipe.errors import FacepipeError
-from facepipe.types import image_record
 
 
 def _with_progress(results, label: str, total: int, errors: list[str]):
@@ -126,6 +125,9 @@ def identify(
                                                                     "second."),
     start: Optional[str] = typer.Option(None, "--start", help="Videos: start here (seconds, m:s or h:m:s)."),
     end: Optional[str] = typer.Option(None, "--end", help="Videos: stop here (seconds, m:s or h:m:s)."),
+    stream_timeout: float = typer.Option(5.0, "--stream-timeout", help="Streams: seconds a server may stay silent "
+                                                                       "(opening, or between frames) before it "
+                                                                       "counts as gone."),
     webhook: Optional[str] = WebhookOpt,
     mqtt: Optional[str] = MqttOpt,
     event_crops: bool = EventCropsOpt,
@@ -149,7 +151,7 @@ def identify(
     if not paths and camera is None:
         raise FacepipeError("nothing to identify: give images, videos, stream URLs or --camera N")
     videos = [p for p in paths if is_video_source(p)] + ([camera] if camera is not None else [])
-    options = video_options(every, max_fps, start, end, top_k, threshold) if videos else None
+    options = video_options(every, max_fps, start, end, top_k, threshold, stream_timeout) if videos else None
     stills = [Path(p) for p in paths if not is_video_source(p)]
     images, errors = _collect(stills) if stills else ([], [])
     with open_engine(gallery, detector, recognizer, device) as engine:
@@ -222,6 +224,8 @@ def _short(path: Path) -> str:
 
 def _emit(result, table: Table, as_json: bool, with_identity: bool) -> None:
     if as_json:
+        from facepipe.types import image_record
+
         record = image_record(str(result.path), result.faces, with_identity)
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         sys.stdout.flush()
