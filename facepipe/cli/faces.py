@@ -11,12 +11,14 @@ from rich.table import Table
 
 from facepipe.cli.console import console, err, print_error, progress
 from facepipe.cli.options import (
+    BatchOpt,
     DetectorOpt,
     DeviceOpt,
     EventCropsOpt,
     GalleryOpt,
     JsonOpt,
     MqttOpt,
+    RayOpt,
     RecognizerOpt,
     WebhookOpt,
     WorkersOpt,
@@ -52,9 +54,19 @@ def enroll(
     workers: int = WorkersOpt,
     reembed: bool = typer.Option(False, "--reembed", help="Convert a gallery made by another model first (needs its "
                                                           "source photos)."),
+    ray: Optional[str] = RayOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="With --ray: the job folder (resume manifest, errors.txt); "
+                                                           "default: beside the gallery file."),
+    batch_size: int = BatchOpt,
 ):
     """Enroll everyone in FOLDER: the largest face of each photo; re-enrolling a photo is a no-op."""
     from facepipe.runtime.folders import scan_identity_folders
+
+    if ray is not None:
+        from facepipe.cli.ray_jobs import enroll_ray
+
+        enroll_ray(str(folder), gallery, detector, recognizer, device, workers, ray, out, batch_size)
+        return
 
     total = scan_identity_folders(folder, "person").image_count  # checks the folder before anything is created
     with open_engine(gallery, detector, recognizer, device) as engine:
@@ -119,12 +131,23 @@ def identify(
     webhook: Optional[str] = WebhookOpt,
     mqtt: Optional[str] = MqttOpt,
     event_crops: bool = EventCropsOpt,
+    ray: Optional[str] = RayOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="With --ray: write the records here as shards (and "
+                                                           "errors.txt); a rerun skips the photos already there."),
+    out_format: str = typer.Option("jsonl", "--format", help="With --ray --out: jsonl or parquet shards."),
+    batch_size: int = BatchOpt,
 ):
     """Name every face in every image, video or stream, or call it unknown."""
     from facepipe.cli.video import identify_videos, is_video_source, video_options
     from facepipe.pipeline.annotate import save_annotated
 
     paths = paths or []
+    if ray is not None:
+        from facepipe.cli.ray_jobs import identify_ray
+
+        identify_ray(paths, gallery, detector, recognizer, device, threshold, top_k, as_json, workers, ray, out,
+                     out_format, batch_size, save_dir is not None or camera is not None)
+        return
     if not paths and camera is None:
         raise FacepipeError("nothing to identify: give images, videos, stream URLs or --camera N")
     videos = [p for p in paths if is_video_source(p)] + ([camera] if camera is not None else [])
