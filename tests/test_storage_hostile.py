@@ -96,3 +96,44 @@ def test_checkpoint_and_manifest_writes_do_not_follow_planted_links(tmp_path):
     manifest = Manifest(manifest_path)
     manifest.rewrite([{"source": "a.jpg", "identity": "a"}])
     assert victim.read_text() == "keep me" and "a.jpg" in manifest_path.read_text()
+
+
+def _export(tmp_path, **replace):
+    """A valid export's arrays, some replaced, written as a compressed .npz."""
+    from facepipe.gallery.npz import FORMAT
+
+    n, dim = 3, 8
+    arrays = dict(format=np.array(FORMAT), model=np.array("m"), embedding_size=np.array(dim, np.int64),
+                  names=np.array(["Ann", "Bob", "Cy"]), person=np.arange(n, dtype=np.int32),
+                  embeddings=np.eye(n, dim, dtype=np.float32), source=np.array([f"/p/{i}.jpg" for i in range(n)]),
+                  sha256=np.array([f"{i:064x}" for i in range(n)]), box=np.zeros((n, 4)), score=np.ones(n))
+    arrays.update(replace)
+    path = tmp_path / "g.npz"
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def test_import_checks_headers_before_loading_anything(tmp_path, monkeypatch):
+    from memory import peak_growth
+
+    from facepipe.errors import GalleryError
+    from facepipe.gallery.npz import read_npz
+
+    assert len(read_npz(_export(tmp_path))) == 3
+    # a deflate bomb: 256 MB of zeros in a file of a few hundred KB, over a 64 MB budget
+    bomb = _export(tmp_path, embeddings=np.zeros((2**21, 32), np.float32))
+    assert bomb.stat().st_size < 2 * 2**20
+    monkeypatch.setenv("FACEPIPE_IMPORT_MAX_MB", "64")
+
+    def refused():
+        with pytest.raises(GalleryError, match=r"would take 2\d\d MB in memory, over the 64 MB import budget"):
+            read_npz(bomb)
+
+    _, growth = peak_growth(refused)
+    assert growth < 32 * 2**20, f"grew {growth / 2**20:.0f} MB before refusing"
+    cases = {"unknown member 'extra.npy'": dict(extra=np.zeros(1)),
+             "'box' holds NaN": dict(box=np.full((3, 4), np.nan)),
+             "'score' holds NaN": dict(score=np.array([1.0, np.inf, 1.0]))}
+    for message, replace in cases.items():
+        with pytest.raises(GalleryError, match=message):
+            read_npz(_export(tmp_path, **replace))
