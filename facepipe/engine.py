@@ -298,8 +298,11 @@ class Engine:
     # -- cluster: the people nobody has named yet ----------------------------------------------------
     def _cluster_store(self, bind: bool = False):
         """The gallery's cluster tables (SQLite only), after checking its model (bind: claim an empty gallery)."""
+        from facepipe.gallery import is_milvus
         from facepipe.gallery.clusters import ClusterStore
 
+        if is_milvus(self.gallery_spec):  # said before a Milvus collection is created for nothing
+            raise GalleryError(f"{self.gallery_spec}: clusters need a SQLite gallery (--gallery FILE.db)")
         g = self.gallery(create=bind)
         store = _Serialised(ClusterStore(g._target), self._lock)
         if bind:
@@ -311,10 +314,11 @@ class Engine:
         return store
 
     def cluster(self, paths: Sequence[str | Path], workers: int = 1, on_item: Callable[[Path], None] | None = None,
-                settings=None):
+                settings=None, runner: Callable | None = None):
         """Group the faces of these photos by person and store the clusters in the gallery (facepipe.pipeline.
         clustering): only photos not clustered before are embedded; faces of enrolled persons are identified,
-        not clustered; clusters that gain no face keep their ids. Returns a ClusterReport."""
+        not clustered; clusters that gain no face keep their ids. `runner` embeds elsewhere (`cluster --ray`:
+        facepipe.scaleout.verbs.embed_runner). Returns a ClusterReport."""
         from facepipe.cluster import DEFAULT
         from facepipe.pipeline.clustering import ClusterReport, clustered_images, embed_new_photos, recluster
         from facepipe.runtime.image import list_images
@@ -322,8 +326,8 @@ class Engine:
         images, problems = list_images([Path(p) for p in paths])
         store = self._cluster_store(bind=True)
         rec = self.recognizer
-        hashes, failed, embedded = embed_new_photos(store, images, self.spec, workers, self._local_pipeline(workers),
-                                                    on_item)
+        local = self._local_pipeline(workers) if runner is None else None
+        hashes, failed, embedded = embed_new_photos(store, images, self.spec, workers, local, on_item, runner)
         has_persons = self.gallery().face_count() > 0
         identify = self._identify_for_clustering(store) if has_persons else None
         counts = recluster(store, rec.metric, verify_threshold(rec).value, identify, settings or DEFAULT)

@@ -103,6 +103,7 @@ def photos(data_dir, tmp_path_factory):
     second.mkdir()
     shutil.move(held_out, second / held_out.name)
     shutil.copytree(data_dir / "people" / "person05", second / "person05")
+    (second / "broken.jpg").write_bytes((second / held_out.name).read_bytes()[:1500])  # a truncated download
     return first, second, second / held_out.name
 
 
@@ -142,6 +143,7 @@ def test_second_run_embeds_only_new_photos_and_keeps_ids(runs, photos):
     _, _, held_out = photos
     assert one.embedded == len(one.images) and not one.errors
     assert two.embedded == 4  # the held-out photo and person05's three
+    assert len(two.errors) == 1 and "broken.jpg" in two.errors[0]  # one line for the bad file; the rest went on
     import facepipe
 
     gallery = runs[0]
@@ -179,6 +181,16 @@ def test_name_then_identify_then_reject(runs, photos):
         # a later cluster run does not hand the rejected face back to her
         again = fp.cluster([photo])
         assert again.images[0].result.faces[0].identity != "Person Three"
+
+
+def test_clusters_need_a_sqlite_gallery(tmp_path):
+    import facepipe
+    from facepipe.errors import GalleryError
+
+    with facepipe.open(f"milvus-lite:///{tmp_path}/m.db") as fp:
+        with pytest.raises(GalleryError, match="clusters need a SQLite gallery"):
+            fp.cluster([tmp_path])
+    assert not (tmp_path / "m.db").exists()  # refused before anything was created
 
 
 def test_cli_json_contract_and_corrections(runs, photos, tmp_path):

@@ -3,8 +3,10 @@ file fails, as on a full disk), a large gallery still answers every identify fro
 built once, with one warning for the index and one for the calibration; and temporary export files are not
 predictable."""
 import json
+import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 from test_gallery_index import fill, small_ann, unit
@@ -58,11 +60,13 @@ def test_export_temporary_names_are_unpredictable_and_exclusive(tmp_path):
         fill(g, persons=2, per=2)
         records = g.export_records()
     target = tmp_path / "out.npz"
-    import os
-
     planted = tmp_path / f".out.npz.{os.getpid()}.tmp"  # the name the pid-based scheme would have used
     victim = tmp_path / "victim"
     victim.write_text("keep me")
     planted.symlink_to(victim)
+    stale = tmp_path / ".out.npz.0badc0de.tmp"  # left by an export killed two hours ago
+    stale.write_bytes(b"half")
+    os.utime(stale, (time.time() - 7200,) * 2)
     write_npz(target, records)
     assert victim.read_text() == "keep me" and target.stat().st_size > 0
+    assert not stale.exists()

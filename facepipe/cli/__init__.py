@@ -23,10 +23,11 @@ for _verb in VERBS:
 def main() -> None:
     """Entry point: user errors become one red line and exit code 1; usage errors exit 2 (typer)."""
     from facepipe.cli.console import print_error, show_library_messages
+    from facepipe.cli.ray_jobs import ray_flag_value
 
     show_library_messages()
     try:
-        app()
+        app(ray_flag_value(sys.argv[1:]))
     except FacepipeError as exc:
         print_error(str(exc))
         sys.exit(1)

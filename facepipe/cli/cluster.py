@@ -12,7 +12,17 @@ import typer
 from typer.core import TyperGroup
 
 from facepipe.cli.console import console, print_error, progress
-from facepipe.cli.options import DetectorOpt, DeviceOpt, GalleryOpt, JsonOpt, RecognizerOpt, WorkersOpt, open_engine
+from facepipe.cli.options import (
+    BatchOpt,
+    DetectorOpt,
+    DeviceOpt,
+    GalleryOpt,
+    JsonOpt,
+    RayOpt,
+    RecognizerOpt,
+    WorkersOpt,
+    open_engine,
+)
 
 RUN = "photos"  # the verb `facepipe cluster PATH...` runs
 
@@ -36,15 +46,27 @@ def cluster_photos(
     workers: int = WorkersOpt,
     as_json: bool = JsonOpt,
     save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="Write one contact sheet PNG per cluster here."),
+    ray: Optional[str] = RayOpt,
+    batch_size: int = BatchOpt,
 ):
     """Group the faces of these photos by person (photos clustered before are not embedded again)."""
     from facepipe.runtime.image import list_images
+
+    runner = None
+    if ray is not None:  # embedding on Ray's actors; clustering here, at the gallery's one writer
+        from facepipe.scaleout import require_ray
+
+        require_ray()
+        from facepipe.scaleout.verbs import embed_runner
+
+        runner = embed_runner(ray, workers if workers > 1 else None, batch_size)
 
     total = len(list_images(paths)[0])
     with open_engine(gallery, detector, recognizer, device) as engine:
         with progress() as bar:
             task = bar.add_task("clustering", total=total, status="")
-            report = engine.cluster(paths, workers, on_item=lambda p: bar.update(task, advance=1, status=p.name))
+            report = engine.cluster(paths, workers, on_item=lambda p: bar.update(task, advance=1, status=p.name),
+                                    runner=runner)
         for message in report.errors:
             print_error(message)
         if as_json:
@@ -81,10 +103,10 @@ def _summary(engine, report) -> None:
     console.print(table)
     faces = sum(len(i.result.faces) for i in report.images)
     alone = sum(1 for i in report.images for c, f in zip(i.clusters, i.result.faces) if c is None and not f.identity)
-    console.print(f"{len(report.images)} photos ({report.embedded} embedded now, the others clustered before), "
-                  f"{faces} faces: {identified} of enrolled persons, {faces - identified - alone} in clusters, "
-                  f"{alone} alone; {report.counts['new_clusters']} new clusters, {report.counts['joined']} faces "
-                  "joined existing ones")
+    console.print(f"{len(report.images)} photos ({report.embedded} embedded now, "
+                  f"{len(report.images) - report.embedded} clustered before), {faces} faces: {identified} of "
+                  f"enrolled persons, {faces - identified - alone} in clusters, {alone} alone; new clusters: "
+                  f"{report.counts['new_clusters']}, faces that joined existing ones: {report.counts['joined']}")
 
 
 def _save_sheet(engine, cluster: int, path: Path) -> None:

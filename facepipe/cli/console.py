@@ -42,4 +42,6 @@ def show_library_messages() -> None:
 
 def print_error(message: str) -> None:
     """A user error: one red line on stderr."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # [brackets] are text

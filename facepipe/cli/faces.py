@@ -11,19 +11,20 @@ from rich.table import Table
 
 from facepipe.cli.console import console, err, print_error, progress
 from facepipe.cli.options import (
+    BatchOpt,
     DetectorOpt,
     DeviceOpt,
     EventCropsOpt,
     GalleryOpt,
     JsonOpt,
     MqttOpt,
+    RayOpt,
     RecognizerOpt,
     WebhookOpt,
     WorkersOpt,
     open_engine,
 )
 from facepipe.errors import FacepipeError
-from facepipe.types import image_record
 
 
 def _with_progress(results, label: str, total: int, errors: list[str]):
@@ -53,9 +54,19 @@ def enroll(
     workers: int = WorkersOpt,
     reembed: bool = typer.Option(False, "--reembed", help="Convert a gallery made by another model first (needs its "
                                                           "source photos)."),
+    ray: Optional[str] = RayOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="With --ray: the job folder (resume manifest, errors.txt); "
+                                                           "default: beside the gallery file."),
+    batch_size: int = BatchOpt,
 ):
     """Enroll everyone in FOLDER: the largest face of each photo; re-enrolling a photo is a no-op."""
     from facepipe.runtime.folders import scan_identity_folders
+
+    if ray is not None:
+        from facepipe.cli.ray_jobs import enroll_ray
+
+        enroll_ray(str(folder), gallery, detector, recognizer, device, workers, ray, out, batch_size)
+        return
 
     total = scan_identity_folders(folder, "person").image_count  # checks the folder before anything is created
     with open_engine(gallery, detector, recognizer, device) as engine:
@@ -114,19 +125,33 @@ def identify(
                                                                     "second."),
     start: Optional[str] = typer.Option(None, "--start", help="Videos: start here (seconds, m:s or h:m:s)."),
     end: Optional[str] = typer.Option(None, "--end", help="Videos: stop here (seconds, m:s or h:m:s)."),
+    stream_timeout: float = typer.Option(5.0, "--stream-timeout", help="Streams: seconds a server may stay silent "
+                                                                       "(opening, or between frames) before it "
+                                                                       "counts as gone."),
     webhook: Optional[str] = WebhookOpt,
     mqtt: Optional[str] = MqttOpt,
     event_crops: bool = EventCropsOpt,
+    ray: Optional[str] = RayOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="With --ray: write the records here as shards (and "
+                                                           "errors.txt); a rerun skips the photos already there."),
+    out_format: str = typer.Option("jsonl", "--format", help="With --ray --out: jsonl or parquet shards."),
+    batch_size: int = BatchOpt,
 ):
     """Name every face in every image, video or stream, or call it unknown."""
     from facepipe.cli.video import identify_videos, is_video_source, video_options
     from facepipe.pipeline.annotate import save_annotated
 
     paths = paths or []
+    if ray is not None:
+        from facepipe.cli.ray_jobs import identify_ray
+
+        identify_ray(paths, gallery, detector, recognizer, device, threshold, top_k, as_json, workers, ray, out,
+                     out_format, batch_size, save_dir is not None or camera is not None)
+        return
     if not paths and camera is None:
         raise FacepipeError("nothing to identify: give images, videos, stream URLs or --camera N")
     videos = [p for p in paths if is_video_source(p)] + ([camera] if camera is not None else [])
-    options = video_options(every, max_fps, start, end, top_k, threshold) if videos else None
+    options = video_options(every, max_fps, start, end, top_k, threshold, stream_timeout) if videos else None
     stills = [Path(p) for p in paths if not is_video_source(p)]
     images, errors = _collect(stills) if stills else ([], [])
     with open_engine(gallery, detector, recognizer, device) as engine:
@@ -199,6 +224,8 @@ def _short(path: Path) -> str:
 
 def _emit(result, table: Table, as_json: bool, with_identity: bool) -> None:
     if as_json:
+        from facepipe.types import image_record
+
         record = image_record(str(result.path), result.faces, with_identity)
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         sys.stdout.flush()

@@ -57,8 +57,8 @@ def gallery_reject(name: str = typer.Argument(..., help="The person the face is 
                                                         "(every face of it)."),
                    gallery: Optional[str] = GalleryOpt):
     """"Not this person": identify and later cluster runs never name this face NAME again."""
-    with open_engine(gallery) as fp:
-        removed = fp.reject(name, int(face) if face.isdigit() else Path(face))
+    with open_engine(gallery) as engine:
+        removed = engine.reject(name, int(face) if face.isdigit() else Path(face))
     console.print(f"{face} is not {name}" + (f" ({removed} enrolled face(s) removed from {name})" if removed else ""))
 
 

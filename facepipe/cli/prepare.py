@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from facepipe.cli.console import console, err
+from facepipe.cli.options import RayOpt
 
 
 def _render_summary(result) -> None:
@@ -199,6 +200,7 @@ def prepare_command(
         help="Images per worker task; their chips are embedded together."),
     contact_sheet: bool = typer.Option(True, "--contact-sheet/--no-contact-sheet", help="Write DST/contact_sheet.png."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto (for ONNX/torch models)."),
+    ray: Optional[str] = RayOpt,
 ):
     """Detect, align and filter an identity-per-folder photo set into a training set; resumable."""
     from facepipe.prepare.config import PrepareConfig, PrepareError
@@ -218,6 +220,13 @@ def prepare_command(
                          thresholds=HygieneThresholds(same_person_threshold, outlier_threshold, overlap_threshold,
                                                       outlier_margin),
                          contact_sheet=contact_sheet, device=device)
+    if ray is not None:  # the chunks go to Ray actors; the manifest, resume and reports stay here
+        from facepipe.scaleout import require_ray
+
+        require_ray()
+        from facepipe.scaleout.prepare import ray_runner
+
+        options.runner = ray_runner(ray, workers if workers > 1 else None)
     reporter = _Reporter()
     try:
         with reporter.bar:

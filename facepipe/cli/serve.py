@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         """Serve identify/detect/verify/enroll over HTTP, with a web page at /."""
         import uvicorn
 
-        from facepipe.serve.app import _configure_logging, create_app
+        from facepipe.serve.app import configure_logging, create_app
         from facepipe.serve.auth import check_bind, read_api_key
         from facepipe.serve.settings import ENV_VAR, ServeSettings
 
@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
             allowed_hosts=[*(allowed_host or []), *([host] if host not in ("0.0.0.0", "::") else [])],
             max_concurrent=max_concurrent, max_queue=max_queue, body_timeout_s=body_timeout,
             max_image_bytes=int(max_image_mb * 2**20))
-        _configure_logging()
+        configure_logging()
         if workers == 1:
             target, options = create_app(settings), {}  # model or gallery errors stop here, as one line
         else:

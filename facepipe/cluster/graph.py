@@ -1,6 +1,6 @@
 """The k-nearest-neighbour graph of a set of face embeddings, under the recognizer's own metric.
 
-Similarities follow the JSON contract (facepipe.matching): cosine of the vectors, or 1 - d^2/2 for a
+Similarities follow the JSON contract (facepipe.openset.matching): cosine of the vectors, or 1 - d^2/2 for a
 Euclidean model, so one threshold scale serves every model. Up to EXACT_MAX faces the neighbours are exact
 (faiss flat); above it a faiss inverted file (IVF-flat, ~2 sqrt(n) lists, NPROBE probed) finds them: faces of
 one person sit in the same few lists, so it loses almost none of them, and 100,000 faces take seconds of CPU

@@ -133,7 +133,7 @@ def cluster_embeddings(embeddings: np.ndarray, metric: str, recognizer_threshold
     """A cluster id per face (0 = the largest cluster), -1 for a face that shares its cluster with nobody.
 
     embeddings: N x D as the recognizer gives them; metric: "cosine" or "euclidean"; recognizer_threshold:
-    the recognizer's 1:1 threshold on the similarity scale (facepipe.matching); groups: one key per face
+    the recognizer's 1:1 threshold on the similarity scale (facepipe.openset.matching); groups: one key per face
     (its photo): two faces with the same key never end in one cluster."""
     n = len(embeddings)
     if n == 0:

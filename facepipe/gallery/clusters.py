@@ -77,7 +77,7 @@ def face_key(photo: str, face_index: int) -> str:
 
 
 class ClusterStore:
-    """The cluster tables of one SQLite gallery (facepipe.gallery.sqlite.Gallery)."""
+    """The cluster tables of one SQLite gallery (facepipe.gallery.sqlite.SqliteGallery)."""
 
     def __init__(self, gallery):
         if not isinstance(gallery, SqliteGallery):

@@ -7,7 +7,7 @@ from PIL import Image, ImageDraw
 
 from facepipe.errors import ImageError
 from facepipe.gallery.clusters import StoredFace
-from facepipe.pipeline.annotate import _font
+from facepipe.pipeline.annotate import label_font
 from facepipe.runtime.image import read_image
 
 MARGIN = 0.25  # share of the face box added around it
@@ -40,7 +40,7 @@ def cluster_sheet(title: str, faces: list[StoredFace], cols: int = 8, tile: int 
     label_h, title_h = 16, 26
     sheet = Image.new("RGB", (cols * tile, title_h + rows * (tile + label_h)), "white")
     draw = ImageDraw.Draw(sheet)
-    draw.text((6, 5), title, fill="black", font=_font(15))
+    draw.text((6, 5), title, fill="black", font=label_font(15))
     for i, face in enumerate(faces):
         x, y = (i % cols) * tile, title_h + (i // cols) * (tile + label_h)
         crop = face_crop(face, tile)
@@ -48,7 +48,7 @@ def cluster_sheet(title: str, faces: list[StoredFace], cols: int = 8, tile: int 
             draw.rectangle([x + 2, y + 2, x + tile - 2, y + tile - 2], outline="red")
         else:
             sheet.paste(crop, (x, y))
-        draw.text((x + 3, y + tile + 1), f"face {face.id}", fill="black", font=_font(11))
+        draw.text((x + 3, y + tile + 1), f"face {face.id}", fill="black", font=label_font(11))
     return sheet
 
 

@@ -60,10 +60,11 @@ def stored_faces_as_faces(store: ClusterStore, photo: str) -> tuple[list[StoredF
 
 
 def embed_new_photos(store: ClusterStore, paths: list[Path], spec: ModelSpec, workers: int = 1, pipeline=None,
-                     on_item: Callable[[Path], None] | None = None
+                     on_item: Callable[[Path], None] | None = None, runner: Callable | None = None
                      ) -> tuple[dict[Path, str], list[ImageResult], int]:
     """Hash every path, embed every face of the photos not stored yet and store them. Returns each readable
-    path's sha256, the error results (unreadable files, undecodable images) and how many photos were embedded."""
+    path's sha256, the error results (unreadable files, undecodable images) and how many photos were embedded.
+    runner: (paths, spec) -> ImageResults in order, embedded elsewhere (`cluster --ray`); None: this machine."""
     hashes: dict[Path, str] = {}
     errors: list[ImageResult] = []
     todo: list[Path] = []
@@ -80,7 +81,8 @@ def embed_new_photos(store: ClusterStore, paths: list[Path], spec: ModelSpec, wo
                 on_item(path)
         else:
             todo.append(path)
-    for path, result in zip(todo, run_images(todo, spec, "all", workers, pipeline=pipeline)):
+    results = runner(todo, spec) if runner and todo else run_images(todo, spec, "all", workers, pipeline=pipeline)
+    for path, result in zip(todo, results):
         if result.error:
             errors.append(result)
             del hashes[path]

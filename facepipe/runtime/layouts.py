@@ -62,7 +62,11 @@ class _Registry:
     def layouts(self) -> dict[str, ModelLayout]:
         for package in FAMILY_PACKAGES:
             for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
-                importlib.import_module(f"{package}.{module.name}")
+                try:
+                    importlib.import_module(f"{package}.{module.name}")
+                except ModuleNotFoundError as exc:  # a family whose library is not installed registers nothing
+                    if (exc.name or "").startswith("facepipe"):
+                        raise
         return _REGISTERED
 
 

@@ -140,11 +140,12 @@ def _private_paths(settings: ServeSettings, fp) -> list[tuple[str, str]]:
 
 def app_from_environment() -> FastAPI:
     """Factory for uvicorn's worker processes (`--workers N`): each loads its own models."""
-    _configure_logging()
+    configure_logging()
     return create_app(ServeSettings.from_env())
 
 
-def _configure_logging() -> None:
+def configure_logging() -> None:
+    """The service's request log on stderr, once per process."""
     if not log.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))

@@ -54,6 +54,7 @@ class VideoOptions:
     small_faces: bool = False  # let the detector spend extra passes on faces under ~80 px (dlib: 2x upsampling)
     appearance: bool = True  # check pairs in doubt with the recognizer (off: motion only, as before)
     cuts: bool = True  # a shot change ends every track (off: only appearance separates the shots' people)
+    stream_timeout: float = 5.0  # seconds a network source may stay silent (opening, or between frames)
 
 
 @dataclass
@@ -116,7 +117,8 @@ class VideoRun:
             raise ValueError("every must be 1 or more")
         self.threshold = engine.threshold(self.options.threshold)
         # source None: the caller feeds frames (`feed`, `flush`), as `facepipe watch` does; info describes them.
-        self.source = None if source is None else VideoSource(source, self.options.start, self.options.end)
+        self.source = None if source is None else VideoSource(source, self.options.start, self.options.end,
+                                                               self.options.stream_timeout)
         self.info = self.source.info if self.source is not None else info
         self.on_frame = on_frame
         self.frames = 0  # frames processed (after --max-fps)
