@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from test_gallery_index import fill, small_ann, unit
 
 from facepipe.gallery import index as ann
@@ -16,6 +17,7 @@ from facepipe.gallery import index as ann
 NO_DISK = r"""
 import json, logging, resource, signal, sys
 import numpy as np
+import pytest
 from facepipe.gallery import SqliteGallery
 
 logging.basicConfig(level=logging.WARNING, format="WARNING %(message)s")
@@ -70,3 +72,27 @@ def test_export_temporary_names_are_unpredictable_and_exclusive(tmp_path):
     write_npz(target, records)
     assert victim.read_text() == "keep me" and target.stat().st_size > 0
     assert not stale.exists()
+
+
+def test_checkpoint_and_manifest_writes_do_not_follow_planted_links(tmp_path):
+    """The old predictable names (`x.pt.tmp`, `manifest.jsonl.tmp`) are planted as links to a victim file;
+    the writes go elsewhere, the victim is untouched, and a stale temporary of a killed run is swept."""
+    pytest.importorskip("torch")
+    from facepipe.prepare.manifest import Manifest
+    from facepipe.train.checkpoint import load_checkpoint, save_checkpoint
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / "x.pt.tmp").symlink_to(victim)
+    stale = tmp_path / ".x.pt.0123456789abcdef.tmp"
+    stale.write_bytes(b"half")
+    os.utime(stale, (time.time() - 7200,) * 2)
+    save_checkpoint({"step": 3}, tmp_path / "x.pt")
+    assert load_checkpoint(tmp_path / "x.pt")["step"] == 3 and victim.read_text() == "keep me"
+    assert not stale.exists()
+
+    manifest_path = tmp_path / "manifest.jsonl"
+    (tmp_path / "manifest.jsonl.tmp").symlink_to(victim)
+    manifest = Manifest(manifest_path)
+    manifest.rewrite([{"source": "a.jpg", "identity": "a"}])
+    assert victim.read_text() == "keep me" and "a.jpg" in manifest_path.read_text()
