@@ -170,3 +170,23 @@ def test_docs_are_served_from_the_package_under_a_csp(server, client):
         assert "frame-ancestors 'none'" in csp and "unsafe-eval" not in csp, path
     assert "script-src" not in client.get("/docs").headers["content-security-policy"]  # 'self' only, by default-src
 
+
+
+def test_allowed_hosts_and_cors_origins_open_exactly_what_they_name(tmp_path):
+    """In-process: --allowed-host adds a name, --cors-origin lets that origin's writes through, nothing more."""
+    from fastapi.testclient import TestClient
+
+    import facepipe
+    from facepipe.serve.app import create_app
+    from facepipe.serve.settings import ServeSettings
+
+    engine = facepipe.open(gallery=tmp_path / "g.db")
+    engine.gallery(create=True)
+    app = create_app(ServeSettings(allowed_hosts=["faces.lan"], cors_origins=["https://kiosk.lan"]), engine=engine)
+    with TestClient(app, base_url="http://faces.lan") as c:
+        assert c.get("/v1/persons").status_code == 200
+        assert c.get("/v1/persons", headers={"host": "faces.lan.evil.example"}).status_code == 421
+        kiosk = c.delete("/v1/persons/nobody", headers={"origin": "https://kiosk.lan", "sec-fetch-site": "cross-site"})
+        assert kiosk.status_code == 404  # through the guard, to the route
+        other = c.delete("/v1/persons/nobody", headers={"origin": "https://other.lan"})
+        assert other.status_code == 403

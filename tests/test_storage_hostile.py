@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from test_gallery_index import fill, small_ann, unit
 
 from facepipe.gallery import index as ann
@@ -16,6 +17,7 @@ from facepipe.gallery import index as ann
 NO_DISK = r"""
 import json, logging, resource, signal, sys
 import numpy as np
+import pytest
 from facepipe.gallery import SqliteGallery
 
 logging.basicConfig(level=logging.WARNING, format="WARNING %(message)s")
@@ -70,3 +72,68 @@ def test_export_temporary_names_are_unpredictable_and_exclusive(tmp_path):
     write_npz(target, records)
     assert victim.read_text() == "keep me" and target.stat().st_size > 0
     assert not stale.exists()
+
+
+def test_checkpoint_and_manifest_writes_do_not_follow_planted_links(tmp_path):
+    """The old predictable names (`x.pt.tmp`, `manifest.jsonl.tmp`) are planted as links to a victim file;
+    the writes go elsewhere, the victim is untouched, and a stale temporary of a killed run is swept."""
+    pytest.importorskip("torch")
+    from facepipe.prepare.manifest import Manifest
+    from facepipe.train.checkpoint import load_checkpoint, save_checkpoint
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / "x.pt.tmp").symlink_to(victim)
+    stale = tmp_path / ".x.pt.0123456789abcdef.tmp"
+    stale.write_bytes(b"half")
+    os.utime(stale, (time.time() - 7200,) * 2)
+    save_checkpoint({"step": 3}, tmp_path / "x.pt")
+    assert load_checkpoint(tmp_path / "x.pt")["step"] == 3 and victim.read_text() == "keep me"
+    assert not stale.exists()
+
+    manifest_path = tmp_path / "manifest.jsonl"
+    (tmp_path / "manifest.jsonl.tmp").symlink_to(victim)
+    manifest = Manifest(manifest_path)
+    manifest.rewrite([{"source": "a.jpg", "identity": "a"}])
+    assert victim.read_text() == "keep me" and "a.jpg" in manifest_path.read_text()
+
+
+def _export(tmp_path, **replace):
+    """A valid export's arrays, some replaced, written as a compressed .npz."""
+    from facepipe.gallery.npz import FORMAT
+
+    n, dim = 3, 8
+    arrays = dict(format=np.array(FORMAT), model=np.array("m"), embedding_size=np.array(dim, np.int64),
+                  names=np.array(["Ann", "Bob", "Cy"]), person=np.arange(n, dtype=np.int32),
+                  embeddings=np.eye(n, dim, dtype=np.float32), source=np.array([f"/p/{i}.jpg" for i in range(n)]),
+                  sha256=np.array([f"{i:064x}" for i in range(n)]), box=np.zeros((n, 4)), score=np.ones(n))
+    arrays.update(replace)
+    path = tmp_path / "g.npz"
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def test_import_checks_headers_before_loading_anything(tmp_path, monkeypatch):
+    from memory import peak_growth
+
+    from facepipe.errors import GalleryError
+    from facepipe.gallery.npz import read_npz
+
+    assert len(read_npz(_export(tmp_path))) == 3
+    # a deflate bomb: 256 MB of zeros in a file of a few hundred KB, over a 64 MB budget
+    bomb = _export(tmp_path, embeddings=np.zeros((2**21, 32), np.float32))
+    assert bomb.stat().st_size < 2 * 2**20
+    monkeypatch.setenv("FACEPIPE_IMPORT_MAX_MB", "64")
+
+    def refused():
+        with pytest.raises(GalleryError, match=r"would take 2\d\d MB in memory, over the 64 MB import budget"):
+            read_npz(bomb)
+
+    _, growth = peak_growth(refused)
+    assert growth < 32 * 2**20, f"grew {growth / 2**20:.0f} MB before refusing"
+    cases = {"unknown member 'extra.npy'": dict(extra=np.zeros(1)),
+             "'box' holds NaN": dict(box=np.full((3, 4), np.nan)),
+             "'score' holds NaN": dict(score=np.array([1.0, np.inf, 1.0]))}
+    for message, replace in cases.items():
+        with pytest.raises(GalleryError, match=message):
+            read_npz(_export(tmp_path, **replace))

@@ -54,7 +54,9 @@ def _missing_as_404(fn, *args):
         raise
 
 
-def cluster_router(fp) -> APIRouter:
+def cluster_router(fp, run=run_in_threadpool) -> APIRouter:
+    """run(fn, *args): how a blocking call is awaited (the app passes its bounded engine queue: a crop decodes
+    a photo, and a flood of them must wait for a turn like any other engine work)."""
     api = APIRouter(tags=["clusters"])
 
     @api.get("/clusters")
@@ -63,7 +65,7 @@ def cluster_router(fp) -> APIRouter:
         def listing():
             return [{"cluster": c, "faces": n, "face_ids": [f.id for f in fp.cluster_faces(c)]}
                     for c, n in fp.clusters()]
-        return {"clusters": await run_in_threadpool(listing)}
+        return {"clusters": await run(listing)}
 
     @api.get("/clusters/faces/{face_id}.jpg", response_class=Response)
     async def face_image(face_id: int) -> Response:
@@ -78,13 +80,13 @@ def cluster_router(fp) -> APIRouter:
             out = io.BytesIO()
             image.save(out, "JPEG", quality=85)
             return out.getvalue()
-        return Response(await run_in_threadpool(crop), media_type="image/jpeg",
+        return Response(await run(crop), media_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=3600"})
 
     @api.get("/clusters/{cluster}")
     async def cluster(cluster: int) -> dict:
         """The faces of one cluster: id, photo (file name), box."""
-        faces = await run_in_threadpool(_missing_as_404, fp.cluster_faces, cluster)
+        faces = await run(_missing_as_404, fp.cluster_faces, cluster)
         return {"cluster": cluster, "faces": [{"face_id": f.id, "image": Path(f.source).name, "box": f.box,
                                                "score": round(f.score, 4)} for f in faces]}
 
@@ -92,26 +94,26 @@ def cluster_router(fp) -> APIRouter:
     async def name(cluster: int, body: NameBody) -> dict:
         """Enroll the cluster's faces as a person: identify names them from now on."""
         person = person_name(body.name)  # 422 with the rule's own words when it breaks it
-        n = await run_in_threadpool(_missing_as_404, fp.name_cluster, cluster, person)
+        n = await run(_missing_as_404, fp.name_cluster, cluster, person)
         return {"cluster": cluster, "person": person, "enrolled_faces": n}
 
     @api.post("/clusters/{cluster}/merge")
     async def merge(cluster: int, body: MergeBody) -> dict:
         """Two clusters are one person."""
-        n = await run_in_threadpool(_missing_as_404, fp.merge_clusters, cluster, body.other)
+        n = await run(_missing_as_404, fp.merge_clusters, cluster, body.other)
         return {"cluster": cluster, "merged": body.other, "moved_faces": n}
 
     @api.post("/clusters/{cluster}/split")
     async def split(cluster: int, body: SplitBody) -> dict:
         """Take faces out of a cluster; none of them comes back to it in a later run."""
-        new = await run_in_threadpool(_missing_as_404, fp.split_cluster, cluster, body.faces)
+        new = await run(_missing_as_404, fp.split_cluster, cluster, body.faces)
         return {"cluster": cluster, "new_cluster": new, "moved_faces": len(body.faces)}
 
     @api.post("/persons/{name}/rejections", tags=["gallery"])
     async def reject(name: str, body: RejectBody) -> dict:
         """"This face is not this person": identify and later cluster runs never name it so again."""
         person = person_name(name)
-        removed = await run_in_threadpool(_missing_as_404, fp.reject, person, body.face_id)
+        removed = await run(_missing_as_404, fp.reject, person, body.face_id)
         return {"person": person, "face_id": body.face_id, "removed_faces": removed}
 
     return api
