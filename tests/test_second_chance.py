@@ -99,3 +99,25 @@ def test_json_adds_only_the_detector_pass(detector, data_dir):
     assert np.isfinite(record["score"])
     faces[0].detector_pass = None  # a detector with one pass (an ONNX model) writes the JSON as before
     assert set(faces[0].to_json(with_identity=False)) == {"box", "score", "landmarks"}
+
+
+def test_detect_reports_the_pass_and_the_photos_still_without_a_face(data_dir):
+    import json
+
+    from typer.testing import CliRunner
+
+    from facepipe.cli import app
+
+    rescued = data_dir / "celeba-dev" / next(n for n, p in RESCUED.items() if p == HOG_ROTATED)
+    dogs = data_dir / "dlib-faces" / "dogs.jpg"
+
+    def run(*args):
+        result = CliRunner().invoke(app, ["detect", *map(str, args)])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+    table = run(rescued, dogs)
+    assert f"({HOG_ROTATED})" in table  # the table says which pass found the rescued face
+    assert "no face found in 1 of 2 photo(s)" in table and "dogs.jpg" in table.split("no face found in")[1]
+    records = [json.loads(line) for line in run(rescued, dogs, "--json").splitlines()]
+    assert [len(r["faces"]) for r in records] == [1, 0]
+    assert records[0]["faces"][0]["detector_pass"] == HOG_ROTATED

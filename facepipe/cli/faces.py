@@ -43,6 +43,7 @@ def enroll(
                                                           "source photos)."),
 ):
     """Enroll everyone in FOLDER: the largest face of each photo; re-enrolling a photo is a no-op."""
+    from facepipe.pipeline.enroll import NO_FACE_NOTE
     from facepipe.runtime.folders import scan_identity_folders
 
     total = scan_identity_folders(folder, "person").image_count  # checks the folder before anything is created
@@ -69,6 +70,7 @@ def enroll(
             for path, what in report.notes:
                 notes.add_row(path, f"[red]{what}[/]" if what.startswith("error") else what)
             console.print(notes)
+        _no_face_summary([Path(path) for path, what in report.notes if what == NO_FACE_NOTE], total)
     if report.errors:
         raise typer.Exit(1)
 
@@ -119,12 +121,16 @@ def identify(
             th = fp.threshold(threshold)
             rec = fp.recognizer
             table = _faces_table(f"threshold {th.value:.3f} ({th.source}); model {rec.name} on {rec.provider}", True)
+            no_face = []
             for result in _with_progress(results, "identifying", len(images), errors):
                 _emit(result, table, as_json, True)
+                if not result.faces:
+                    no_face.append(result.path)
                 if save_dir is not None:
                     save_annotated(result.image, result.faces, result.path, save_dir)
             if not as_json:
                 console.print(table)
+                _no_face_summary(no_face, len(images))
         if videos:
             errors += identify_videos(fp, videos, options, as_json, save_dir, console, err)
     _report_errors(errors)
@@ -148,12 +154,16 @@ def detect(
     fp = open_engine(None, detector, None, device, threshold)
     results = fp.detect_paths(images, threshold, workers, keep_images=save_dir is not None)
     table = _faces_table(f"detector {fp.detector.name} on {fp.detector.provider}", False)
+    no_face = []
     for result in _with_progress(results, "detecting", len(images), errors):
         _emit(result, table, as_json, False)
+        if not result.faces:
+            no_face.append(result.path)
         if save_dir is not None:
             save_annotated(result.image, result.faces, result.path, save_dir, with_identity=False)
     if not as_json:
         console.print(table)
+        _no_face_summary(no_face, len(images))
     _report_errors(errors)
     if errors:
         raise typer.Exit(1)
@@ -166,6 +176,18 @@ def _faces_table(caption: str, with_identity: bool) -> Table:
                                                              "candidates"] if with_identity else []):
         table.add_column(col)
     return table
+
+
+def _no_face_summary(paths: list[Path], total: int, shown: int = 20) -> None:
+    """One line naming the photos where no face was found, the detector's second chance included."""
+    if not paths:
+        return
+    names = ", ".join(_short(p) for p in paths[:shown]) + (f", ... ({len(paths) - shown} more)" if len(paths) > shown
+                                                            else "")
+    console.print(f"[yellow]no face found[/] in {len(paths)} of {total} photo(s) (after the detector's second chance, "
+                  f"where it has one): {names}", highlight=False, soft_wrap=True)
+
+
 def _short(path: Path) -> str:
     """Paths relative to the current folder when they are inside it: tables stay readable."""
     try:
@@ -175,6 +197,8 @@ def _short(path: Path) -> str:
 
 
 def _emit(result, table: Table, as_json: bool, with_identity: bool) -> None:
+    from facepipe.runtime.detectors.dlib_detector import SECOND_CHANCE_PASSES
+
     if as_json:
         record = {"image": str(result.path), "faces": [f.to_json(with_identity) for f in result.faces]}
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -184,7 +208,8 @@ def _emit(result, table: Table, as_json: bool, with_identity: bool) -> None:
         table.add_row(_short(result.path), "-", "no face found", "", *([""] * 3 if with_identity else []))
     for i, face in enumerate(result.faces):
         box = ", ".join(f"{v:.0f}" for v in face.box)
-        row = [_short(result.path) if i == 0 else "", str(i + 1), box, f"{face.score:.2f}"]
+        score = f"{face.score:.2f}" + (f" ({face.detector_pass})" if face.detector_pass in SECOND_CHANCE_PASSES else "")
+        row = [_short(result.path) if i == 0 else "", str(i + 1), box, score]
         if with_identity:
             name = f"[green]{face.identity}[/]" if face.identity else "[red]unknown[/]"
             cands = ", ".join(f"{c.identity} {c.similarity:.2f}" for c in face.candidates)

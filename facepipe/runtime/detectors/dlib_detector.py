@@ -42,6 +42,7 @@ DETECTOR_CALLS_AT_MOST = 2 + MAX_CONFIRM + 2 + MAX_CONFIRM  # HOG or CNN runs on
 
 # Which pass found a face (Detection.detector_pass, the JSON's "detector_pass").
 HOG, HOG_UPSAMPLED, HOG_CONFIRMED, HOG_ROTATED = "hog", "hog-upsampled", "hog-weak+cnn", "hog-rotated"
+SECOND_CHANCE_PASSES = (HOG_CONFIRMED, HOG_ROTATED)
 
 
 def _may_hide_small_faces(shape: tuple[int, ...], rects, scores) -> bool:
