@@ -59,17 +59,22 @@ def rescue(detector: DlibDetector, photos: list[Path], label: str):
     return missed, found, cpu / n, (hog.calls / n, cnn.calls / n)
 
 
-def contact_sheet(rescued: list[tuple[Path, list]], missed: list[Path], out: Path, tile: int = 150, cols: int = 8):
+def contact_sheet(rescued: list[tuple[Path, list]], missed: list[Path], out: Path, tile: int = 180, cols: int = 8):
     """Rescued photos (box, 5 points, the pass that found them), then photos still without a face."""
     from PIL import Image, ImageDraw
 
     from facepipe.pipeline.annotate import draw_faces
+    from facepipe.types import Face
 
     def fit(img: Image.Image) -> Image.Image:
         img.thumbnail((tile, tile - 14))
         return img
 
-    sections = [("rescued by the second chance", [(fit(draw_faces(read_image(p), faces, with_identity=False)),
+    def drawn(path: Path, faces) -> Image.Image:
+        return draw_faces(read_image(path), [Face(box=f.box, score=f.score, landmarks=f.landmarks) for f in faces],
+                          with_identity=False)
+
+    sections = [("rescued by the second chance", [(fit(drawn(p, faces)),
                                                   f"{p.parent.name}/{p.name} {faces[0].detector_pass}")
                                                  for p, faces in rescued]),
                 ("still no face", [(fit(Image.fromarray(read_image(p))), f"{p.parent.name}/{p.name}") for p in missed])]

@@ -56,7 +56,7 @@ def facepipe_before():
     """facepipe before issue 8: no upsampling unless nothing was found."""
     from facepipe.runtime.detectors.dlib_detector import DlibDetector
 
-    single, upsampled = DlibDetector(upsample=0), DlibDetector(upsample=1)
+    single, upsampled = DlibDetector(upsample=0, second_chance=False), DlibDetector(upsample=1, second_chance=False)
 
     def detect(image: np.ndarray, threshold: float) -> list[Detection]:
         return single.detect(image, threshold) or upsampled.detect(image, threshold)
