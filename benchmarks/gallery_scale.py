@@ -24,6 +24,14 @@ brute force over every stored vector.
     nice -n 10 python benchmarks/gallery_scale.py --size 1000000                       # SQLite + faiss, dlib-bound
     nice -n 10 python benchmarks/gallery_scale.py --size 1000000 --bind synthetic      # 512-d
     nice -n 10 python benchmarks/gallery_scale.py --size 100000 --backend milvus-lite  # Milvus Lite
+    nice -n 10 python benchmarks/gallery_scale.py --search-only --size 100000 --heavy 100000  # the index of persons
+
+`--search-only`: no CLI, no calibration; the gallery is imported in-process and its face index built, then search
+per query (SqliteGallery.match, top-3, one thread, CPU time) is measured twice in the same process: *before*,
+scoring the shortlisted persons from all their faces (what galleries did until the index of persons), and *after*,
+from the persons' persisted centroids; top-1 agreement with the exact centroid ranking over every stored face.
+`--heavy H` adds one person with H faces near the queries (a person enrolled from hours of video): the case
+where *before* reads H faces per query.
 """
 from __future__ import annotations
 
@@ -122,6 +130,74 @@ def probe_main(spec: str, query_file: str, enroll: bool) -> None:
         print(json.dumps({"identity": m.identity, "similarity": m.similarity, "search": g.search_kind}))
 
 
+def search_only(args) -> None:
+    import faiss
+
+    from facepipe.gallery.npz import GalleryRecords
+    from facepipe.gallery.sqlite import SqliteGallery
+    from facepipe.openset.matching import pairwise_similarity, person_centroids
+
+    faiss.omp_set_num_threads(1)  # one thread: the figure is per query per core
+    rng = np.random.default_rng(0)
+    records, centres = synthetic_records(args.size, args.dim, "synthetic", rng)
+    n_persons = len(centres)
+    if args.heavy:  # one more person with `heavy` faces around the first centre's neighbourhood
+        heavy = noisy(np.repeat(centres[:1], args.heavy, axis=0), rng)
+        records = GalleryRecords(
+            "synthetic", args.dim, np.append(records.names, "heavy-person"),
+            np.append(records.person, np.full(args.heavy, n_persons, np.int32)),
+            np.concatenate([records.embeddings, heavy]),
+            np.append(records.source, [f"heavy://{i}" for i in range(args.heavy)]),
+            np.append(records.sha256, [hashlib.sha256(f"heavy {i}".encode()).hexdigest() for i in range(args.heavy)]),
+            np.concatenate([records.box, np.tile(records.box[:1], (args.heavy, 1))]),
+            np.append(records.score, np.ones(args.heavy)))
+        n_persons += 1
+    work = args.workdir / f"search-{args.size}-{args.heavy}-{args.dim}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    load = [open("/proc/loadavg").read().split()[:3]]
+    t = time.process_time()
+    with SqliteGallery(work / "g.db") as g:
+        g.check_model("synthetic", args.dim)
+        g.import_records(records)
+        g.reindex()
+        setup = time.process_time() - t
+        # queries: a new face of an enrolled identity (the heavy person's neighbourhood first when there is one)
+        picks = rng.choice(len(centres), args.queries, replace=False)
+        if args.heavy:
+            picks[: args.queries // 2] = 0
+        queries = noisy(centres[picks], rng)
+        # exact centroid ranking over every stored face: the ground truth
+        cents = person_centroids(records.embeddings, records.person, n_persons, "cosine")
+        truth = np.concatenate([np.argmax(pairwise_similarity(queries[i:i + 64], cents, "cosine"), axis=1)
+                                for i in range(0, len(queries), 64)])
+        names = records.names
+        results = {}
+        for label, from_centroids in (("before (faces)", False), ("after (index of persons)", True)):
+            searcher = g._searcher()
+            searcher.person_sums = from_centroids
+            g.match(queries[:5], -1.0, 3)  # warm the mapped pages
+            cpu, wall = time.process_time(), time.perf_counter()
+            matches = [g.match(q[None], -1.0, 3)[0] for q in queries]
+            cpu, wall = (time.process_time() - cpu) / len(queries), (time.perf_counter() - wall) / len(queries)
+            agree = np.mean([m.identity == names[p] for m, p in zip(matches, truth)])
+            heavy_rows = [i for i in range(len(queries)) if args.heavy and picks[i] == 0]
+            heavy_cpu = None
+            if heavy_rows:
+                c = time.process_time()
+                for i in heavy_rows:
+                    g.match(queries[i][None], -1.0, 3)
+                heavy_cpu = (time.process_time() - c) / len(heavy_rows) * 1000
+            results[label] = {"ms_cpu_per_query": round(cpu * 1000, 2), "ms_wall_per_query": round(wall * 1000, 2),
+                              "top1_agrees_with_exact_centroids": round(float(agree), 4),
+                              "ms_cpu_per_query_near_heavy_person": None if heavy_cpu is None else round(heavy_cpu, 2)}
+            load.append(open("/proc/loadavg").read().split()[:3])
+    print(json.dumps({"faces": len(records.person), "persons": n_persons, "dim": args.dim, "heavy_faces": args.heavy,
+                      "queries": args.queries, "setup_cpu_s": round(setup, 1), "results": results,
+                      "loadavg": load}, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1_000_000)
@@ -134,9 +210,15 @@ def main() -> None:
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     parser.add_argument("--query", help=argparse.SUPPRESS)
     parser.add_argument("--probe-enroll", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--search-only", action="store_true", help="search ms/query before/after the index of "
+                                                                   "persons, in this process (see the docstring)")
+    parser.add_argument("--heavy", type=int, default=0, help="with --search-only: one person with this many faces")
+    parser.add_argument("--dim", type=int, default=512, help="with --search-only: embedding size")
     args = parser.parse_args()
     if args.probe:
         return probe_main(args.probe, args.query, args.probe_enroll)
+    if args.search_only:
+        return search_only(args)
 
     from rich.console import Console
     from rich.table import Table

@@ -116,7 +116,7 @@ def write_recordio(prefix: Path, count: int, classes: int, size: int) -> None:
     """Smooth random faces-sized JPEGs (decode cost like real chips, unlike noise), identities written together."""
     import cv2
 
-    from facepipe.recognition.recordio import RecordIOWriter
+    from facepipe.train.recordio import RecordIOWriter
 
     rng = np.random.default_rng(0)
     with RecordIOWriter(prefix, quality=90) as writer:

@@ -26,7 +26,8 @@ from rich.console import Console
 from rich.table import Table
 
 from facepipe.gallery import SqliteGallery
-from facepipe.openset.matching import choose_threshold, person_scores, recognizer_metric
+from facepipe.openset.matching import person_scores
+from facepipe.openset.policy import identify_threshold
 from facepipe.runtime.detectors.dlib_detector import HOG_CONFIRMED, HOG_ROTATED
 from facepipe.runtime.loader import load_recognizer
 
@@ -91,10 +92,10 @@ def facepipe_split(emb, labels, names, split, recognizer):
     """facepipe's default end to end: a real gallery, its calibrated threshold, SqliteGallery.match."""
     g, gen, st = split
     with tempfile.TemporaryDirectory() as tmp, SqliteGallery(Path(tmp) / "g.db") as gallery:
-        gallery.check_model(recognizer.fingerprint, recognizer.embedding_size, recognizer_metric(recognizer))
+        gallery.check_model(recognizer.fingerprint, recognizer.embedding_size, recognizer.metric)
         for r in g:
             gallery.add_face(names[labels[r]], f"row{r}", f"hash{r}", [0, 0, 1, 1], 1.0, emb[r])
-        threshold = choose_threshold(recognizer, gallery, None)
+        threshold = identify_threshold(recognizer, gallery, None)
 
         def best(rows):
             score, right = np.full(len(rows), -np.inf), np.zeros(len(rows), bool)
@@ -120,7 +121,7 @@ def variants_table(var, labels, n_ids, splits):
         table.add_column(col)
     for label, x in choices.items():
         for metric in ("euclidean", "cosine"):
-            for agg in ("best", "mean2", "centroid", "blend"):
+            for agg in ("best", "best_two", "centroid", "blend"):
                 r1, n1 = [], []
                 for g, gen, st in splits:
                     gs, gw = best_person(x[gen], x[g], labels[g], n_ids, metric, agg)
@@ -160,7 +161,7 @@ def main() -> None:
     enrollable = ~np.isnan(recipe[:, 0]) & ~np.isnan(without_second_chance[:, 0])
     splits = [make_split(labels, len(names), enrollable, seed) for seed in range(args.splits)]
     print(f"{len(photos)} photos of {len(np.unique(labels))} identities; recognizer {recognizer.name}, "
-          f"metric {recognizer_metric(recognizer)}; {args.splits} splits")
+          f"metric {recognizer.metric}; {args.splits} splits")
 
     fr = [recipe_split(recipe, labels, len(names), s) for s in splits]
     fp = [facepipe_split(emb, labels, names, s, recognizer) for s in splits]

@@ -64,9 +64,9 @@ def yunet_file(given: Path | None) -> Path:
                                  REPO.parent / "shared" / "models")) / "face_detection_yunet_2023mar.onnx"
     if shared.is_file():
         return shared
-    from facepipe.runtime.models import fetch_with_bar
+    from facepipe.runtime.models import fetch
 
-    return fetch_with_bar("yunet")
+    return fetch("yunet")
 
 
 def detection(model: Path, threads: int, rounds: int) -> None:

@@ -22,7 +22,8 @@ import numpy as np
 from facepipe.errors import FacepipeError, GalleryError, ModelMismatchError
 from facepipe.gallery.base import Gallery
 from facepipe.names import person_name
-from facepipe.openset.matching import pairwise_similarity, recognizer_metric
+from facepipe.openset.matching import pairwise_similarity
+from facepipe.openset.policy import MIN_PERSONS, TARGET_FPIR, identify_threshold, verify_threshold
 from facepipe.pipeline.batch import ImageResult, ModelSpec, largest_first, run_images
 from facepipe.pipeline.face_pipeline import FacePipeline
 from facepipe.runtime.image import ImageLike, load_image
@@ -52,6 +53,15 @@ def content_hash(image: ImageLike) -> str | None:
         return hashlib.sha256(bytes(image)).hexdigest()
     pixels = load_image(image)
     return hashlib.sha256(str(pixels.shape).encode() + pixels.tobytes()).hexdigest()
+
+
+def _file_hash(path: Path) -> str | None:
+    from facepipe.runtime.hashing import file_sha256
+
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None
 
 
 class _Serialised:
@@ -161,36 +171,59 @@ class Engine:
     # -- the gallery's side --------------------------------------------------------------------------
     def _checked_gallery(self, bind: bool = False) -> Gallery:
         """The gallery, after making sure it holds this recognizer's embeddings (bind=True: claim an empty one)."""
-        g = self.gallery(create=bind)  # first: a missing gallery is said before any model loads
-        rec = self.recognizer
+        store = self.gallery(create=bind)  # first: a missing gallery is said before any model loads
+        recognizer = self.recognizer
         if bind:
-            g.check_model(rec.fingerprint, rec.embedding_size, recognizer_metric(rec))
-        elif g.face_count() == 0:
-            raise GalleryError(f"{g.path}: the gallery is empty (run `facepipe enroll` first)")
-        elif g.model != rec.fingerprint:
+            store.check_model(recognizer.fingerprint, recognizer.embedding_size, recognizer.metric)
+        elif store.face_count() == 0:
+            raise GalleryError(f"{store.path}: the gallery is empty (run `facepipe enroll` first)")
+        elif store.model != recognizer.fingerprint:
             raise ModelMismatchError(
-                f"{g.path}: gallery made with model {g.model!r}, but the recognizer is {rec.fingerprint!r}; "
+                f"{store.path}: gallery made with model {store.model!r}, but the recognizer is "
+                f"{recognizer.fingerprint!r}; "
                 "use that model or re-enroll with --reembed")
-        return g
+        return store
 
     def threshold(self, override: float | None = None):
-        """The similarity a face needs to be named, and why (facepipe.openset.matching.Threshold)."""
-        from facepipe.openset.matching import choose_threshold
-
-        return choose_threshold(self.recognizer, self._checked_gallery(), override)
+        """The similarity a face needs to be named, and why (facepipe.openset.policy.Threshold)."""
+        return identify_threshold(self.recognizer, self._checked_gallery(), override)
 
     def match(self, embeddings: np.ndarray | Sequence[np.ndarray], top_k: int = 3, threshold: float | None = None):
         """Per embedding: the best persons (candidates) and the identity, or None below the threshold."""
         value = self.threshold(threshold).value
         return self._checked_gallery().match(np.atleast_2d(np.asarray(embeddings, dtype=np.float32)), value, top_k)
 
-    def label(self, faces: list[Face], top_k: int = 3, threshold: float | None = None) -> list[Face]:
-        """Copy the gallery's answer onto faces that carry embeddings (in place)."""
-        if faces:
-            for face, m in zip(faces, self.match([f.embedding for f in faces], top_k, threshold)):
-                face.identity, face.similarity, face.candidates, face.distance = \
-                    m.identity, m.similarity, m.candidates, m.distance
+    def label(self, faces: list[Face], top_k: int = 3, threshold: float | None = None,
+              photo: str | None = None) -> list[Face]:
+        """Copy the gallery's answer onto faces that carry embeddings (in place). photo: the content hash of
+        the faces' image, so that "not this person" (`reject`) is respected face by face."""
+        if not faces:
+            return faces
+        rejections = self._rejections() if photo is not None else None
+        value = self.threshold(threshold).value
+        asked = top_k + (3 if rejections is not None else 0)  # room for the candidates a rejection removes
+        for i, (face, m) in enumerate(zip(faces, self.match([f.embedding for f in faces], asked, threshold))):
+            identity, similarity, candidates, distance = m.identity, m.similarity, m.candidates, m.distance
+            rejected = rejections.rejected_persons(photo, i) if rejections is not None else set()
+            if rejected:
+                candidates = [c for c in candidates if c.identity not in rejected]
+                best = candidates[0] if candidates else None
+                identity = best.identity if best is not None and best.similarity >= value else None
+                similarity = best.similarity if best is not None else similarity
+                distance = best.distance if best is not None else distance
+            face.identity, face.similarity, face.candidates, face.distance = \
+                identity, similarity, candidates[:top_k], distance
         return faces
+
+    def _rejections(self):
+        """The gallery's cluster store when it holds "not this person" answers (SQLite only), else None."""
+        from facepipe.gallery.clusters import ClusterStore
+
+        target = self.gallery()._target
+        if not ClusterStore.present(target):
+            return None
+        store = _Serialised(ClusterStore(target), self._lock)
+        return store if store.has_rejections() else None
 
     # -- identify --------------------------------------------------------------------------------------
     def identify(self, image: ImageLike, top_k: int = 3, threshold: float | None = None) -> list[Face]:
@@ -198,7 +231,8 @@ class Engine:
         self._checked_gallery()  # before any work: a missing or foreign gallery is the first thing to say
         rgb = load_image(image)
         faces = self.pipeline.embed(rgb, self._detect(rgb))
-        return self.label(faces, top_k, threshold)
+        photo = content_hash(image) if faces and self._rejections() is not None else None
+        return self.label(faces, top_k, threshold, photo)
 
     def identify_paths(self, paths: list[Path], top_k: int = 3, threshold: float | None = None, workers: int = 1,
                        keep_images: bool = False) -> Iterator[ImageResult]:
@@ -206,9 +240,10 @@ class Engine:
         result with an error, never an exception."""
         self._checked_gallery()
         self.threshold(threshold)  # calibrate once, before the first result
+        rejections = self._rejections() is not None
         for result in run_images(paths, self.spec, "all", workers, keep_images, pipeline=self._local_pipeline(workers)):
             if not result.error:
-                self.label(result.faces, top_k, threshold)
+                self.label(result.faces, top_k, threshold, _file_hash(result.path) if rejections else None)
             yield result
 
     def detect_paths(self, paths: list[Path], threshold: float | None = None, workers: int = 1,
@@ -231,11 +266,11 @@ class Engine:
         name = person_name(name)
         if isinstance(images, (str, Path, bytes, bytearray, np.ndarray)) or not isinstance(images, Sequence):
             images = [images]
-        g = self._checked_gallery(bind=True)
+        store = self._checked_gallery(bind=True)
         out = []
         for image in images:
             digest = content_hash(image)
-            if g.person_of_hash(digest) is not None:
+            if store.person_of_hash(digest) is not None:
                 out.append("duplicate")
                 continue
             rgb = load_image(image)
@@ -245,7 +280,7 @@ class Engine:
                 continue
             face = self.pipeline.embed(rgb, faces[:1])[0]
             where = str(Path(image).resolve()) if isinstance(image, (str, Path)) else (source or "upload")
-            out.append(g.add_face(name, where, digest, face.box, face.score, face.embedding))
+            out.append(store.add_face(name, where, digest, face.box, face.score, face.embedding))
         return out
 
     def enroll_folder(self, folder: str | Path, workers: int = 1, on_item: Callable[[str], None] | None = None,
@@ -255,13 +290,99 @@ class Engine:
         from facepipe.runtime.folders import scan_identity_folders
 
         folders = scan_identity_folders(folder, "person")  # check the folder before anything is created
+        recognizer = self.recognizer
+        store = self.gallery(create=True)
+        if reembed and store.model not in (None, recognizer.fingerprint) and store.face_count():
+            reembed_gallery(store, self.spec, recognizer.fingerprint, workers, pipeline=self._local_pipeline(workers),
+                            metric=recognizer.metric)
+        store.check_model(recognizer.fingerprint, recognizer.embedding_size, recognizer.metric)
+        return enroll_folder(folders, store, self.spec, workers, on_item, pipeline=self._local_pipeline(workers))
+
+    # -- cluster: the people nobody has named yet ----------------------------------------------------
+    def _cluster_store(self, bind: bool = False):
+        """The gallery's cluster tables (SQLite only), after checking its model (bind: claim an empty gallery)."""
+        from facepipe.gallery import is_milvus
+        from facepipe.gallery.clusters import ClusterStore
+
+        if is_milvus(self.gallery_spec):  # said before a Milvus collection is created for nothing
+            raise GalleryError(f"{self.gallery_spec}: clusters need a SQLite gallery (--gallery FILE.db)")
+        g = self.gallery(create=bind)
+        store = _Serialised(ClusterStore(g._target), self._lock)
+        if bind:
+            rec = self.recognizer
+            if g.model not in (None, rec.fingerprint) and store.face_count():
+                raise ModelMismatchError(f"{g.path}: its clusters hold embeddings from model {g.model!r}, not "
+                                         f"{rec.fingerprint!r}; use that model or another --gallery")
+            g.check_model(rec.fingerprint, rec.embedding_size, rec.metric)
+        return store
+
+    def cluster(self, paths: Sequence[str | Path], workers: int = 1, on_item: Callable[[Path], None] | None = None,
+                settings=None, runner: Callable | None = None):
+        """Group the faces of these photos by person and store the clusters in the gallery (facepipe.pipeline.
+        clustering): only photos not clustered before are embedded; faces of enrolled persons are identified,
+        not clustered; clusters that gain no face keep their ids. `runner` embeds elsewhere (`cluster --ray`:
+        facepipe.scaleout.verbs.embed_runner). Returns a ClusterReport."""
+        from facepipe.cluster import DEFAULT
+        from facepipe.pipeline.clustering import ClusterReport, clustered_images, embed_new_photos, recluster
+        from facepipe.runtime.image import list_images
+
+        images, problems = list_images([Path(p) for p in paths])
+        store = self._cluster_store(bind=True)
         rec = self.recognizer
-        g = self.gallery(create=True)
-        if reembed and g.model not in (None, rec.fingerprint) and g.face_count():
-            reembed_gallery(g, self.spec, rec.fingerprint, workers, pipeline=self._local_pipeline(workers),
-                            metric=recognizer_metric(rec))
-        g.check_model(rec.fingerprint, rec.embedding_size, recognizer_metric(rec))
-        return enroll_folder(folders, g, self.spec, workers, on_item, pipeline=self._local_pipeline(workers))
+        local = self._local_pipeline(workers) if runner is None else None
+        hashes, failed, embedded = embed_new_photos(store, images, self.spec, workers, local, on_item, runner)
+        has_persons = self.gallery().face_count() > 0
+        identify = self._identify_for_clustering(store) if has_persons else None
+        counts = recluster(store, rec.metric, verify_threshold(rec).value, identify, settings or DEFAULT)
+        label = (lambda faces, photo: self.label(faces, photo=photo)) if has_persons else None
+        errors = [f"{p}: {why}" for p, why in problems] + [r.error for r in failed]
+        return ClusterReport(clustered_images(store, images, hashes, label), errors, counts, embedded)
+
+    def _identify_for_clustering(self, store):
+        value = self.threshold().value
+
+        def identify(embeddings: np.ndarray, keys: list[tuple[str, int]]) -> list[str | None]:
+            out = []
+            for m, (photo, index) in zip(self.match(embeddings, 5), keys):
+                rejected = store.rejected_persons(photo, index)
+                best = next((c for c in m.candidates if c.identity not in rejected), None)
+                out.append(best.identity if best is not None and best.similarity >= value else None)
+            return out
+        return identify
+
+    def clusters(self) -> list[tuple[int, int]]:
+        """(cluster id, number of faces) for every cluster, largest first."""
+        return self._cluster_store().clusters()
+
+    def cluster_faces(self, cluster: int):
+        """The faces of one cluster (facepipe.gallery.clusters.StoredFace: id, source, box, ...)."""
+        return self._cluster_store().members(cluster)
+
+    def cluster_face(self, face_id: int):
+        """One clustered face (facepipe.gallery.clusters.StoredFace) by its id."""
+        return self._cluster_store().face(face_id)
+
+    def name_cluster(self, cluster: int, name: str) -> int:
+        """Enroll the cluster's faces as person `name` (new or existing); returns the faces enrolled."""
+        name = person_name(name)
+        return self._cluster_store(bind=True).name(cluster, name)
+
+    def merge_clusters(self, into: int, other: int) -> int:
+        """Move every face of `other` into `into`; returns the faces moved."""
+        return self._cluster_store().merge(into, other)
+
+    def split_cluster(self, cluster: int, face_ids: Sequence[int]) -> int | None:
+        """Take these faces out of the cluster (two or more: a new cluster, its id returned)."""
+        return self._cluster_store().split(cluster, [int(f) for f in face_ids])
+
+    def reject(self, name: str, face: int | ImageLike) -> int:
+        """"Not this person": face is a clustered face id, or a photo (every face of it). Identify and later
+        cluster runs never name it `name` again; a face enrolled as `name` from it is removed (returned: how many)."""
+        store = self._cluster_store()
+        if isinstance(face, (int, np.integer)) and not isinstance(face, bool):
+            stored = store.face(int(face))
+            return store.reject(name, stored.photo, stored.face_index)
+        return store.reject(name, content_hash(face))
 
     # -- verify, persons --------------------------------------------------------------------------------
     def verify(self, a: ImageLike, b: ImageLike, threshold: float | None = None) -> Verification:
@@ -274,10 +395,10 @@ class Engine:
                 where = image if isinstance(image, (str, Path)) else f"the {label} image"
                 raise FacepipeError(f"{where}: no face found")
             faces.append(self.pipeline.embed(rgb, found[:1])[0])
-        rec = self.recognizer
-        similarity = float(pairwise_similarity(faces[0].embedding, faces[1].embedding, recognizer_metric(rec))[0, 0])
-        value, source = (rec.threshold, f"{rec.name} default") if threshold is None else (threshold, "--threshold")
-        return Verification(similarity, float(value), source, similarity >= value, (faces[0], faces[1]))
+        recognizer = self.recognizer
+        similarity = float(pairwise_similarity(faces[0].embedding, faces[1].embedding, recognizer.metric)[0, 0])
+        same = verify_threshold(recognizer, threshold)
+        return Verification(similarity, same.value, same.source, similarity >= same.value, (faces[0], faces[1]))
 
     def persons(self):
         """Everyone enrolled: name, number of faces, when first enrolled."""
@@ -290,19 +411,16 @@ class Engine:
 
     def info(self) -> dict:
         """Where the gallery is, which model filled it, its size, how it is searched, and the threshold."""
-        from facepipe.openset.calibration import MIN_PERSONS
-        from facepipe.openset.matching import TARGET_FPIR
-
-        g = self.gallery()
-        faces = g.face_count()  # counts, not a copy of every vector (a million-face gallery stays cheap)
-        calibrated = g.open_set_threshold(TARGET_FPIR)
-        out = {"gallery": str(g.path), "model": g.model, "persons": len(g.persons()), "faces": faces,
-               "embedding_size": g.embedding_size if faces else None, "search": g.search_kind,
+        store = self.gallery()
+        faces = store.face_count()  # counts, not a copy of every vector (a million-face gallery stays cheap)
+        calibrated = store.open_set_threshold(TARGET_FPIR)
+        out = {"gallery": str(store.path), "model": store.model, "persons": len(store.persons()), "faces": faces,
+               "embedding_size": store.embedding_size if faces else None, "search": store.search_kind,
                "calibrated_threshold": calibrated,
                "calibration": None if calibrated is not None else
                f"n/a (fewer than {MIN_PERSONS} persons: the model default applies)",
                "threshold": None, "threshold_source": None}
-        if faces and g.model == self.recognizer.fingerprint:
+        if faces and store.model == self.recognizer.fingerprint:
             th = self.threshold()
             out.update(threshold=th.value, threshold_source=th.source)
         return out

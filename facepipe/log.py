@@ -1,9 +1,14 @@
-"""Warnings for people, printed once to stderr in a colour that is hard to miss."""
+"""Messages for people, through the standard `logging` module (the "facepipe" logger): the library draws nothing.
+
+`warn()` says a warning once per process; `info()` reports progress (trainers, downloads). A library user sees
+warnings through Python's default handler (stderr) and configures `logging` as usual; the `facepipe` command
+routes these records to its stderr console (cli/console.py), warnings in yellow.
+"""
 from __future__ import annotations
 
-from rich.console import Console
+import logging
 
-_stderr = Console(stderr=True)
+logger = logging.getLogger("facepipe")
 _seen: set[str] = set()
 
 
@@ -11,8 +16,8 @@ def warn(message: str) -> None:
     if message in _seen:
         return
     _seen.add(message)
-    _stderr.print(f"[bold yellow]warning:[/] {message}", highlight=False)
+    logger.warning(message)
 
 
 def info(message: str) -> None:
-    _stderr.print(message, highlight=False)
+    logger.info(message)

@@ -1,4 +1,5 @@
-"""The small records that travel through the pipeline."""
+"""The small records that travel through the pipeline, and the one writer of their JSON (a face, a candidate, an
+image's record): the CLI, the Python API, the HTTP service and the video tracks all write through it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,6 +33,12 @@ class Candidate:
     similarity: float  # higher = more alike, for every model
     distance: float | None = None  # for a distance metric (dlib): the distance the similarity maps from
 
+    def to_json(self) -> dict:
+        out = {"identity": self.identity, "similarity": round(float(self.similarity), 4)}
+        if self.distance is not None:
+            out["distance"] = round(float(self.distance), 4)
+        return out
+
 
 @dataclass
 class Face(Detection):
@@ -57,9 +64,10 @@ class Face(Detection):
             out["similarity"] = None if self.similarity is None else round(float(self.similarity), 4)
             if self.distance is not None:
                 out["distance"] = round(float(self.distance), 4)
-            out["candidates"] = [
-                {"identity": c.identity, "similarity": round(float(c.similarity), 4),
-                 **({"distance": round(float(c.distance), 4)} if c.distance is not None else {})}
-                for c in self.candidates
-            ]
+            out["candidates"] = [c.to_json() for c in self.candidates]
         return out
+
+
+def image_record(image: str, faces: list[Face], with_identity: bool = True) -> dict:
+    """One image's JSON object: `identify --json` / `detect --json` lines and the HTTP answers."""
+    return {"image": image, "faces": [face.to_json(with_identity) for face in faces]}

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from facepipe.gallery import SqliteGallery
-from facepipe.openset.matching import choose_threshold, recognizer_metric
+from facepipe.openset.policy import identify_threshold
 from facepipe.pipeline.batch import ModelSpec, build_pipeline
 from facepipe.runtime.image import read_image
 
@@ -26,13 +26,13 @@ def test_calibrated_threshold_names_at_most_2_percent_of_held_out_strangers(data
     pipeline = build_pipeline(ModelSpec(threads=1))
     rec = pipeline.recognizer
     with SqliteGallery(tmp_path / "g.db") as gallery:
-        gallery.check_model(rec.fingerprint, rec.embedding_size, recognizer_metric(rec))
+        gallery.check_model(rec.fingerprint, rec.embedding_size, rec.metric)
         for folder in folders[:N_ENROLLED]:
             for path in sorted(folder.glob("*.jpg"))[:PER_PERSON]:
                 emb = _embed_largest(pipeline, path)
                 if emb is not None:
                     gallery.add_face(folder.name, str(path), path.name, [0, 0, 1, 1], 1.0, emb)
-        threshold = choose_threshold(rec, gallery, None)
+        threshold = identify_threshold(rec, gallery, None)
         assert threshold.source.startswith("gallery calibration")
         strangers = [_embed_largest(pipeline, p) for f in folders[N_ENROLLED:N_ENROLLED + N_STRANGERS]
                      for p in sorted(f.glob("*.jpg"))[:PER_STRANGER]]

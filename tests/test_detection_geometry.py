@@ -5,14 +5,8 @@ import numpy as np
 import pytest
 
 from facepipe.detection.targets import draw_gaussian, encode_targets, gaussian_radius
-from facepipe.runtime.detectors.centernet_decode import (
-    box_iou,
-    decode_detections,
-    decode_maps,
-    find_peaks,
-    max_pool3x3,
-    nms,
-)
+from facepipe.runtime.boxes import box_iou, nms
+from facepipe.runtime.detectors.centernet_decode import decode_detections, decode_maps, find_peaks, max_pool3x3
 
 
 def _match(found: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -104,8 +98,7 @@ def test_nms_and_iou():
 
 @pytest.mark.parametrize("color", ["RGB", "BGR", "GRAY"])
 def test_fast_network_input_equals_the_shared_preprocessing(color):
-    from facepipe.runtime.detectors.centernet import network_input
-    from facepipe.runtime.preprocess import to_network_input
+    from facepipe.runtime.preprocess import network_input, to_network_input
 
     image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
     mean, std = ([100.0], [50.0]) if color == "GRAY" else ([10.0, 120.0, 200.0], [50.0, 60.0, 70.0])
@@ -114,7 +107,7 @@ def test_fast_network_input_equals_the_shared_preprocessing(color):
 
 
 def test_resize_and_pad_never_enlarges_and_pads_to_the_multiple():
-    from facepipe.runtime.detectors.centernet import resize_and_pad
+    from facepipe.runtime.preprocess import resize_and_pad
 
     small, scale = resize_and_pad(np.zeros((50, 70, 3), np.uint8), 640, 32, [127.5] * 3)
     assert small.shape == (64, 96, 3) and scale == (1.0, 1.0) and small[60, 90, 0] == 128

@@ -7,7 +7,6 @@ from facepipe.openset.matching import (
     pairwise_similarity,
     person_scores,
     rank_persons,
-    recognizer_metric,
     similarity_from_distance,
 )
 
@@ -17,17 +16,11 @@ FACES = np.array([[2.0, 0.3], [0.8, 0.3]], np.float32)
 LABELS = np.array([0, 1])
 
 
-class _Model:
-    def __init__(self, metric):
-        self.metric = metric
-
-
 def test_cosine_and_euclidean_disagree_and_the_models_metric_decides():
-    by_cosine = rank_persons(person_scores(Q, FACES, LABELS, 2, recognizer_metric(_Model("cosine")), "best"), 1)
-    by_distance = rank_persons(person_scores(Q, FACES, LABELS, 2, recognizer_metric(_Model("euclidean")), "best"), 1)
+    by_cosine = rank_persons(person_scores(Q, FACES, LABELS, 2, "cosine", "best"), 1)
+    by_distance = rank_persons(person_scores(Q, FACES, LABELS, 2, "euclidean", "best"), 1)
     assert by_cosine[0][0][0] == 0  # angle: person 0 (cosine 0.99 vs 0.94)
     assert by_distance[0][0][0] == 1  # distance: person 1 (0.36 vs 1.04)
-    assert recognizer_metric(object()) == "cosine"  # a model that declares nothing: cosine
 
 
 def test_distance_maps_to_a_similarity_and_back():
@@ -48,8 +41,8 @@ def test_aggregations_on_a_hand_made_gallery():
     cos = np.cos(angles)
     best = person_scores(q, faces, labels, 3, "cosine", "best")[0]
     assert np.allclose(best[:2], [cos[0], cos[2]]) and best[2] == -np.inf  # person 2 has no face
-    mean2 = person_scores(q, faces, labels, 3, "cosine", "mean2")[0]
-    assert np.allclose(mean2[:2], [(cos[0] + cos[1]) / 2, (cos[2] + cos[3]) / 2])
+    best_two = person_scores(q, faces, labels, 3, "cosine", "best_two")[0]
+    assert np.allclose(best_two[:2], [(cos[0] + cos[1]) / 2, (cos[2] + cos[3]) / 2])
     centroid = person_scores(q, faces, labels, 3, "cosine", "centroid")[0]
     assert np.allclose(centroid[:2], [np.cos(np.radians(30)), np.cos(np.radians(22.5))], atol=1e-6)
     assert rank_persons(best[None], 1)[0][0][0] == 0 and rank_persons(centroid[None], 1)[0][0][0] == 1

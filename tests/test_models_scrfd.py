@@ -1,4 +1,4 @@
-"""SCRFD: stand-in ONNX graphs with insightface's exact output layouts, decoded by hand; layout sniffing."""
+"""SCRFD: stand-in ONNX graphs with insightface's exact output layouts, decoded by hand; recognised by the registry."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +8,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from facepipe.errors import ModelError
 from facepipe.runtime.detectors.scrfd import ScrfdDetector
+from facepipe.runtime.layouts import recognise_onnx
 from facepipe.runtime.loader import load_detector, load_recognizer
-from facepipe.runtime.onnx_layout import sniff
 
 STRIDES = (8, 16, 32)
 
@@ -116,7 +116,7 @@ def _red_patch():
 @pytest.mark.parametrize("named", [True, False])
 def test_dynamic_input_with_or_without_batch_axis(tmp_path, batch, named):
     path = conv_scrfd(tmp_path / "scrfd_dyn.onnx", batch, named)
-    assert sniff(path).layout == "scrfd"
+    assert recognise_onnx(path).layout.name == "scrfd"
     detector = load_detector(path)
     assert detector.rule.fixed_size is None and detector.rule.color == "RGB"
     faces = detector.detect(_red_patch(), threshold=0.5)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from models_testing import yunet_file  # noqa: F401 - a fixture
 
-from facepipe.runtime.detectors.centernet_decode import box_iou
+from facepipe.runtime.boxes import box_iou
 from facepipe.runtime.detectors.yunet import OUTPUT_NAMES, YunetDetector, decode_yunet
 
 THRESHOLD = 0.6

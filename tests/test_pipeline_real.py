@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from facepipe.openset.matching import pairwise_similarity, recognizer_metric
+from facepipe.openset.matching import pairwise_similarity
 from facepipe.pipeline.batch import ModelSpec, build_pipeline
 from facepipe.runtime.image import read_image
 
@@ -27,7 +27,7 @@ def test_leave_one_out_rank1_on_people(data_dir, pipeline):
         labels.append(path.parent.name)
     found = [i for i, e in enumerate(embeddings) if e is not None]
     matrix = np.stack([embeddings[i] for i in found])
-    sims = pairwise_similarity(matrix, matrix, recognizer_metric(pipeline.recognizer))
+    sims = pairwise_similarity(matrix, matrix, pipeline.recognizer.metric)
     np.fill_diagonal(sims, -np.inf)
     # A photo with no detected face counts as a miss: rank-1 is over all photos.
     hits = sum(labels[found[j]] == labels[found[int(sims[j].argmax())]] for j in range(len(found)))
@@ -61,6 +61,6 @@ def test_same_person_is_more_similar_than_different_people(data_dir, pipeline):
     b1 = sorted((data_dir / "people" / "person02").glob("*.jpg"))[0]
 
     def sim(x, y):
-        return float(pairwise_similarity(x, y, recognizer_metric(pipeline.recognizer))[0, 0])
+        return float(pairwise_similarity(x, y, pipeline.recognizer.metric)[0, 0])
     same, other = sim(embed(a1), embed(a2)), sim(embed(a1), embed(b1))
     assert same > pipeline.recognizer.threshold > other

@@ -114,7 +114,7 @@ def test_bad_files_get_one_clear_line_and_the_run_goes_on(prepared):
 
 
 def test_recordio_round_trip_gives_the_chips_and_labels(prepared):
-    from facepipe.recognition.recordio import RecordIOReader
+    from facepipe.train.recordio import RecordIOReader
 
     dst = prepared["dst"]
     records = read_manifest(dst)
@@ -260,7 +260,7 @@ def pipeline():
 def test_overlap_with_an_evaluation_set_is_excluded_and_can_be_undone(prepared, pipeline, tmp_path, data_dir):
     from facepipe.prepare.config import PrepareConfig
     from facepipe.prepare.run import RunOptions, prepare
-    from facepipe.recognition.recordio import RecordIOReader
+    from facepipe.train.recordio import RecordIOReader
 
     dst = tmp_path / "dst"
     shutil.copytree(prepared["dst"], dst)

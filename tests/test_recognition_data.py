@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from facepipe.recognition import recordio
 from facepipe.recognition.data import FolderSource, open_source, split_indices
-from facepipe.recognition.recordio import MAGIC, RecordIOError, RecordIOReader, RecordIOWriter
 from facepipe.recognition.sampler import EpochBatchSampler, IdentityBalancedBatchSampler
 from facepipe.recognition.verification import (
     VerificationSetError,
@@ -25,6 +23,8 @@ from facepipe.recognition.verification import (
     save_bin,
     tar_at_far,
 )
+from facepipe.train import recordio
+from facepipe.train.recordio import MAGIC, RecordIOError, RecordIOReader, RecordIOWriter
 
 
 def _chips(n, size=24, seed=0):

@@ -131,7 +131,7 @@ def test_triplet_and_synthetic_runs(tiny_run, tmp_path):
 
 
 def test_recordio_training_with_worker_processes(tmp_path):
-    from facepipe.recognition.recordio import RecordIOWriter
+    from facepipe.train.recordio import RecordIOWriter
 
     folder = _tiny_folder(tmp_path / "f", identities=3, per_identity=6)
     with RecordIOWriter(tmp_path / "rec" / "train") as w:

@@ -58,3 +58,20 @@ def test_what_counts_as_loopback():
     check_bind("0.0.0.0", has_key=True)
     with pytest.raises(FacepipeError, match="without --api-key-file"):
         check_bind("10.0.0.1", has_key=False)
+
+
+def test_gallery_spec_reaches_milvus_through_the_serve_command(tmp_path, monkeypatch):
+    """`facepipe serve --gallery milvus-lite:///…` serves a Milvus gallery (a Path-typed option once turned the spec
+    into a local SQLite file named `milvus-lite:/…`)."""
+    pytest.importorskip("milvus_lite")
+    import httpx
+
+    from facepipe.serve.process import ServerProcess
+
+    monkeypatch.chdir(tmp_path)  # where a spec mistaken for a relative file name would land
+    store = tmp_path / "milvus.db"
+    with ServerProcess(["--gallery", f"milvus-lite://{store}"], tmp_path / "server.log") as server:
+        info = httpx.get(f"{server.url}/v1/gallery", timeout=60).json()
+    assert info["search"].startswith("milvus"), info
+    assert store.exists()
+    assert not (tmp_path / "milvus-lite:").exists()

@@ -113,3 +113,25 @@ def test_webhook_and_mqtt_receive_the_events_of_a_clip_in_order(engine, data_dir
             assert got[2] == {**records[0].to_json(), "event": "ended", "crop_jpeg_base64": got[2]["crop_jpeg_base64"]}
         subscriber.close()
     assert all(s.stats.dropped == 0 and s.stats.failed == 0 and s.stats.sent == 6 for s in sinks)
+
+
+def test_identify_sends_the_events_of_its_videos(engine, data_dir, tmp_path):
+    """`facepipe identify clip.mp4 --webhook URL` (its video path, in process): the same events."""
+    import io
+
+    from rich.console import Console
+
+    from facepipe.cli.video import identify_videos
+
+    image = facepipe.load_image(data_dir / "people" / "person01" / PHOTOS["person01"])
+    clip = tmp_path / "one.mp4"
+    make_clip(clip, [Shot(1.5, image, max(engine.detect(image), key=lambda f: f.area).box, "person01",
+                          face_width=0.45)], (320, 240), 15.0)
+    with http_receiver() as receiver:
+        sinks = open_sinks(webhook=receiver.url)
+        errors = identify_videos(engine, [str(clip)], VideoOptions(every=3), True, None, Console(file=io.StringIO()),
+                                 Console(file=io.StringIO()), sinks)
+        close_sinks(sinks)
+        assert errors == []
+        assert [(e["event"], e["identity"]) for e in receiver.wait_for(3)] == \
+            [("started", None), ("named", "person01"), ("ended", "person01")]

@@ -84,7 +84,7 @@ def test_a_stranger_stays_unknown(engine, shots, tmp_path):
     assert records[0].candidates and records[0].similarity < run.threshold.value
 
 
-def test_cli_json_and_annotated_video(engine, two_people, tmp_path, capsys):
+def test_cli_json_and_annotated_video(engine, two_people, data_dir, tmp_path, capsys):
     path, truth = two_people
     out_dir = tmp_path / "annotated"
     errors = identify_videos(engine, [str(path)], VideoOptions(every=EVERY), True, out_dir,
@@ -92,7 +92,13 @@ def test_cli_json_and_annotated_video(engine, two_people, tmp_path, capsys):
     assert errors == []
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["identity"] for r in lines] == ["person01", "person02"]
-    assert set(lines[0]) == {"video", "track", "start", "end", "identity", "similarity", "candidates", "boxes"}
+    # dlib's recognizer compares by distance: the record adds "distance", as a photo's face does
+    assert set(lines[0]) == {"video", "track", "start", "end", "identity", "similarity", "distance", "candidates",
+                             "boxes"}
+    # A track's candidates are written like a photo's (one writer): the same fields, distance included.
+    photo = engine.identify(data_dir / "people" / "person01" / CLIP_PHOTO["person01"])[0].to_json()
+    track_fields = {key for c in lines[0]["candidates"] for key in c}
+    assert track_fields == {key for c in photo["candidates"] for key in c} == {"identity", "similarity", "distance"}
     assert lines[0]["video"] == str(path) and len(lines[0]["boxes"][0]) == 5
     # The annotated copy: readable, every frame, and nothing else left in the folder.
     assert [p.name for p in out_dir.iterdir()] == ["two.mp4"]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from facepipe.video.identify import decide
+from facepipe.openset.policy import track_identity
 from facepipe.video.quality import CutDetector, frontality
 from facepipe.video.tracker import Tracker, greedy_match, iou_matrix, jump_matrix
 
@@ -95,16 +95,16 @@ def test_weak_detections_continue_tracks_but_never_start_one():
 
 def test_decide_names_only_over_threshold_and_follows_the_evidence():
     votes = [{"ann": 0.95, "bob": 0.80}]
-    assert decide(votes, 0.9, 3)[0] == "ann"
-    assert decide(votes, 0.96, 3)[0] is None  # best is ann, but not similar enough
+    assert track_identity(votes, 0.9, 3)[0] == "ann"
+    assert track_identity(votes, 0.96, 3)[0] is None  # best is ann, but not similar enough
     # Later embeddings disagree: the track is revised to bob (mean over all its embeddings).
     votes += [{"bob": 0.97, "ann": 0.70}, {"bob": 0.96, "ann": 0.72}]
-    identity, similarity, candidates = decide(votes, 0.9, 2)
+    identity, similarity, candidates = track_identity(votes, 0.9, 2)
     assert identity == "bob" and similarity == pytest.approx((0.80 + 0.97 + 0.96) / 3)
     assert [c.identity for c in candidates] == ["bob", "ann"]
     # A person missing from an embedding's candidates counts that embedding's lowest listed similarity.
-    assert decide([{"ann": 0.9, "bob": 0.5}, {"cid": 0.95, "ann": 0.6}], 0.5, 3)[2][0].identity == "ann"
-    assert decide([], 0.5, 3) == (None, None, [])
+    assert track_identity([{"ann": 0.9, "bob": 0.5}, {"cid": 0.95, "ann": 0.6}], 0.5, 3)[2][0].identity == "ann"
+    assert track_identity([], 0.5, 3) == (None, None, [])
 
 
 def test_frontality_is_high_for_a_frontal_tilted_face_and_low_for_a_turned_one():

@@ -2,6 +2,7 @@
 bars (stderr), the progress bar, and the one-red-line error format."""
 from __future__ import annotations
 
+import logging
 import sys
 
 from rich.console import Console
@@ -19,6 +20,28 @@ def progress() -> Progress:
                     disable=not err.is_terminal)
 
 
+class _ConsoleHandler(logging.Handler):
+    """The library's log records (facepipe.log) on the stderr console: warnings in yellow, progress plain."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            err.print(f"[bold yellow]warning:[/] {message}", highlight=False, markup=True)
+        else:
+            err.print(message, highlight=False, markup=False)
+
+
+def show_library_messages() -> None:
+    """Route the "facepipe" logger to the stderr console (once), info and up."""
+    logger = logging.getLogger("facepipe")
+    if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
+        logger.addHandler(_ConsoleHandler())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def print_error(message: str) -> None:
     """A user error: one red line on stderr."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # [brackets] are text

@@ -14,13 +14,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
-import cv2
-import numpy as np
 import typer
 
 from facepipe.cli.console import console
 from facepipe.errors import FacepipeError
-from facepipe.runtime.image import read_image
 
 
 def demo_photos() -> dict:
@@ -40,6 +37,11 @@ def installed_photo(entry: dict) -> Path:
 
 def make_demo_folder(root: Path) -> tuple[Path, list[Path]]:
     """Write people/Eileen Collins/astronaut.png and two query photos under root."""
+    import cv2  # here: `facepipe --help` does not pay for OpenCV and numpy
+    import numpy as np
+
+    from facepipe.runtime.image import read_image
+
     photos = demo_photos()
     collins = read_image(installed_photo(photos["enrolled"]))
     hopper = read_image(installed_photo(photos["stranger"]))
@@ -71,11 +73,12 @@ def demo(workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep th
     gallery_path = str(root / "gallery.db")
     console.print(f"[bold]1. facepipe enroll[/] {people}")
     enroll(folder=people, gallery=gallery_path, detector=None, recognizer=None, device="cpu", workers=1,
-           reembed=False)
+           reembed=False, ray=None, out=None, batch_size=8)
     console.print(f"[bold]2. facepipe identify[/] {' '.join(str(q) for q in queries)}")
     identify(paths=[str(q) for q in queries], gallery=gallery_path, detector=None, recognizer=None, device="cpu",
              threshold=None, top_k=3, as_json=False, save_dir=root / "annotated", workers=1, camera=None, every=3,
-             max_fps=None, start=None, end=None)
+             max_fps=None, start=None, end=None, webhook=None, mqtt=None, event_crops=False, ray=None, out=None,
+             out_format="jsonl", batch_size=8)
     console.print(f"annotated copies: {root / 'annotated'}")
 
 

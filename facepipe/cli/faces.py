@@ -10,7 +10,20 @@ import typer
 from rich.table import Table
 
 from facepipe.cli.console import console, err, print_error, progress
-from facepipe.cli.options import DetectorOpt, DeviceOpt, GalleryOpt, JsonOpt, RecognizerOpt, WorkersOpt, open_engine
+from facepipe.cli.options import (
+    BatchOpt,
+    DetectorOpt,
+    DeviceOpt,
+    EventCropsOpt,
+    GalleryOpt,
+    JsonOpt,
+    MqttOpt,
+    RayOpt,
+    RecognizerOpt,
+    WebhookOpt,
+    WorkersOpt,
+    open_engine,
+)
 from facepipe.errors import FacepipeError
 
 
@@ -41,24 +54,35 @@ def enroll(
     workers: int = WorkersOpt,
     reembed: bool = typer.Option(False, "--reembed", help="Convert a gallery made by another model first (needs its "
                                                           "source photos)."),
+    ray: Optional[str] = RayOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="With --ray: the job folder (resume manifest, errors.txt); "
+                                                           "default: beside the gallery file."),
+    batch_size: int = BatchOpt,
 ):
     """Enroll everyone in FOLDER: the largest face of each photo; re-enrolling a photo is a no-op."""
     from facepipe.pipeline.enroll import NO_FACE_NOTE
     from facepipe.runtime.folders import scan_identity_folders
 
+    if ray is not None:
+        from facepipe.cli.ray_jobs import enroll_ray
+
+        enroll_ray(str(folder), gallery, detector, recognizer, device, workers, ray, out, batch_size)
+        return
+
     total = scan_identity_folders(folder, "person").image_count  # checks the folder before anything is created
-    with open_engine(gallery, detector, recognizer, device) as fp:
-        rec = fp.recognizer
+    with open_engine(gallery, detector, recognizer, device) as engine:
+        recognizer_used = engine.recognizer
         with progress() as bar:
             task = bar.add_task("enrolling", total=total, status="")
-            report = fp.enroll_folder(folder, workers, on_item=lambda name: bar.update(task, advance=1, status=name),
+            report = engine.enroll_folder(folder, workers, on_item=lambda name: bar.update(task, advance=1,
+                                                                                           status=name),
                                       reembed=reembed)
-        g = fp.gallery()
-        table = Table(title=f"Enrolled into {g.path}  (model {rec.name}, {rec.provider})")
+        table = Table(title=f"Enrolled into {engine.gallery().path}  "
+                            f"(model {recognizer_used.name}, {recognizer_used.provider})")
         for col in ("person", "added", "already enrolled", "largest of several", "no face", "errors",
                     "faces in gallery"):
             table.add_column(col, justify="left" if col == "person" else "right")
-        in_gallery = {p.name: p.faces for p in fp.persons()}
+        in_gallery = {p.name: p.faces for p in engine.persons()}
         for name, t in sorted(report.persons.items()):
             table.add_row(name, str(t.added), str(t.unchanged), str(t.largest_of_many), str(t.no_face),
                           f"[red]{t.errors}[/]" if t.errors else "0", str(in_gallery.get(name, 0)))
@@ -103,24 +127,42 @@ def identify(
                                                                     "second."),
     start: Optional[str] = typer.Option(None, "--start", help="Videos: start here (seconds, m:s or h:m:s)."),
     end: Optional[str] = typer.Option(None, "--end", help="Videos: stop here (seconds, m:s or h:m:s)."),
+    stream_timeout: float = typer.Option(5.0, "--stream-timeout", help="Streams: seconds a server may stay silent "
+                                                                       "(opening, or between frames) before it "
+                                                                       "counts as gone."),
+    webhook: Optional[str] = WebhookOpt,
+    mqtt: Optional[str] = MqttOpt,
+    event_crops: bool = EventCropsOpt,
+    ray: Optional[str] = RayOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="With --ray: write the records here as shards (and "
+                                                           "errors.txt); a rerun skips the photos already there."),
+    out_format: str = typer.Option("jsonl", "--format", help="With --ray --out: jsonl or parquet shards."),
+    batch_size: int = BatchOpt,
 ):
     """Name every face in every image, video or stream, or call it unknown."""
     from facepipe.cli.video import identify_videos, is_video_source, video_options
     from facepipe.pipeline.annotate import save_annotated
 
     paths = paths or []
+    if ray is not None:
+        from facepipe.cli.ray_jobs import identify_ray
+
+        identify_ray(paths, gallery, detector, recognizer, device, threshold, top_k, as_json, workers, ray, out,
+                     out_format, batch_size, save_dir is not None or camera is not None)
+        return
     if not paths and camera is None:
         raise FacepipeError("nothing to identify: give images, videos, stream URLs or --camera N")
     videos = [p for p in paths if is_video_source(p)] + ([camera] if camera is not None else [])
-    options = video_options(every, max_fps, start, end, top_k, threshold) if videos else None
+    options = video_options(every, max_fps, start, end, top_k, threshold, stream_timeout) if videos else None
     stills = [Path(p) for p in paths if not is_video_source(p)]
     images, errors = _collect(stills) if stills else ([], [])
-    with open_engine(gallery, detector, recognizer, device) as fp:
+    with open_engine(gallery, detector, recognizer, device) as engine:
         if images or not videos:
-            results = fp.identify_paths(images, top_k, threshold, workers, keep_images=save_dir is not None)
-            th = fp.threshold(threshold)
-            rec = fp.recognizer
-            table = _faces_table(f"threshold {th.value:.3f} ({th.source}); model {rec.name} on {rec.provider}", True)
+            results = engine.identify_paths(images, top_k, threshold, workers, keep_images=save_dir is not None)
+            threshold_used = engine.threshold(threshold)
+            recognizer_used = engine.recognizer
+            table = _faces_table(f"threshold {threshold_used.value:.3f} ({threshold_used.source}); "
+                                 f"model {recognizer_used.name} on {recognizer_used.provider}", True)
             no_face = []
             for result in _with_progress(results, "identifying", len(images), errors):
                 _emit(result, table, as_json, True)
@@ -132,7 +174,13 @@ def identify(
                 console.print(table)
                 _no_face_summary(no_face, len(images))
         if videos:
-            errors += identify_videos(fp, videos, options, as_json, save_dir, console, err)
+            from facepipe.video.events import close_sinks, open_sinks
+
+            sinks = open_sinks(webhook=webhook, mqtt=mqtt)
+            try:
+                errors += identify_videos(engine, videos, options, as_json, save_dir, console, err, sinks, event_crops)
+            finally:
+                close_sinks(sinks)
     _report_errors(errors)
     if errors:
         raise typer.Exit(1)
@@ -151,9 +199,9 @@ def detect(
     from facepipe.pipeline.annotate import save_annotated
 
     images, errors = _collect(paths)
-    fp = open_engine(None, detector, None, device, threshold)
-    results = fp.detect_paths(images, threshold, workers, keep_images=save_dir is not None)
-    table = _faces_table(f"detector {fp.detector.name} on {fp.detector.provider}", False)
+    engine = open_engine(None, detector, None, device, threshold)
+    results = engine.detect_paths(images, threshold, workers, keep_images=save_dir is not None)
+    table = _faces_table(f"detector {engine.detector.name} on {engine.detector.provider}", False)
     no_face = []
     for result in _with_progress(results, "detecting", len(images), errors):
         _emit(result, table, as_json, False)
@@ -200,7 +248,9 @@ def _emit(result, table: Table, as_json: bool, with_identity: bool) -> None:
     from facepipe.runtime.detectors.dlib_detector import SECOND_CHANCE_PASSES
 
     if as_json:
-        record = {"image": str(result.path), "faces": [f.to_json(with_identity) for f in result.faces]}
+        from facepipe.types import image_record
+
+        record = image_record(str(result.path), result.faces, with_identity)
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         sys.stdout.flush()
         return

@@ -16,27 +16,27 @@ from facepipe.cli.options import GalleryOpt, JsonOpt, RecognizerOpt, open_engine
 
 def gallery_list(gallery: Optional[str] = GalleryOpt):
     """Everyone enrolled, with their number of faces."""
-    with open_engine(gallery) as fp:
-        table = Table(title=str(fp.gallery().path))
+    with open_engine(gallery) as engine:
+        table = Table(title=str(engine.gallery().path))
         for col in ("person", "faces", "enrolled"):
             table.add_column(col)
-        for p in fp.persons():
+        for p in engine.persons():
             table.add_row(p.name, str(p.faces), datetime.fromtimestamp(p.created).strftime("%Y-%m-%d %H:%M"))
         console.print(table)
 
 
 def gallery_remove(name: str = typer.Argument(..., help="Person to remove."), gallery: Optional[str] = GalleryOpt):
     """Remove a person and all their faces."""
-    with open_engine(gallery) as fp:
-        n = fp.remove(name)
+    with open_engine(gallery) as engine:
+        n = engine.remove(name)
     console.print(f"removed {name} ({n} faces)")
 
 
 def gallery_info(gallery: Optional[str] = GalleryOpt, recognizer: Optional[str] = RecognizerOpt,
                  as_json: bool = JsonOpt):
     """Where the gallery is, which model filled it, its size, search method and threshold."""
-    with open_engine(gallery, recognizer=recognizer) as fp:
-        info = fp.info()
+    with open_engine(gallery, recognizer=recognizer) as engine:
+        info = engine.info()
     if as_json:
         print(json.dumps(info))
         return
@@ -52,6 +52,14 @@ def gallery_info(gallery: Optional[str] = GalleryOpt, recognizer: Optional[str] 
         table.add_row(key, value)
     console.print(table)
 
+def gallery_reject(name: str = typer.Argument(..., help="The person the face is not."),
+                   face: str = typer.Argument(..., help="A face id (from `facepipe cluster show` / --json) or a photo "
+                                                        "(every face of it)."),
+                   gallery: Optional[str] = GalleryOpt):
+    """"Not this person": identify and later cluster runs never name this face NAME again."""
+    with open_engine(gallery) as engine:
+        removed = engine.reject(name, int(face) if face.isdigit() else Path(face))
+    console.print(f"{face} is not {name}" + (f" ({removed} enrolled face(s) removed from {name})" if removed else ""))
 
 
 def register(app: typer.Typer) -> None:
@@ -60,6 +68,7 @@ def register(app: typer.Typer) -> None:
     gallery_app.command("list")(gallery_list)
     gallery_app.command("remove")(gallery_remove)
     gallery_app.command("info")(gallery_info)
+    gallery_app.command("reject")(gallery_reject)
 
     @gallery_app.command("export")
     def gallery_export(file: Path = typer.Argument(..., help="The .npz file to write (see docs/milvus.md for its "
@@ -69,8 +78,8 @@ def register(app: typer.Typer) -> None:
         from facepipe.gallery import open_gallery
         from facepipe.gallery.npz import write_npz
 
-        with open_gallery(gallery, create=False) as g:
-            records = g.export_records()
+        with open_gallery(gallery, create=False) as store:
+            records = store.export_records()
         write_npz(file, records)
         console.print(f"exported {len(records)} faces of {len(records.names)} persons (model {records.model}) to "
                       f"{file}")
@@ -83,9 +92,9 @@ def register(app: typer.Typer) -> None:
         from facepipe.gallery.npz import read_npz
 
         records = read_npz(file)  # checked in full before the gallery is touched
-        with open_gallery(gallery) as g, progress() as bar:
+        with open_gallery(gallery) as store, progress() as bar:
             task = bar.add_task("importing", total=len(records), status="")
-            added, skipped = g.import_records(records, on_progress=lambda done: bar.update(task, completed=done))
+            added, skipped = store.import_records(records, on_progress=lambda done: bar.update(task, completed=done))
         console.print(f"imported {added} faces from {file} ({skipped} already present, skipped)")
 
     @gallery_app.command("reindex")
@@ -97,8 +106,8 @@ def register(app: typer.Typer) -> None:
 
         from facepipe.gallery import open_gallery
 
-        with open_gallery(gallery, create=False) as g:
+        with open_gallery(gallery, create=False) as store:
             t = time.perf_counter()
-            tag = g.reindex(full=not fold)
+            tag = store.reindex(full=not fold)
         console.print(f"index rebuilt in {time.perf_counter() - t:.1f} s: {tag.count} faces" if tag else
                       "nothing to index")

@@ -15,8 +15,17 @@ GalleryOpt = typer.Option(None, "--gallery", help=GALLERY_HELP)
 DetectorOpt = typer.Option(None, "--detector", help=DETECTOR_HELP)
 RecognizerOpt = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP)
 DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda or auto. Asking for cuda warns loudly if it is not used.")
-WorkersOpt = typer.Option(1, "--workers", min=1, help="Worker processes (dlib's detector uses one core each).")
+WorkersOpt = typer.Option(1, "--workers", min=1, help="Worker processes (dlib's detector uses one core each); with "
+                          "--ray, actors (default: one per CPU of the cluster, or per GPU on cuda).")
+RayOpt = typer.Option(None, "--ray", help="Run as a Ray Data job: --ray (a local cluster, or $RAY_ADDRESS), --ray auto "
+                      "(the running cluster), --ray HOST:PORT or ray://HOST:PORT. Needs Ray, the ray extra of "
+                      "facepipe (docs/ray.md).")
+BatchOpt = typer.Option(8, "--batch-size", min=1, help="With --ray: photos per actor call.")
 JsonOpt = typer.Option(False, "--json", help="JSON on stdout (one object per line) instead of a table.")
+# Video track events (started, named, renamed, ended) out to automation: facepipe/video/events.py.
+WebhookOpt = typer.Option(None, "--webhook", help="Videos: POST each track event as JSON to this URL.")
+MqttOpt = typer.Option(None, "--mqtt", help="Videos: publish each track event to mqtt://HOST[:PORT]/TOPIC.")
+EventCropsOpt = typer.Option(False, "--event-crops", help="Videos: events carry the face as a base64 JPEG.")
 
 
 def open_engine(gallery: str | None = None, detector: str | None = None, recognizer: str | None = None,

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from facepipe.cli.console import console, err
+from facepipe.cli.options import RayOpt
 
 
 def _render_summary(result) -> None:
@@ -65,9 +66,9 @@ def _render_identities(result, limit: int = 20) -> None:
 
 
 def _render_hygiene(report, limit: int = 10) -> None:
-    th = report.thresholds
+    thresholds = report.thresholds
     if report.same_person:
-        t = Table(title=f"identities that look like the same person (centroid similarity >= {th.same_person})")
+        t = Table(title=f"identities that look like the same person (centroid similarity >= {thresholds.same_person})")
         for col in ("identity A", "identity B", "similarity", "images A", "images B"):
             t.add_column(col)
         for p in report.same_person[:limit]:
@@ -76,7 +77,7 @@ def _render_hygiene(report, limit: int = 10) -> None:
         console.print(t)
     else:
         near = report.nearest_pairs[0] if report.nearest_pairs else None
-        console.print(f"no two identities look like the same person (centroid similarity >= {th.same_person})"
+        console.print(f"no two identities look like the same person (centroid similarity >= {thresholds.same_person})"
                       + (f"; closest pair {near['identity_a']} / {near['identity_b']} at "
                          f"{near['similarity']:.3f}" if near else ""))
     if report.outliers:
@@ -91,14 +92,15 @@ def _render_hygiene(report, limit: int = 10) -> None:
                       o["why"])
         console.print(t)
     else:
-        console.print(f"no outlier images (all have similarity >= {th.outlier} to their own identity, and none is "
-                      f"more than {th.outlier_margin} closer to another)")
+        console.print(f"no outlier images (all have similarity >= {thresholds.outlier} to their own identity, and none "
+                      f"is "
+                      f"more than {thresholds.outlier_margin} closer to another)")
     for checked in report.overlap_sets:
         near = checked.get("closest")
         console.print(f"evaluation set {checked['path']}: {checked['identities']} identities "
                       f"({checked['images']} faces embedded, {checked['photos_hashed']} photos hashed); "
                       f"{checked['overlapping']} identities of this set found in it (centroid similarity >= "
-                      f"{th.overlap}"
+                      f"{thresholds.overlap}"
                       " or the same file)" + (f"; closest: {near['identity']} ~ {near['other_identity']} at "
                                               f"{near['similarity']:.3f}" if near else ""), highlight=False)
     if report.overlap:
@@ -198,6 +200,7 @@ def prepare_command(
         help="Images per worker task; their chips are embedded together."),
     contact_sheet: bool = typer.Option(True, "--contact-sheet/--no-contact-sheet", help="Write DST/contact_sheet.png."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto (for ONNX/torch models)."),
+    ray: Optional[str] = RayOpt,
 ):
     """Detect, align and filter an identity-per-folder photo set into a training set; resumable."""
     from facepipe.prepare.config import PrepareConfig, PrepareError
@@ -217,6 +220,13 @@ def prepare_command(
                          thresholds=HygieneThresholds(same_person_threshold, outlier_threshold, overlap_threshold,
                                                       outlier_margin),
                          contact_sheet=contact_sheet, device=device)
+    if ray is not None:  # the chunks go to Ray actors; the manifest, resume and reports stay here
+        from facepipe.scaleout import require_ray
+
+        require_ray()
+        from facepipe.scaleout.prepare import ray_runner
+
+        options.runner = ray_runner(ray, workers if workers > 1 else None)
     reporter = _Reporter()
     try:
         with reporter.bar:
@@ -253,11 +263,13 @@ def pairs_command(
     if out.resolve().parent != Path(dst).resolve():
         err.print(f"note: paths in {out} are relative to {dst}; read it with that root (pairs.txt@{dst})",
                   highlight=False)
-    g, i, skipped = write_pairs(out, pairs)
-    console.print(f"wrote {out}: {g} genuine and {i} impostor pairs (masked probe vs unmasked reference)"
+    genuine_written, impostor_written, skipped = write_pairs(out, pairs)
+    console.print(f"wrote {out}: {genuine_written} genuine and {impostor_written} impostor pairs (masked probe vs "
+                  f"unmasked reference)"
                   + (f"; {skipped} skipped (whitespace in a path)" if skipped else ""), highlight=False)
-    if g < genuine or i < impostor:
-        err.print(f"note: asked for {genuine} genuine / {impostor} impostor pairs; the set only allows {g} / {i}",
+    if genuine_written < genuine or impostor_written < impostor:
+        err.print(f"note: asked for {genuine} genuine / {impostor} impostor pairs; the set only allows "
+                  f"{genuine_written} / {impostor_written}",
                   highlight=False)
 
 

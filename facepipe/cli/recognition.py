@@ -74,8 +74,8 @@ def eval_recognizer(
 
     if not sets and folder is None:
         raise VerificationSetError("give at least one --set (.bin / pairs list) or --folder")
-    rec = load_recognizer_any(model, device)
-    size = tuple(int(v) for v in rec.template.size)
+    recognizer = load_recognizer_any(model, device)
+    size = tuple(int(v) for v in recognizer.template.size)
     pair_sets = [load_pair_set(s, size=size) for s in sets or []]
     if folder is not None:
         src = FolderSource(folder)
@@ -85,14 +85,14 @@ def eval_recognizer(
         images = resize_chips([src.load(int(u)) for u in used], size)
         pair_sets.append(PairSet(folder.name, images, np.array([pos[int(v)] for v in left]),
                                  np.array([pos[int(v)] for v in right]), same))
-    table = Table(title=f"{model.name} ({rec.name}, {rec.provider})")
+    table = Table(title=f"{model.name} ({recognizer.name}, {recognizer.provider})")
     for col in ("set", "pairs", "accuracy (10-fold)", "threshold", "AUC", "TAR@FAR=1e-3", "TAR@FAR=1e-4"):
         table.add_column(col, justify="right" if col != "set" else "left")
     results = {}
     if out:
         out.mkdir(parents=True, exist_ok=True)
     for ps in pair_sets:
-        r, scores = evaluate_pair_set(rec.embed, ps, flip=flip, size=size)
+        r, scores = evaluate_pair_set(recognizer.embed, ps, flip=flip, size=size)
         results[ps.name] = r
         table.add_row(ps.name, str(len(ps)), f"{_fmt(r['accuracy'])} ± {_fmt(r['accuracy_std'])}",
                       f"{r['threshold']:.3f}", f"{r['auc']:.4f}", _fmt(r["tar_at_far"]["0.001"]),

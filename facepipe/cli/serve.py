@@ -29,11 +29,19 @@ def register(app: typer.Typer) -> None:
         cors_origin: Optional[list[str]] = typer.Option(None, "--cors-origin", help="Allow browser calls from this "
                                                                                     "origin (repeatable); none by "
                                                                                     "default."),
+        allowed_host: Optional[list[str]] = typer.Option(
+            None, "--allowed-host", help="A Host name clients may use besides loopback (repeatable; * for any)."),
+        max_concurrent: int = typer.Option(2, "--max-concurrent", min=1, help="Engine calls at once (per worker)."),
+        max_queue: int = typer.Option(16, "--max-queue", min=0, help="Requests waiting for a turn; more get 503."),
+        body_timeout: float = typer.Option(30, "--body-timeout", min=0.1, help="Seconds a client may take to send "
+                                                                               "its request body (408 after)."),
+        max_image_mb: float = typer.Option(768, "--max-image-mb", min=1, help="Memory budget for decoding one "
+                                                                              "uploaded image (422 above)."),
     ):
         """Serve identify/detect/verify/enroll over HTTP, with a web page at /."""
         import uvicorn
 
-        from facepipe.serve.app import _configure_logging, create_app
+        from facepipe.serve.app import configure_logging, create_app
         from facepipe.serve.auth import check_bind, read_api_key
         from facepipe.serve.settings import ENV_VAR, ServeSettings
 
@@ -43,8 +51,11 @@ def register(app: typer.Typer) -> None:
         settings = ServeSettings(
             gallery=gallery, detector=detector, recognizer=recognizer, device=device,
             api_key_file=str(api_key_file) if api_key_file else None,
-            max_upload_bytes=int(max_upload_mb * 2**20), cors_origins=list(cors_origin or []))
-        _configure_logging()
+            max_upload_bytes=int(max_upload_mb * 2**20), cors_origins=list(cors_origin or []),
+            allowed_hosts=[*(allowed_host or []), *([host] if host not in ("0.0.0.0", "::") else [])],
+            max_concurrent=max_concurrent, max_queue=max_queue, body_timeout_s=body_timeout,
+            max_image_bytes=int(max_image_mb * 2**20))
+        configure_logging()
         if workers == 1:
             target, options = create_app(settings), {}  # model or gallery errors stop here, as one line
         else:
@@ -52,4 +63,8 @@ def register(app: typer.Typer) -> None:
             # Each worker loads its models before it answers the supervisor's health pings: give it time.
             target = "facepipe.serve.app:app_from_environment"
             options = {"factory": True, "workers": workers, "timeout_worker_healthcheck": 120}
-        uvicorn.run(target, host=host, port=port, log_level="info", server_header=False, **options)
+        # uvicorn's own cap on open connections and tasks (503 beyond): far above the engine queue, so that only
+        # a flood of connections meets it; keep-alive connections idle for 5 s are closed.
+        connections = 4 * (max_concurrent + max_queue) + 64
+        uvicorn.run(target, host=host, port=port, log_level="info", server_header=False,
+                    limit_concurrency=connections, timeout_keep_alive=5, **options)

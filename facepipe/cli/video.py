@@ -2,7 +2,7 @@
 
 cli/faces.py's identify sends the sources for which `is_video_source` is true (and --camera) here:
 
-    errors += identify_videos(fp, sources, video_options(every, max_fps, start, end, top_k, threshold),
+    errors += identify_videos(engine, sources, video_options(every, max_fps, start, end, top_k, threshold),
                               as_json, save_dir, console)
 """
 from __future__ import annotations
@@ -39,14 +39,16 @@ def parse_time(text: str | float | None, option: str) -> float | None:
 
 
 def video_options(every: int = 3, max_fps: float | None = None, start: str | None = None, end: str | None = None,
-                  top_k: int = 3, threshold: float | None = None) -> VideoOptions:
+                  top_k: int = 3, threshold: float | None = None, stream_timeout: float = 5.0) -> VideoOptions:
     """The identify command's video options, checked; times as seconds, m:s or h:m:s."""
     if every < 1:
         raise FacepipeError(f"--every {every}: must be 1 or more")
     if max_fps is not None and max_fps <= 0:
         raise FacepipeError(f"--max-fps {max_fps:g}: must be more than 0")
+    if not stream_timeout > 0:
+        raise FacepipeError(f"--stream-timeout {stream_timeout:g}: must be more than 0")
     return VideoOptions(every=every, max_fps=max_fps, start=parse_time(start, "--start"),
-                        end=parse_time(end, "--end"), top_k=top_k, threshold=threshold)
+                        end=parse_time(end, "--end"), top_k=top_k, threshold=threshold, stream_timeout=stream_timeout)
 
 
 def _progress(err: Console) -> Progress:
@@ -82,7 +84,8 @@ def _row(record: TrackRecord) -> list[str]:
 
 
 def identify_videos(engine, sources: list[str | int], options: VideoOptions, as_json: bool,
-                    save_dir: Path | None, console: Console, err: Console | None = None) -> list[str]:
+                    save_dir: Path | None, console: Console, err: Console | None = None, sinks: list | None = None,
+                    event_crops: bool = False) -> list[str]:
     """Identify every source in turn; return one error line per source that failed.
 
     JSON: one object per track on stdout as each track ends. Otherwise a table per source. Ctrl-C ends the
@@ -104,7 +107,13 @@ def identify_videos(engine, sources: list[str | int], options: VideoOptions, as_
             if save_dir is not None:
                 is_file = not isinstance(source, int) and not is_url(str(source))
                 target = annotated_path(name, Path(save_dir), is_file)
-            run = identify_video(engine, source, options, annotate_to=target)  # a bad source fails here
+            on_event = None
+            if sinks:
+                from facepipe.video.events import publish
+
+                on_event = lambda kind, record, crop: publish(sinks, kind, record, crop)  # noqa: E731
+            run = identify_video(engine, source, options, annotate_to=target, on_event=on_event,
+                                 event_crops=event_crops)  # a bad source fails here
             with _progress(err) as bar:
                 task = bar.add_task(escape(name), total=_expected_frames(run.info, options), fps="")
                 clock = {"frames": 0, "t": bar.get_time()}
@@ -130,9 +139,9 @@ def identify_videos(engine, sources: list[str | int], options: VideoOptions, as_
             errors.append(str(exc))
             continue
         if not as_json:
-            th = run.threshold
-            caption = (f"{run.frames} frames, detection every {options.every}; threshold {th.value:.3f} "
-                       f"({th.source})" + (f"; annotated: {run.saved}" if run.saved else ""))
+            threshold_used = run.threshold
+            caption = (f"{run.frames} frames, detection every {options.every}; threshold {threshold_used.value:.3f} "
+                       f"({threshold_used.source})" + (f"; annotated: {run.saved}" if run.saved else ""))
             table = _track_table(name, caption)
             for record in sorted(records, key=lambda r: r.track):
                 table.add_row(*_row(record))

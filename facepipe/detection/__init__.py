@@ -4,7 +4,7 @@ model.py    MobileNetV2 backbone + FPN neck to stride 4 + heads hm 1 / wh 2 / of
 targets.py  ground truth -> heatmap and regression maps (and the exact inverse, for tests)
 losses.py   penalty-reduced focal loss + masked L1
 torch_detector.py  a checkpoint (.pt) run by PyTorch behind the runtime's Detector interface
-(decode and the shared detect() of both backends live in facepipe/runtime/centernet*.py: run-time code)
+(decode and the shared detect() of both backends live in facepipe/runtime/detectors/centernet*.py: run-time code)
 checkpoint.py rebuilding a model from a checkpoint (kind, architecture name and arguments)
 data.py     WIDER / RetinaFace label.txt / dlib imglab XML -> samples, and the training Dataset
 augment.py  crops, flips, colour jitter, letterbox

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from facepipe.runtime.detectors.centernet import pad_value
+from facepipe.runtime.preprocess import pad_value
 
 # horizontal flip: image-left eye <-> image-right eye, nose stays, mouth corners swap
 FLIP_ORDER = [1, 0, 2, 4, 3]

@@ -352,7 +352,7 @@ class DetectionDataset:
         epoch = self.epoch if epoch is None else epoch
         from facepipe.detection.augment import letterbox, train_transform
         from facepipe.detection.targets import encode_targets
-        from facepipe.runtime.detectors.centernet import network_input
+        from facepipe.runtime.preprocess import network_input
 
         image, sample = self.load(i)
         keep = ~sample.ignore

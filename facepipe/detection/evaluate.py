@@ -20,7 +20,7 @@ import numpy as np
 
 from facepipe.detection.data import FaceSample
 from facepipe.errors import DataError
-from facepipe.runtime.detectors.centernet_decode import box_iou
+from facepipe.runtime.boxes import box_iou
 from facepipe.types import Detection
 
 MIN_HEIGHT = 16.0

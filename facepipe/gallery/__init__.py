@@ -21,10 +21,15 @@ __all__ = ["Gallery", "Match", "PersonInfo", "SqliteGallery", "best_per_person",
            "open_gallery", "rank_persons"]
 
 
+def is_milvus(spec: str | Path | None) -> bool:
+    """Whether the spec names a Milvus gallery (else SQLite)."""
+    return str(spec or "").startswith(("milvus://", "milvus-lite://"))
+
+
 def open_gallery(spec: str | Path | None, create: bool = True) -> Gallery:
     """The gallery named by spec (see the module docstring); `create=False` refuses to make a new one."""
     text = str(spec) if spec is not None else ""
-    if text.startswith(("milvus://", "milvus-lite://")):
+    if is_milvus(text):
         from facepipe.gallery.milvus import MilvusGallery
 
         return MilvusGallery(text, create=create)

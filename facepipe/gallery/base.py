@@ -2,13 +2,25 @@
 and what the backends share: the model binding read from their metadata, and `with` support."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
 from facepipe.errors import GalleryError, ModelMismatchError
-from facepipe.openset.calibration import TARGET_FPIR, cached_threshold
+from facepipe.openset.calibration import cached_threshold
+from facepipe.openset.policy import TARGET_FPIR
+
+log = logging.getLogger("facepipe.gallery")
+
+
+def warn_once(gallery, what: str, message: str) -> None:
+    """Log `message` the first time `what` goes wrong for this gallery object (not at every search)."""
+    warned = gallery.__dict__.setdefault("_warned", set())
+    if what not in warned:
+        warned.add(what)
+        log.warning(message)
 
 if TYPE_CHECKING:
     from facepipe.gallery.npz import GalleryRecords
@@ -94,8 +106,18 @@ class GalleryBase:
     def open_set_threshold(self, target_fpir: float = TARGET_FPIR) -> float | None:
         """Threshold at which a stranger is named with probability ~target_fpir, from this gallery's own impostor
         scores, cached in its metadata; None when too few persons to say."""
-        return cached_threshold(self._meta, self._remember, self.changes, self.face_count(), target_fpir,
-                                self._calibrate)
+        unsaved: dict[str, str] = self.__dict__.setdefault("_unsaved_meta", {})
+
+        def remember(key: str, value: str) -> None:
+            try:
+                self._remember(key, value)
+            except Exception as exc:  # noqa: BLE001 - a full disk, a lost server: the answer stands, in memory
+                unsaved[key] = value
+                warn_once(self, "calibration", f"{self.path}: cannot save the calibration ({exc}); it is kept "
+                                               "in memory for this process")
+
+        return cached_threshold(lambda key: unsaved.get(key) or self._meta(key), remember, self.changes,
+                                self.face_count(), target_fpir, self._calibrate)
 
     def __enter__(self):
         return self

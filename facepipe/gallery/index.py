@@ -76,7 +76,10 @@ def write_index(index, folder: Path) -> str:
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)  # biometric data: owner only
     os.close(fd)
     try:
-        faiss.write_index(index, str(tmp))
+        try:
+            faiss.write_index(index, str(tmp))
+        except RuntimeError as exc:  # faiss says a failed write (a full disk, a file-size limit) this way
+            raise OSError(f"cannot write {tmp.name}: {str(exc).strip().splitlines()[-1][:200]}") from None
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.rename(tmp, folder / name)

@@ -11,7 +11,8 @@ embedding size, change counter, cached calibration), so the fingerprint lives wi
 on every enroll and identify.
 
 Milvus has no transactions and no unique constraints. Enroll is idempotent by checking the content hash
-before inserting (two enrolls of the same new photo racing each other may both insert it); import is
+before inserting, and after: two enrolls of the same new photo racing each other keep the copy with the smallest
+id and delete the other (`_first_with_hash`), so the photo is stored once; import is
 all-or-nothing by compensation (the faces it inserted are deleted again when it fails).
 """
 from __future__ import annotations
@@ -164,11 +165,23 @@ class MilvusGallery(GalleryBase):
             raise GalleryError(f"{self.path}: embedding size {emb.shape[0]} does not match the gallery's {size}")
         if self.person_of_hash(sha256) is not None:
             return "duplicate"
-        self.client.insert(self.collection, [{
+        mine = self.client.insert(self.collection, [{
             "person": name, "source": source, "sha256": sha256, "box": json.dumps([round(float(v), 2) for v in box]),
-            "score": float(score), "created": time.time(), "embedding": emb.tolist()}])
+            "score": float(score), "created": time.time(), "embedding": emb.tolist()}])["ids"][0]
+        if not self._first_with_hash(sha256, mine):
+            return "duplicate"  # another writer stored this photo at the same instant; its copy stays
         self._bump(1)
         return "added"
+
+    def _first_with_hash(self, sha256: str, mine: int) -> bool:
+        """After inserting: keep only the copy with the smallest id of this content hash, delete the others.
+        Every writer checks after its own insert (Strong consistency: it sees every insert before its query),
+        so the last check sees all copies and the smallest id, never deleted by anyone, is the one left."""
+        ids = sorted(int(r["id"]) for r in self.client.query(
+            self.collection, filter=f"sha256 == {_quote(sha256)}", output_fields=["id"], limit=MAX_TOPK))
+        if len(ids) > 1:
+            self.client.delete(self.collection, ids=ids[1:])
+        return ids[0] == mine
 
     def remove_person(self, name: str) -> int:
         n = self._count(f"person == {_quote(name)}") if self._has_faces() else 0

@@ -22,9 +22,12 @@ of a few kilobytes that inflates to gigabytes is refused by its headers. Names p
 """
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import re
 import secrets
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +68,7 @@ def import_budget() -> int:
 def write_npz(path: str | Path, records: GalleryRecords) -> None:
     """Write records to path atomically (a temporary file beside it, then rename), owner-readable only."""
     path = Path(path)
+    _sweep_stale(path)
     # An unpredictable name, created exclusively: nobody can plant a link there for us to write through.
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -79,6 +83,15 @@ def write_npz(path: str | Path, records: GalleryRecords) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _sweep_stale(path: Path, older_than_s: float = 3600) -> None:
+    """Delete the temporary files an export killed mid-write left beside `path` (an hour old: not a live one)."""
+    cutoff = time.time() - older_than_s
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if tmp.lstat().st_mtime < cutoff:
+                tmp.unlink()
 
 
 def _check_members(path: Path, archive: zipfile.ZipFile) -> None:

@@ -12,7 +12,7 @@ from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
-from facepipe.openset.matching import distance_from_similarity, person_scores, rank_persons
+from facepipe.openset.matching import candidate, person_scores, rank_persons
 from facepipe.types import Candidate
 
 SHORTLIST_MIN = 20_000  # in-memory galleries up to this many faces score every person exactly
@@ -74,8 +74,7 @@ def to_matches(ranked: list[list[tuple[str, float]]], threshold: float, metric: 
         if not row:
             out.append(Match(None, 0.0, []))
             continue
-        candidates = [Candidate(name, s, float(distance_from_similarity(s)) if metric != "cosine" else None)
-                      for name, s in row]
+        candidates = [candidate(name, s, metric) for name, s in row]
         best = candidates[0]
         out.append(Match(best.identity if best.similarity >= threshold else None, best.similarity, candidates,
                          best.distance))

@@ -29,6 +29,7 @@ import numpy as np
 import platformdirs
 
 from facepipe.errors import GalleryError
+from facepipe.gallery import centroids as centroid_math
 from facepipe.gallery.base import GalleryBase
 from facepipe.gallery.npz import GalleryRecords
 from facepipe.gallery.ranking import Match, PersonInfo, exact_scorer, match_exact
@@ -41,7 +42,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS persons (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    face_count INTEGER NOT NULL DEFAULT 0,  -- the index of persons (centroids.py): kept with every face write
+    embedding_sum BLOB
 );
 CREATE TABLE IF NOT EXISTS faces (
     id INTEGER PRIMARY KEY,
@@ -55,7 +58,7 @@ CREATE TABLE IF NOT EXISTS faces (
 );
 CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
 """
-FORMAT = "1"
+FORMAT = "2"  # 2: persons carry face_count and embedding_sum (format 1 files are upgraded on open)
 PAGE_SIZE = 16384
 READ_CHUNK = 20_000  # rows read from SQLite at a time
 
@@ -107,6 +110,8 @@ class SqliteGallery(IndexLifecycle, GalleryBase):
             elif not found.isdigit() or int(found) > int(FORMAT):
                 raise GalleryError(f"{self.path}: gallery format {found!r} is newer than this facepipe reads "
                                    f"({FORMAT}); upgrade facepipe")
+            elif int(found) < int(FORMAT):
+                self._upgrade()
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"{self.path}: not a facepipe gallery ({exc})") from None
         self._cache: tuple[int, object] | None = None
@@ -114,6 +119,45 @@ class SqliteGallery(IndexLifecycle, GalleryBase):
         self.index_folds = 0
 
     # -- low level ---------------------------------------------------------------------------------
+    def _upgrade(self) -> None:
+        """Format 1 -> 2: add the persons' centroid columns and fill them from the faces (once, one transaction;
+        a read-only file is searched as format 1 would be: from the faces)."""
+        def upgrade():
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(persons)")}
+            if "face_count" not in columns:
+                self.db.execute("ALTER TABLE persons ADD COLUMN face_count INTEGER NOT NULL DEFAULT 0")
+                self.db.execute("ALTER TABLE persons ADD COLUMN embedding_sum BLOB")
+            self._recompute_sums()
+            self._set_meta("format", FORMAT)
+        try:
+            self._write(upgrade)
+        except sqlite3.OperationalError as exc:
+            if not _read_only(exc):
+                raise
+
+    def _recompute_sums(self, person_ids: list[int] | None = None) -> None:
+        """Rebuild persons' face_count and embedding_sum from their faces (inside a write transaction)."""
+        metric, size = self.metric, self.embedding_size or 0
+        where = "" if person_ids is None else f"WHERE id IN ({','.join(map(str, person_ids))})"
+        self.db.execute(f"UPDATE persons SET face_count = 0, embedding_sum = NULL {where}")
+        totals: dict[int, list] = {}
+        cur = self.db.execute("SELECT person_id, embedding FROM faces" +
+                              ("" if person_ids is None else f" WHERE person_id IN ({','.join(map(str, person_ids))})"))
+        while rows := cur.fetchmany(READ_CHUNK):
+            pids = np.array([r[0] for r in rows], np.int64)
+            vectors = centroid_math.contribution(
+                np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), size), metric)
+            order = np.argsort(pids, kind="stable")
+            pids, vectors = pids[order], vectors[order]
+            starts = np.flatnonzero(np.r_[True, pids[1:] != pids[:-1]])
+            for pid, n, total in zip(pids[starts], np.diff(np.r_[starts, len(pids)]),
+                                     np.add.reduceat(vectors, starts, axis=0)):
+                entry = totals.setdefault(int(pid), [0, np.zeros(size)])
+                entry[0] += int(n)
+                entry[1] += total
+        self.db.executemany("UPDATE persons SET face_count = ?, embedding_sum = ? WHERE id = ?",
+                            ((n, total.tobytes(), pid) for pid, (n, total) in totals.items()))
+
     def _has_schema(self) -> bool:
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE name='faces'").fetchone() is not None
 
@@ -179,19 +223,47 @@ class SqliteGallery(IndexLifecycle, GalleryBase):
         if size is not None and int(size) != emb.shape[0]:
             raise GalleryError(f"{self.path}: embedding size {emb.shape[0]} does not match the gallery's {size}")
 
-        def insert():
-            if self.db.execute("SELECT 1 FROM faces WHERE sha256 = ?", (sha256,)).fetchone():
-                return "duplicate"
-            self.db.execute("INSERT OR IGNORE INTO persons(name, created) VALUES (?, ?)", (name, time.time()))
-            person_id = self.db.execute("SELECT id FROM persons WHERE name = ?", (name,)).fetchone()[0]
-            self.db.execute(
-                "INSERT INTO faces(id, person_id, source, sha256, box, score, embedding, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (self._next_face_ids(1), person_id, source, sha256, json.dumps([round(float(v), 2) for v in box]),
-                 float(score), emb.tobytes(), time.time()))
-            self._bump_revision()
-            return "added"
-        return self._write(insert)
+        return self._write(lambda: self._insert_face(name, source, sha256, box, score, emb))
+
+    def _insert_face(self, name: str, source: str, sha256: str, box, score: float, emb: np.ndarray) -> str:
+        """add_face inside a write transaction the caller holds (naming a cluster enrolls many faces at once)."""
+        if self.db.execute("SELECT 1 FROM faces WHERE sha256 = ?", (sha256,)).fetchone():
+            return "duplicate"
+        self.db.execute("INSERT OR IGNORE INTO persons(name, created) VALUES (?, ?)", (name, time.time()))
+        person_id, total = self.db.execute("SELECT id, embedding_sum FROM persons WHERE name = ?",
+                                           (name,)).fetchone()
+        self.db.execute(
+            "INSERT INTO faces(id, person_id, source, sha256, box, score, embedding, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (self._next_face_ids(1), person_id, source, sha256, json.dumps([round(float(v), 2) for v in box]),
+             float(score), np.asarray(emb, np.float32).tobytes(), time.time()))
+        self.db.execute("UPDATE persons SET face_count = face_count + 1, embedding_sum = ? WHERE id = ?",
+                        (centroid_math.add_to(total, emb, self.metric), person_id))
+        self._bump_revision()
+        return "added"
+
+    def _delete_faces_of(self, name: str, keys: list[str], pattern: str | None = None) -> int:
+        """Inside a write transaction: remove the person's faces with these content keys (or keys LIKE
+        pattern); a person left with no face goes too. Returns faces removed."""
+        row = self.db.execute("SELECT id FROM persons WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return 0
+        where = f"person_id = ? AND (sha256 IN ({','.join('?' * len(keys))})"
+        where += " OR sha256 LIKE ?)" if pattern else ")"
+        params = (row[0], *keys, *([pattern] if pattern else []))
+        self._next_face_ids(0)  # remember the high-water mark before its face may go
+        going = [r[0] for r in self.db.execute(f"SELECT embedding FROM faces WHERE {where}", params)]
+        removed = self.db.execute(f"DELETE FROM faces WHERE {where}", params).rowcount
+        if not self.db.execute("SELECT 1 FROM faces WHERE person_id = ?", (row[0],)).fetchone():
+            self.db.execute("DELETE FROM persons WHERE id = ?", (row[0],))
+        elif going:  # the index of persons: take the removed faces out of the person's sum
+            total = self.db.execute("SELECT embedding_sum FROM persons WHERE id = ?", (row[0],)).fetchone()[0]
+            vectors = np.frombuffer(b"".join(going), np.float32).reshape(len(going), -1)
+            self.db.execute("UPDATE persons SET face_count = face_count - ?, embedding_sum = ? WHERE id = ?",
+                            (len(going), centroid_math.add_to(total, -vectors, self.metric), row[0]))
+        if removed:
+            self._bump_revision(removed)
+        return removed
 
     def remove_person(self, name: str) -> int:
         def delete():
@@ -215,6 +287,7 @@ class SqliteGallery(IndexLifecycle, GalleryBase):
             self._set_meta("metric", metric)
             self._set_meta("embedding_size", str(len(next(iter(embeddings.values()))) if embeddings else 0))
             self.db.execute("DELETE FROM meta WHERE key LIKE 'calibration%'")
+            self._recompute_sums()  # new vectors, maybe a new metric: every centroid anew
             self._bump_revision(len(embeddings))
         self._write(swap)  # the index tag names the old model: the next search rebuilds it
 
@@ -278,6 +351,9 @@ class SqliteGallery(IndexLifecycle, GalleryBase):
             added = self.face_count() - before
             # Persons that got no face (all theirs were already present under another name) are not kept.
             self.db.execute("DELETE FROM persons WHERE NOT EXISTS (SELECT 1 FROM faces WHERE person_id = persons.id)")
+            if added:  # the persons this import touched, or all when it touched many
+                touched = sorted(set(person_ids))
+                self._recompute_sums(touched if len(touched) <= 10_000 else None)
             if added:
                 self._bump_revision(added)
             return added, n - added
@@ -342,7 +418,7 @@ class SqliteGallery(IndexLifecycle, GalleryBase):
         try:
             self._write(lambda: self._set_meta(key, value))
         except sqlite3.OperationalError as exc:
-            if not _read_only(exc):
+            if not _read_only(exc):  # a read-only gallery is a choice: say nothing; the rest is said once
                 raise
 
     def match(self, embeddings: np.ndarray, threshold: float, top_k: int = 5) -> list[Match]:

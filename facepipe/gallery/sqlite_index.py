@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.gallery import index as ann
+from facepipe.gallery.base import warn_once
+from facepipe.gallery.centroids import centroids
 from facepipe.gallery.ranking import Match, match_shortlist, shortlist_impostor_scores
 from facepipe.gallery.search import exact_search, ivf_lists, train_ivf
 from facepipe.openset.calibration import MAX_PROBES, threshold_from_impostors
@@ -90,7 +92,8 @@ class IndexLifecycle:
         names = dict(self.db.execute("SELECT id, name FROM persons"
                                      " WHERE id IN (SELECT person_id FROM faces WHERE id > ?)", (tag.max_id,)))
         n_persons = self.db.execute("SELECT COUNT(*) FROM persons").fetchone()[0]
-        return AnnSearch(self.db, index, tag, ids, [names[p] for p in pids], matrix, n_persons, self.metric)
+        return AnnSearch(self.db, index, tag, ids, [names[p] for p in pids], matrix, n_persons, self.metric,
+                         int(self._meta("format") or 1) >= 2)
 
     def _update_index(self, force_build: bool = False):
         """Bring the index up to date under the build lock (somebody else may have done it meanwhile).
@@ -163,9 +166,17 @@ class IndexLifecycle:
         return index, self._publish(index, new)
 
     def _publish(self, index, tag: ann.IndexTag) -> ann.IndexTag:
-        """Write the file, switch the tag to it (one transaction), then sweep the old files."""
-        tag.file = ann.write_index(index, self.index_folder)
-        self._write(lambda: self._set_meta("index", tag.to_json()))
+        """Write the file, switch the tag to it (one transaction), then sweep the old files. When that cannot be
+        done (a full disk, a read-only folder), the index just built serves this process from memory until the
+        gallery changes, with one warning: a search never fails for want of disk."""
+        try:
+            tag.file = ann.write_index(index, self.index_folder)
+            self._write(lambda: self._set_meta("index", tag.to_json()))
+        except (OSError, sqlite3.OperationalError) as exc:
+            warn_once(self, "index", f"{self.path}: cannot save the search index ({exc}); it is kept in memory "
+                                     "for this process and written again when the gallery changes")
+            tag.file = ""
+            return tag
         ann.sweep(self.index_folder, keep=tag.file)
         return tag
 
@@ -175,15 +186,23 @@ class AnnSearch:
     kind = "faiss-ivf (persisted)"
 
     def __init__(self, db: sqlite3.Connection, index, tag: ann.IndexTag, delta_ids: np.ndarray,
-                 delta_names: list[str], delta: np.ndarray, n_persons: int, metric: str = "cosine"):
+                 delta_names: list[str], delta: np.ndarray, n_persons: int, metric: str = "cosine",
+                 person_sums: bool = True):
         self.db, self.index, self.tag, self.metric = db, index, tag, metric
+        self.person_sums = person_sums  # False: a read-only format-1 file, scored from its faces
         self.delta_ids, self.delta_names, self.delta = delta_ids, delta_names, delta
         self.n_faces = index.ntotal + len(delta_ids)
         self.n_persons = n_persons
 
     def faces_of(self, persons: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """All faces of these persons (read from SQLite: a few hundred rows) and each one's position in `persons`."""
+        """What scores these persons: their centroids from the index of persons (one row each, no face read; the
+        centroid score of a centroid alone is the person's centroid score), each one's position in `persons`."""
         position = {name: i for i, name in enumerate(persons)}
+        if self.person_sums:
+            rows = self.db.execute(f"SELECT name, face_count, embedding_sum FROM persons WHERE face_count > 0 AND "
+                                   f"name IN ({','.join('?' * len(persons))})", persons).fetchall()
+            return (centroids([r[2] for r in rows], [r[1] for r in rows]).reshape(len(rows), self.tag.embedding_size),
+                    np.array([position[r[0]] for r in rows], np.int64))
         rows = self.db.execute(
             f"SELECT p.name, f.embedding FROM faces f JOIN persons p ON p.id = f.person_id "
             f"WHERE p.name IN ({','.join('?' * len(persons))})", persons).fetchall()

@@ -29,8 +29,8 @@ from typing import Callable
 
 import numpy as np
 
-TARGET_FPIR = 0.01  # the aim: 1 stranger in 100 named (the promise is at most 2 %)
-MIN_PERSONS = 10  # fewer than this and the fit says little: the model's default applies
+from facepipe.openset.policy import MIN_PERSONS, TARGET_FPIR
+
 MAX_PROBES = 2000  # plenty for a two-parameter fit; bounds the cost for huge galleries
 CALIBRATION_DRIFT = 0.01  # a cached threshold stays valid until 1% of the gallery's faces have changed
 

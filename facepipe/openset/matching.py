@@ -1,4 +1,4 @@
-"""How a query is scored against the gallery's persons, and which threshold decides "unknown".
+"""How a query is scored against the gallery's persons (the threshold that says "unknown": policy.py).
 
 Pure functions over (query embeddings, the gallery's face matrix, the face labels), so any gallery
 backend can call them. Every score here is a *similarity*: higher = more alike, whatever the model's
@@ -6,28 +6,14 @@ metric (see `similarity_from_distance` for a distance metric).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from facepipe.openset.calibration import TARGET_FPIR  # noqa: F401  (the one place it is set)
-from facepipe.runtime.base import Recognizer
+from facepipe.types import Candidate
 
 METRICS = ("cosine", "euclidean")
-AGGREGATIONS = ("best", "mean2", "centroid", "blend")
+AGGREGATIONS = ("best", "best_two", "centroid", "blend")
 DEFAULT_AGGREGATION = "centroid"  # chosen by benchmarks/open_set.py --variants (docs/open_set.md)
 BLEND = 0.5  # weight of the best face in "blend"; the rest goes to the person's centroid
-
-
-@dataclass
-class Threshold:
-    value: float
-    source: str  # a few words for people
-
-
-def recognizer_metric(recognizer) -> str:
-    """The metric a recognizer declares ("cosine" when it declares none, as older models)."""
-    return getattr(recognizer, "metric", "cosine")
 
 
 def similarity_from_distance(distance: np.ndarray) -> np.ndarray:
@@ -44,6 +30,13 @@ def distance_from_similarity(similarity: np.ndarray) -> np.ndarray:
     """The inverse of `similarity_from_distance`."""
     s = np.asarray(similarity, dtype=np.float64)
     return np.sqrt(np.maximum(0.0, 2.0 * (1.0 - s))).astype(np.float32)
+
+
+def candidate(identity: str, similarity: float, metric: str) -> Candidate:
+    """A ranked person under the model's metric: a distance metric also carries the distance (the JSON's
+    optional "distance")."""
+    distance = float(distance_from_similarity(similarity)) if metric != "cosine" else None
+    return Candidate(identity, float(similarity), distance)
 
 
 def pairwise_similarity(queries: np.ndarray, faces: np.ndarray, metric: str) -> np.ndarray:
@@ -76,7 +69,7 @@ def person_scores(queries: np.ndarray, faces: np.ndarray, labels: np.ndarray, n_
     """Q x P: how alike each query is to each person, from all of that person's faces.
 
     best      the person's most similar face (face_recognition's rule)
-    mean2     the mean of the person's two most similar faces (the one face when there is one)
+    best_two  the mean of the person's two most similar faces (the one face when there is one)
     centroid  the similarity to the person's mean face
     blend     BLEND * best + (1 - BLEND) * centroid
     A person with no face scores -inf."""
@@ -87,7 +80,7 @@ def person_scores(queries: np.ndarray, faces: np.ndarray, labels: np.ndarray, n_
     out = np.full((len(queries), n_persons), -np.inf, dtype=np.float32)
     if len(labels) == 0:
         return out
-    if aggregation in ("best", "mean2", "blend"):
+    if aggregation in ("best", "best_two", "blend"):
         sims = pairwise_similarity(queries, faces, metric)
         order = np.argsort(labels, kind="stable")
         sorted_labels = labels[order]
@@ -95,7 +88,7 @@ def person_scores(queries: np.ndarray, faces: np.ndarray, labels: np.ndarray, n_
         persons = sorted_labels[starts]
         grouped = sims[:, order]
         best = np.maximum.reduceat(grouped, starts, axis=1)
-        if aggregation == "mean2":
+        if aggregation == "best_two":
             counts = np.diff(np.r_[starts, len(labels)])
             second = np.full_like(best, -np.inf)
             for j, (s, c) in enumerate(zip(starts, counts)):
@@ -121,13 +114,3 @@ def rank_persons(scores: np.ndarray, top_k: int) -> list[list[tuple[int, float]]
         top = np.argsort(-row, kind="stable")[:k]
         out.append([(int(p), float(row[p])) for p in top])
     return out
-
-
-def choose_threshold(recognizer: Recognizer, gallery, override: float | None) -> Threshold:
-    """--threshold when given, else the gallery's calibration, else the model's own default."""
-    if override is not None:
-        return Threshold(override, "--threshold")
-    calibrated = gallery.open_set_threshold(TARGET_FPIR)
-    if calibrated is not None:
-        return Threshold(calibrated, f"gallery calibration ({TARGET_FPIR:.0%} strangers named)")
-    return Threshold(recognizer.threshold, f"{recognizer.name} default")

@@ -11,7 +11,8 @@ from facepipe.types import Face
 
 
 @lru_cache(maxsize=8)
-def _font(size: int):
+def label_font(size: int):
+    """DejaVu Sans (any script it covers) at this size, from matplotlib's copy; PIL's default font without it."""
     try:
         import matplotlib
 
@@ -25,7 +26,7 @@ def draw_faces(image: np.ndarray, faces: list[Face], with_identity: bool = True)
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
     width = max(2, round(max(image.shape[:2]) / 400))
-    font = _font(max(12, round(max(image.shape[:2]) / 45)))
+    font = label_font(max(12, round(max(image.shape[:2]) / 45)))
     for face in faces:
         known = face.identity is not None
         color = (40, 200, 80) if known or not with_identity else (230, 60, 60)

@@ -54,16 +54,23 @@ def largest_first(faces: list[Face]) -> list[Face]:
     return [largest] + [f for f in faces if f is not largest]
 
 
+def analyze(pipeline, image: np.ndarray, mode: str, detect_threshold: float | None = None) -> list[Face]:
+    """The per-photo work every path shares (this process, the process pool, Ray actors).
+    mode: "detect" (faces only), "largest" (the largest face first, only it embedded), "all" (embed every face)."""
+    faces = pipeline.detect(image, detect_threshold)
+    if mode == "largest":
+        faces = largest_first(faces)
+        pipeline.embed(image, faces[:1])
+    elif mode == "all":
+        pipeline.embed(image, faces)
+    return faces
+
+
 def process_image(spec: ModelSpec, mode: str, keep_image: bool, pipeline, path: Path) -> ImageResult:
     """mode: "detect" (faces only), "largest" (embed the largest face), "all" (embed every face)."""
     try:
         image = read_image(path)
-        faces = pipeline.detect(image, spec.detect_threshold)
-        if mode == "largest":
-            faces = largest_first(faces)
-            pipeline.embed(image, faces[:1])
-        elif mode == "all":
-            pipeline.embed(image, faces)
+        faces = analyze(pipeline, image, mode, spec.detect_threshold)
         return ImageResult(path, faces, (image.shape[1], image.shape[0]), image=image if keep_image else None)
     except FacepipeError as exc:
         return ImageResult(path, error=str(exc))

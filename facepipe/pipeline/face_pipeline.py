@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from facepipe.openset.matching import recognizer_metric
 from facepipe.runtime.align import align_face, dlib_face_chip, is_dlib_template
 from facepipe.runtime.base import Detector, Recognizer
 from facepipe.types import Detection, Face
@@ -62,7 +61,7 @@ class FacePipeline:
             return self.recognizer.embed(chips)
         both = self.recognizer.embed(np.concatenate([chips, chips[:, :, ::-1]]))
         mean = (both[:len(chips)] + both[len(chips):]) / 2
-        if recognizer_metric(self.recognizer) == "cosine":
+        if self.recognizer.metric == "cosine":
             mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
         return mean.astype(np.float32)
 

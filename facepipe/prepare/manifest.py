@@ -26,6 +26,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from facepipe.prepare.config import PrepareError
+from facepipe.runtime.files import exclusive_temp
 
 MANIFEST_FILE = "manifest.jsonl"
 
@@ -100,13 +101,16 @@ class Manifest:
         self.close()
         if records is not None:
             self.records = {r["source"]: r for r in records}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for record in self.records.values():
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        tmp = exclusive_temp(self.path)  # unpredictable, O_EXCL: nothing planted there is written through
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for record in self.records.values():
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
         self.lines = len(self.records)
 
     def close(self) -> None:

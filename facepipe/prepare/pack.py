@@ -26,7 +26,7 @@ def set_members(records) -> dict[str, list[str]]:
 
 def pack_recordio(dst: Path, records, size: tuple[int, int]) -> tuple[int, int]:
     """Write DST/train.rec, train.idx, property and labels.tsv; -> (images, identities)."""
-    from facepipe.recognition.recordio import RecordIOWriter
+    from facepipe.train.recordio import RecordIOWriter
 
     members = set_members(records)
     tmp = dst / "train.partial"

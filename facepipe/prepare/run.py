@@ -51,6 +51,9 @@ class RunOptions:
     thresholds: HygieneThresholds = field(default_factory=HygieneThresholds)
     contact_sheet: bool = True
     device: str = "cpu"
+    # Runs the chunks somewhere else (facepipe.scaleout.prepare.ray_runner for --ray): (chunks, spec) -> each
+    # chunk's records as it finishes. None: this machine, `workers` processes.
+    runner: Callable | None = None
 
 
 @dataclass
@@ -150,7 +153,8 @@ def prepare(src: str | Path, dst: str | Path, config: PrepareConfig, options: Ru
     _check_dst(dst, config)
     scan = scan_identity_tree(src)
     model = ModelSpec(config.detector, config.recognizer, options.device, detect_threshold=config.detect_threshold)
-    pipeline, config.embedding_fingerprint = _models(config, model, options.workers, pipeline)
+    local_workers = options.workers if options.runner is None else 0  # 0: no models here but the fingerprint's
+    pipeline, config.embedding_fingerprint = _models(config, model, local_workers, pipeline)
     _open_dst(dst, config)
 
     manifest = Manifest(dst / MANIFEST_FILE)
@@ -182,7 +186,9 @@ def prepare(src: str | Path, dst: str | Path, config: PrepareConfig, options: Ru
         chunks = [jobs[i:i + options.batch_size] for i in range(0, len(jobs), options.batch_size)]
         spec = WorkerSpec(model, config.to_json(), str(dst))
         if chunks:
-            for records in run_jobs(chunks, spec, options.workers, pipeline if options.workers == 1 else None):
+            done_chunks = (options.runner(chunks, spec) if options.runner else
+                           run_jobs(chunks, spec, options.workers, pipeline if options.workers == 1 else None))
+            for records in done_chunks:
                 for record in records:
                     manifest.append(record)
                 result.processed += len(records)

@@ -18,8 +18,8 @@ import torch
 from torch.utils.data import Dataset
 
 from facepipe.errors import DataError, FacepipeError
-from facepipe.recognition.recordio import RecordIOError, RecordIOReader
 from facepipe.runtime.align import ARCFACE_TEMPLATE, Template
+from facepipe.train.recordio import RecordIOError, RecordIOReader
 
 
 class FolderSource:
@@ -56,7 +56,7 @@ class FolderSource:
 
 
 class RecordIOSource:
-    """An insightface train.rec/train.idx pair (read with facepipe.recognition.recordio, no mxnet)."""
+    """An insightface train.rec/train.idx pair (read with facepipe.train.recordio, no mxnet)."""
 
     def __init__(self, prefix: str | Path):
         try:

@@ -31,6 +31,7 @@ class TorchRecognizer:
         self.fingerprint = weights_fingerprint(self.name, state["model"])
         ver = state.get("verification") or {}
         self.threshold = float(ver["threshold"]) if ver.get("threshold") is not None else DEFAULT_THRESHOLD
+        self.metric = "cosine"  # facepipe's trainers make L2-normalised embeddings compared by cosine
         self.provider = f"torch ({self.device.type.upper()})"
         self.batch_size = batch_size
 

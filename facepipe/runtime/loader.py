@@ -1,6 +1,6 @@
 """Pick a backend from what the user named: nothing (embedded dlib models), a named model (`yunet`, `sface`:
 fetched once into the cache), an .onnx file (facepipe's own, or a third-party layout told by its inputs and
-outputs; `LAYOUT:FILE` forces one), or a checkpoint."""
+outputs by the layout registry, runtime/layouts.py; `LAYOUT:FILE` forces one), or a checkpoint."""
 from __future__ import annotations
 
 import importlib
@@ -25,39 +25,34 @@ def _class(ref: str):
     return getattr(importlib.import_module(module), name)
 
 
-def _third_party(path: Path, what: str, layout: str, device: str, threads: int | None):
-    """A third-party ONNX file of a known layout; a copy of a named model keeps that model's name and threshold."""
+def _third_party(path: Path, what: str, layout_name: str, device: str, threads: int | None):
+    """A third-party ONNX file of a registered layout (runtime/layouts.py); a copy of a named model keeps that
+    model's name, layout and threshold; a description FILE.json may name it and set its threshold."""
     from facepipe.runtime import models
     from facepipe.runtime.hashing import file_sha256
-    from facepipe.runtime.onnx_layout import KIND
-    from facepipe.runtime.recognizers.arcface import sidecar
+    from facepipe.runtime.layouts import layout_named, model_description
 
-    if KIND[layout] != what:
-        raise ModelError(f"{path}: a {KIND[layout]} ({layout} layout), not a {what}")
+    layout = layout_named(layout_name)
+    if layout.kind != what:
+        raise ModelError(f"{path}: a {layout.kind} ({layout.name} layout), not a {what}")
     named = models.by_sha256(file_sha256(path))
     if named is not None and named.kind == what:
-        layout = named.layout  # e.g. SFace, which its layout alone does not reveal
-    described = sidecar(path)
+        layout = layout_named(named.layout)  # e.g. SFace, which its graph alone does not reveal
+    described = model_description(path)
     name = described.get("name") or (named.name if named else None)
     threshold = described.get("threshold", named.default_threshold if named else None)
-    if what == "detector":
-        from facepipe.runtime.detectors.scrfd import ScrfdDetector
-        from facepipe.runtime.detectors.yunet import YunetDetector
-
-        cls = YunetDetector if layout == "yunet" else ScrfdDetector
-        extra = {} if threshold is None else {"score_threshold": float(threshold)}
-        return cls(path, device=device, threads=threads, name=name, **extra)
-    from facepipe.runtime.recognizers.arcface import ArcFaceRecognizer
-
-    return ArcFaceRecognizer(path, device=device, threads=threads, layout=layout, name=name, threshold=threshold)
+    return layout.load(path, device=device, threads=threads, name=name,
+                       threshold=None if threshold is None else float(threshold))
 
 
 def _split_layout(spec: str) -> tuple[str | None, str]:
     """`sface:/path/file.onnx` -> ("sface", "/path/file.onnx"); anything else -> (None, spec)."""
-    from facepipe.runtime.onnx_layout import KIND
-
     head, sep, rest = spec.partition(":")
-    return (head, rest) if sep and head in KIND and rest else (None, spec)
+    if not (sep and rest):
+        return None, spec
+    from facepipe.runtime.layouts import layouts
+
+    return (head, rest) if head in layouts() else (None, spec)
 
 
 def _resolve(spec: str | Path, what: str, device: str, threads: int | None):
@@ -69,7 +64,7 @@ def _resolve(spec: str | Path, what: str, device: str, threads: int | None):
         named = models.named_model(str(spec))
         if named.kind != what:
             raise ModelError(f"{named.name}: a named {named.kind}, not a {what}")
-        return _third_party(models.fetch_with_bar(named.name), what, named.layout, device, threads)
+        return _third_party(models.fetch(named.name), what, named.layout, device, threads)
     if layout is not None:
         if not path.is_file():
             raise ModelError(f"{path}: {what} model file not found")
@@ -80,11 +75,11 @@ def _resolve(spec: str | Path, what: str, device: str, threads: int | None):
 
 
 def _load_onnx(path: Path, what: str, device: str, threads: int | None):
-    from facepipe.runtime.onnx_layout import sniff
+    from facepipe.runtime.layouts import recognise_onnx
 
-    found = sniff(path)
-    if found.layout != "facepipe":
-        return _third_party(path, what, found.layout, device, threads)
+    found = recognise_onnx(path)
+    if found.layout is not None:
+        return _third_party(path, what, found.layout.name, device, threads)
     if found.kind != what:
         raise ModelError(f"{path}: a facepipe {found.kind}, not a {what}")
     return _class(BACKENDS[what][0])(path, device=device, threads=threads)

@@ -4,26 +4,41 @@ Nothing is downloaded unless a named model is asked for. A download goes to a un
 cache folder and is renamed into place only once its size and sha256 match the registry, so a wrong or
 cut-off transfer is deleted and never used, and two processes fetching at once each rename a complete,
 checked file (os.replace is atomic) instead of writing into one another's.
+
+A download is held to the registry's byte count (a server sending more is cut off at once), to a total
+deadline (FACEPIPE_DOWNLOAD_DEADLINE_S, besides the per-read timeout), and follows redirects only to https on
+the known hosts (or within the mirror named by FACEPIPE_MODEL_URL_BASE). A cached file is used only while its
+verified stamp (size, mtime, inode and the sha256 checked then) still describes it; otherwise its sha256 is
+checked again. Temporary files left by a killed run are swept by the next one.
 """
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from facepipe import log
 from facepipe.errors import ModelError
 from facepipe.runtime.hashing import file_sha256
 
 # The OpenCV model zoo's published files (git LFS behind GitHub's raw URLs, which redirect to the LFS store).
 DEFAULT_URL_BASE = "https://github.com/opencv/opencv_zoo/raw/main"
 URL_BASE_ENV = "FACEPIPE_MODEL_URL_BASE"  # e.g. a mirror, or a local server in tests
-TIMEOUT_S = 30
+TIMEOUT_S = 30          # one read
+DEADLINE_S = 900        # the whole download (FACEPIPE_DOWNLOAD_DEADLINE_S)
+# Where the default URLs may redirect (GitHub's raw URLs hand git LFS files to its media host).
+REDIRECT_HOSTS = {"github.com", "raw.githubusercontent.com", "media.githubusercontent.com",
+                  "objects.githubusercontent.com"}
+STALE_PART_S = 3600     # a temporary file this old belongs to a run that was killed
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,51 @@ def is_cached(name: str) -> bool:
     return cached_path(name).is_file()
 
 
+def _stamp_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.verified")
+
+
+def _identity(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
+def _write_stamp(model: NamedModel, target: Path) -> None:
+    """Remember that these bytes (this size, mtime and inode) were checked against the registry's sha256."""
+    stamp = _stamp_path(target)
+    tmp = stamp.with_name(f"{stamp.name}.{os.urandom(6).hex()}.part")
+    try:
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({**_identity(target), "sha256": model.sha256}, f)
+        os.replace(tmp, stamp)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a read-only cache: the file is simply checked again next time
+
+
+def verified_cached(name: str) -> Path | None:
+    """The cached file, if it is there and still the registry's bytes (stamp, else a fresh sha256 check).
+    A cached file that is no longer right is deleted, so that the next fetch replaces it."""
+    model = named_model(name)
+    target = cached_path(name)
+    if not target.is_file():
+        return None
+    try:
+        stamp = json.loads(_stamp_path(target).read_text())
+    except (OSError, ValueError):
+        stamp = None
+    if stamp == {**_identity(target), "sha256": model.sha256}:
+        return target
+    try:
+        _check(model, target, str(target))
+    except ModelError:
+        target.unlink(missing_ok=True)
+        _stamp_path(target).unlink(missing_ok=True)
+        return None
+    _write_stamp(model, target)
+    return target
+
+
 def how_to_get(model: NamedModel) -> str:
     return (f"download {model.url()} ({model.size:,} bytes, {model.licence}) and hand it over with "
             f"`facepipe models add {model.name} FILE`")
@@ -107,12 +167,28 @@ def _check(model: NamedModel, path: Path, what: str) -> None:
         raise ModelError(f"{what}: sha256 {digest[:16]}... is not {model.name}'s {model.sha256[:16]}...")
 
 
+def sweep_stale_parts(folder: Path, older_than_s: float = STALE_PART_S) -> int:
+    """Delete temporary files of downloads that a killed run left behind; returns how many went."""
+    gone = 0
+    cutoff = time.time() - older_than_s
+    for part in folder.glob(".*.part"):
+        try:
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
+                gone += 1
+        except OSError:
+            continue
+    return gone
+
+
 def _install(model: NamedModel, write: Callable[[Path], None], what: str) -> Path:
-    """Write into a unique temporary file beside the target, check it, rename it into place."""
+    """Write into a unique temporary file beside the target (O_EXCL, unpredictable name), check it, rename it
+    into place; the temporary file never outlives this call."""
     folder = models_dir()
     target = folder / model.filename
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        sweep_stale_parts(folder)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{model.filename}.", suffix=".part", dir=folder)
         os.close(fd)
     except OSError as exc:
@@ -124,6 +200,7 @@ def _install(model: NamedModel, write: Callable[[Path], None], what: str) -> Pat
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+    _write_stamp(model, target)
     return target
 
 
@@ -137,18 +214,47 @@ def add(name: str, file: str | Path) -> Path:
     return _install(model, lambda tmp: shutil.copyfile(source, tmp), str(source))
 
 
+def deadline_s() -> float:
+    return float(os.environ.get("FACEPIPE_DOWNLOAD_DEADLINE_S", DEADLINE_S))
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to https on a known host, or within the mirror the URL base names."""
+
+    def __init__(self, base: str):
+        self.base = urllib.parse.urlsplit(base)
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl))
+        same_mirror = (new.scheme, new.netloc) == (self.base.scheme, self.base.netloc)
+        known = new.scheme == "https" and (new.hostname or "") in REDIRECT_HOSTS | {self.base.hostname}
+        if not (same_mirror or known):
+            raise urllib.error.URLError(f"refused a redirect to {new.scheme}://{new.netloc} "
+                                        "(only https on the known hosts)")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def _download(url: str, tmp: Path, expected: int, progress: Callable[[int, int], None] | None) -> None:
-    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(tmp, "wb") as f:
-        total = int(response.headers.get("Content-Length") or expected)
+    base = os.environ.get(URL_BASE_ENV) or DEFAULT_URL_BASE
+    opener = urllib.request.build_opener(_CheckedRedirects(base))
+    deadline = time.monotonic() + deadline_s()
+    with opener.open(url, timeout=TIMEOUT_S) as response, open(tmp, "wb") as f:
+        declared = response.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > expected:
+            raise ValueError(f"the server announces {int(declared):,} bytes, more than the {expected:,} expected")
         done = 0
         while True:
-            block = response.read(1 << 16)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not done within {deadline_s():g} s (FACEPIPE_DOWNLOAD_DEADLINE_S)")
+            block = response.read1(1 << 16)  # what has arrived: a trickling server still meets the deadline
             if not block:
                 break
-            f.write(block)
             done += len(block)
+            if done > expected:
+                raise ValueError(f"the server sent more than the {expected:,} bytes expected")
+            f.write(block)
             if progress:
-                progress(done, total)
+                progress(done, expected)
         f.flush()
         os.fsync(f.fileno())
 
@@ -159,26 +265,13 @@ def fetch(name: str, progress: Callable[[int, int], None] | None = None) -> Path
     progress(done_bytes, total_bytes) is called as the download goes (the CLI draws a bar with it).
     """
     model = named_model(name)
-    target = models_dir() / model.filename
-    if target.is_file():
-        return target
+    cached = verified_cached(name)
+    if cached is not None:
+        return cached
     url = model.url()
+    log.info(f"downloading {name} ({model.size:,} bytes) from {url}")
     try:
         return _install(model, lambda tmp: _download(url, tmp, model.size, progress), f"download of {url}")
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
         raise ModelError(f"{name}: cannot download ({reason}); {how_to_get(model)}") from None
-
-
-def fetch_with_bar(name: str) -> Path:
-    """fetch() with a rich progress bar on stderr (shown only on a terminal)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-    if is_cached(name):
-        return cached_path(name)
-    console = Console(stderr=True)
-    with Progress(TextColumn(f"[bold]{name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=console, transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task("download", total=named_model(name).size)
-        return fetch(name, lambda done, total: bar.update(task, completed=done, total=total))

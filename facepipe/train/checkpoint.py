@@ -10,15 +10,19 @@ import numpy as np
 import torch
 
 from facepipe.errors import ModelError
+from facepipe.runtime.files import exclusive_temp
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write to a temp file then rename: a crash never leaves a half-written checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    tmp = exclusive_temp(path)  # unpredictable, O_EXCL: nothing planted there is written through
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

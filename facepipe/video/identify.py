@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from facepipe.openset.matching import recognizer_metric
+from facepipe.openset.policy import track_identity, verify_threshold
 from facepipe.types import Candidate, Face
 from facepipe.video.appearance import (
     SIGNATURE_SAME,
@@ -32,7 +32,7 @@ from facepipe.video.appearance import (
 )
 from facepipe.video.detect import FrameDetector
 from facepipe.video.quality import CutDetector, face_quality
-from facepipe.video.source import VideoSource
+from facepipe.video.source import VideoInfo, VideoSource
 from facepipe.video.tracker import Track, Tracker
 from facepipe.video.writer import AnnotatedWriter
 
@@ -55,6 +55,7 @@ class VideoOptions:
     second_chance: bool = False  # let the detector try harder on a frame where it found no face (costly per frame)
     appearance: bool = True  # check pairs in doubt with the recognizer (off: motion only, as before)
     cuts: bool = True  # a shot change ends every track (off: only appearance separates the shots' people)
+    stream_timeout: float = 5.0  # seconds a network source may stay silent (opening, or between frames)
 
 
 @dataclass
@@ -74,8 +75,10 @@ class TrackRecord:
             "video": self.video, "track": self.track, "start": round(self.start, 3), "end": round(self.end, 3),
             "identity": self.identity,
             "similarity": None if self.similarity is None else round(float(self.similarity), 4),
-            "candidates": [{"identity": c.identity, "similarity": round(float(c.similarity), 4)}
-                           for c in self.candidates],
+            **({"distance": round(float(self.candidates[0].distance), 4)}
+               if self.candidates and self.candidates[0].distance is not None
+               else {}),
+            "candidates": [c.to_json() for c in self.candidates],  # the same writer as a photo's faces
             "boxes": [[round(t, 3)] + [round(float(v), 1) for v in box] for t, *box in self.boxes],
         }
 
@@ -99,19 +102,6 @@ class _Identity:
     portrait: tuple[float, np.ndarray, Face] | None = None  # the best (quality, frame, face) of the whole track
 
 
-def decide(votes: list[dict[str, float]], threshold: float,
-           top_k: int) -> tuple[str | None, float | None, list[Candidate]]:
-    """A person's score is their mean similarity over the track's embeddings (an embedding that does not
-    list them counts its lowest listed similarity, an upper bound); the best is named if over threshold."""
-    if not votes:
-        return None, None, []
-    names = {name for vote in votes for name in vote}
-    scores = {name: float(np.mean([v.get(name, min(v.values())) for v in votes])) for name in names}
-    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
-    best, similarity = ranked[0]
-    return (best if similarity >= threshold else None), similarity, [Candidate(n, s) for n, s in ranked[:top_k]]
-
-
 class VideoRun:
     """One source being identified. Iterate for TrackRecords. Ctrl-C during the loop ends it cleanly (open
     tracks come out, the annotated video is kept, `interrupted` is set); `stop()` does the same from outside."""
@@ -119,7 +109,7 @@ class VideoRun:
     def __init__(self, engine, source, options: VideoOptions | None = None, annotate_to: Path | None = None,
                  on_frame: Callable[[int, float, list[tuple[int, Face]]], None] | None = None,
                  on_event: Callable[[str, TrackRecord, np.ndarray | None], None] | None = None,
-                 event_crops: bool = False):
+                 event_crops: bool = False, info: VideoInfo | None = None):
         self.engine = engine
         self.on_event = on_event  # (event type, the track's record so far, the face crop or None): events.py
         self.event_crops = event_crops
@@ -127,8 +117,10 @@ class VideoRun:
         if self.options.every < 1:
             raise ValueError("every must be 1 or more")
         self.threshold = engine.threshold(self.options.threshold)
-        self.source = VideoSource(source, self.options.start, self.options.end)
-        self.info = self.source.info
+        # source None: the caller feeds frames (`feed`, `flush`), as `facepipe watch` does; info describes them.
+        self.source = None if source is None else VideoSource(source, self.options.start, self.options.end,
+                                                               self.options.stream_timeout)
+        self.info = self.source.info if self.source is not None else info
         self.on_frame = on_frame
         self.frames = 0  # frames processed (after --max-fps)
         self.saved: Path | None = None
@@ -142,36 +134,21 @@ class VideoRun:
         self._finder = FrameDetector(engine, self.options.full_every, self.options.small_faces,
                                      self.options.second_chance)
         recognizer = engine.recognizer
-        self._metric = recognizer_metric(recognizer)
-        self._same_person = float(recognizer.threshold)  # verify's threshold: two faces of one person
+        self._metric = recognizer.metric
+        self._same_person = verify_threshold(recognizer).value  # two faces of one person
         self.checks = 0  # detections embedded to settle a pair in doubt
         self.refused = 0  # pairs motion would have associated that were two people
         self._ids: dict[int, _Identity] = {}
         self._numbers = 0
         self._done = False
+        self._next_t = -np.inf  # --max-fps: the next frame time taken
+        self._since_detection: int | None = None  # frames since the last detection round; None: detect now
 
     # -- the loop -------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[TrackRecord]:
-        next_t = -np.inf
-        since_detection = None
         try:
             for _, t, frame in self.source.frames():
-                if self.options.max_fps:
-                    if t < next_t - 1e-6:
-                        continue
-                    step = 1.0 / self.options.max_fps  # keep the average rate, without bursts after a stall
-                    next_t = next_t + step if next_t + step > t else t + step
-                self.frames += 1
-                if self.options.cuts and self._cuts.update(frame):
-                    yield from self._end(self.tracker.finish())
-                    self._finder.reset()
-                    since_detection = None  # detect on the first frame of the new shot
-                if since_detection is None or since_detection + 1 >= self.options.every:
-                    since_detection = 0
-                    yield from self._detect(frame, t)
-                else:
-                    since_detection += 1
-                self._show(frame, t)
+                yield from self.feed(frame, t)
         except KeyboardInterrupt:
             # Ctrl-C is how a live source ends: like the end of a file, and `interrupted` says so.
             self.interrupted = True
@@ -180,6 +157,29 @@ class VideoRun:
             raise
         yield from self._end(self.tracker.finish())
         self._close(keep=True)
+
+    def feed(self, frame: np.ndarray, t: float) -> Iterator[TrackRecord]:
+        """One frame (RGB) at time t (seconds, increasing): the records of the tracks that ended with it."""
+        if self.options.max_fps:
+            if t < self._next_t - 1e-6:
+                return
+            step = 1.0 / self.options.max_fps  # keep the average rate, without bursts after a stall
+            self._next_t = self._next_t + step if self._next_t + step > t else t + step
+        self.frames += 1
+        if self.options.cuts and self._cuts.update(frame):
+            yield from self.flush()  # detect on the first frame of the new shot
+        if self._since_detection is None or self._since_detection + 1 >= self.options.every:
+            self._since_detection = 0
+            yield from self._detect(frame, t)
+        else:
+            self._since_detection += 1
+        self._show(frame, t)
+
+    def flush(self) -> Iterator[TrackRecord]:
+        """End every open track (a cut, a stream that dropped): their records; the run goes on with new tracks."""
+        yield from self._end(self.tracker.finish())
+        self._finder.reset()
+        self._since_detection = None
 
     def stop(self) -> list[TrackRecord]:
         """End now (a Ctrl-C outside the loop, a time limit): the open tracks' records; the video is kept."""
@@ -275,7 +275,8 @@ class VideoRun:
         match = self.engine.match([face.embedding], top_k=max(MATCH_TOP_K, opts.top_k),
                                   threshold=self.threshold.value)[0]
         state.votes.append({c.identity: float(c.similarity) for c in match.candidates})
-        state.identity, state.similarity, state.candidates = decide(state.votes, self.threshold.value, opts.top_k)
+        state.identity, state.similarity, state.candidates = track_identity(state.votes, self.threshold.value,
+                                                                                   opts.top_k, self._metric)
         state.own.append(face.embedding)
         state.reference = track_reference(state.own, self._metric)
         state.embeddings += 1
@@ -334,7 +335,8 @@ class VideoRun:
         if self._done:
             return
         self._done = True
-        self.source.close()
+        if self.source is not None:
+            self.source.close()
         if self._writer is not None:
             if keep:
                 self.saved = self._writer.finish()

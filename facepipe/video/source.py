@@ -23,6 +23,9 @@ URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://"
 # A file may end this many frames before its header's count (headers are estimates in some containers).
 TRUNCATION_SLACK = 0.02
 STREAM_RETRIES = 25  # failed reads in a row before a live source counts as dropped (about 1 s at 25 fps)
+# A network source that says nothing for this long (opening, or between two frames) has stalled: FFmpeg's open
+# and read timeouts are set to it, and a live source without a frame for that long ends with one line.
+STREAM_TIMEOUT_S = 5.0
 
 
 def quiet_ffmpeg() -> None:
@@ -66,7 +69,8 @@ class VideoInfo:
 class VideoSource:
     """Frames of one source; use as a context manager so the device or file is always released."""
 
-    def __init__(self, source: str | Path | int, start: float | None = None, end: float | None = None):
+    def __init__(self, source: str | Path | int, start: float | None = None, end: float | None = None,
+                 timeout_s: float = STREAM_TIMEOUT_S):
         import cv2
 
         self._cv2 = cv2
@@ -74,6 +78,7 @@ class VideoSource:
         self.name = describe(source)
         self.start = start or 0.0
         self.end = end
+        self.timeout_s = timeout_s
         if self.end is not None and self.end <= self.start:
             raise VideoError(f"{self.name}: --end ({self.end:g} s) must be after --start ({self.start:g} s)")
         self._cap = self._open()
@@ -116,11 +121,17 @@ class VideoSource:
                 raise VideoError(f"{path}: is a folder, not a video")
             if not os.access(path, os.R_OK):
                 raise VideoError(f"{path}: permission denied")
-        cap = cv2.VideoCapture(text, cv2.CAP_FFMPEG)
+        if is_url(text):  # a server that accepts and then says nothing must not hold us for FFmpeg's 30 s
+            ms = int(self.timeout_s * 1000)
+            cap = cv2.VideoCapture(text, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
+                                                         cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        else:
+            cap = cv2.VideoCapture(text, cv2.CAP_FFMPEG)
         if not cap.isOpened():
             cap.release()
             if is_url(text):
-                raise VideoError(f"{text}: cannot open the stream (unreachable, refused or not a video)")
+                raise VideoError(f"{text}: cannot open the stream within {self.timeout_s:g} s (unreachable, "
+                                 "refused, silent or not a video; --stream-timeout)")
             raise VideoError(f"{text}: not a video OpenCV can read (corrupt, truncated or unknown format)")
         return cap
 
@@ -174,6 +185,7 @@ class VideoSource:
     def _live_frames(self):
         cv2, cap = self._cv2, self._cap
         opened = time.monotonic()
+        last_frame = opened
         index = 0
         failures = 0
         while True:
@@ -181,12 +193,15 @@ class VideoSource:
             now = time.monotonic() - opened
             if not ok:
                 failures += 1
-                if failures >= STREAM_RETRIES:
+                silent = time.monotonic() - last_frame
+                if failures >= STREAM_RETRIES or silent >= self.timeout_s:
                     what = "no frame from the camera" if isinstance(self.source, int) else "the stream dropped"
-                    raise VideoError(f"{self.name}: {what} after {self.frames_read} frames ({now:.1f} s)")
+                    raise VideoError(f"{self.name}: {what} after {self.frames_read} frames ({now:.1f} s; "
+                                     f"no frame for {silent:.1f} s)")
                 time.sleep(0.04)
                 continue
             failures = 0
+            last_frame = time.monotonic()
             if self.end is not None and now >= self.end:
                 return
             self.frames_read += 1

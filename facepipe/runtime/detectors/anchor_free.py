@@ -13,9 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepipe.runtime.detectors.centernet import as_rgb_uint8, network_input, resize_and_pad
-from facepipe.runtime.detectors.centernet_decode import nms
+from facepipe.runtime.boxes import nms
 from facepipe.runtime.onnx_session import open_session
+from facepipe.runtime.preprocess import as_rgb_uint8, network_input, resize_and_pad
 from facepipe.types import Detection
 
 BLACK = [0.0, 0.0, 0.0]

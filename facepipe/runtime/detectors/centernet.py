@@ -9,12 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
 from facepipe.errors import ModelError
 from facepipe.runtime.detectors.centernet_decode import decode_detections
-from facepipe.runtime.preprocess import to_network_input
+from facepipe.runtime.preprocess import as_rgb_uint8, network_input, resize_and_pad
 from facepipe.types import Detection
 
 MEAN = [127.5, 127.5, 127.5]
@@ -63,45 +62,6 @@ class DetectorSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """Accept H x W x 3 RGB uint8 (or H x W gray); anything else is an ImageError."""
-    from facepipe.runtime.image import as_rgb_array  # here: training imports this module without Pillow
-
-    return as_rgb_array(np.asarray(image), "detector input")
-
-
-def pad_value(mean: list[float]) -> tuple[int, ...]:
-    return tuple(int(round(m)) for m in mean)
-
-
-def resize_and_pad(image: np.ndarray, max_side: int, multiple_of: int, mean: list[float]
-                   ) -> tuple[np.ndarray, tuple[float, float]]:
-    """Shrink so the long side is <= max_side (never enlarge), pad bottom/right to a multiple.
-
-    Returns the padded RGB uint8 image and (sx, sy), the factors from original to network pixels.
-    """
-    h, w = image.shape[:2]
-    s = min(1.0, max_side / max(h, w)) if max_side else 1.0
-    nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
-    if (nw, nh) != (w, h):
-        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    pw, ph = -nw % multiple_of, -nh % multiple_of
-    if pw or ph:
-        image = cv2.copyMakeBorder(image, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=pad_value(mean))
-    return image, (nw / w, nh / h)
-
-
-def network_input(image: np.ndarray, color: str, mean, std) -> np.ndarray:
-    """One RGB uint8 image -> 1 x C x H x W float32, (x - mean) / std: runtime/preprocess.to_network_input,
-    done by OpenCV's blobFromImage for colour models (the same numbers, ~10x faster at 640x480)."""
-    if color not in ("RGB", "BGR"):
-        return to_network_input(image[None], color, mean, std)
-    x = cv2.dnn.blobFromImage(image, 1.0, swapRB=color == "BGR")
-    x -= np.asarray(mean, np.float32).reshape(1, 3, 1, 1)  # mean/std are in the network's channel order
-    x *= 1.0 / np.asarray(std, np.float32).reshape(1, 3, 1, 1)
-    return x
 
 
 def prepare_input(image: np.ndarray, spec: DetectorSpec) -> tuple[np.ndarray, tuple[float, float]]:

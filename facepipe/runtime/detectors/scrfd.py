@@ -18,6 +18,7 @@ import numpy as np
 from facepipe.errors import ModelError
 from facepipe.runtime.detectors.anchor_free import AnchorFreeDetector, InputRule, fixed_input_size
 from facepipe.runtime.hashing import file_fingerprint
+from facepipe.runtime.layouts import ModelLayout, OnnxGraph, register_layout
 from facepipe.runtime.onnx_session import open_session
 
 MEAN = [127.5, 127.5, 127.5]
@@ -92,7 +93,7 @@ class ScrfdDetector(AnchorFreeDetector):
     nms_iou = NMS_IOU
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None, name: str | None = None,
-                 score_threshold: float = DEFAULT_SCORE, max_side: int = 640):
+                 threshold: float | None = None, max_side: int = 640):
         self.session, _, self.provider = open_session(path, device, threads)
         outputs = [(o.name, o.shape) for o in self.session.get_outputs()]
         heads = scrfd_heads(outputs)
@@ -101,7 +102,7 @@ class ScrfdDetector(AnchorFreeDetector):
         self.heads = heads
         self.name = name or Path(path).stem
         self.fingerprint = file_fingerprint(path, self.name)
-        self.default_threshold = score_threshold
+        self.default_threshold = DEFAULT_SCORE if threshold is None else float(threshold)
         self._input = self.session.get_inputs()[0].name
         self.rule = InputRule("RGB", MEAN, STD, fixed_input_size(self.session), max_side)
 
@@ -114,3 +115,12 @@ class ScrfdDetector(AnchorFreeDetector):
             if face.landmarks is not None and np.isnan(face.landmarks).any():
                 face.landmarks = None
         return faces
+
+
+def is_scrfd(graph: OnnxGraph) -> bool:
+    return scrfd_heads(graph.outputs) is not None
+
+
+register_layout(ModelLayout(
+    name="scrfd", kind="detector", load=ScrfdDetector, default_threshold=DEFAULT_SCORE, recognises=is_scrfd,
+    recognised_by="score/bbox(/kps) heads per stride 8..32 or 8..128, by name or insightface's output order"))

@@ -14,6 +14,7 @@ import numpy as np
 
 from facepipe.runtime.detectors.anchor_free import BLACK, AnchorFreeDetector, InputRule, fixed_input_size, open_flexible
 from facepipe.runtime.hashing import file_fingerprint
+from facepipe.runtime.layouts import ModelLayout, OnnxGraph, register_layout
 
 STRIDES = (8, 16, 32)
 HEADS = ("cls", "obj", "bbox", "kps")
@@ -22,8 +23,8 @@ DEFAULT_SCORE = 0.417  # the named model's measured default (runtime/models.py)
 NMS_IOU = 0.3  # OpenCV's default for FaceDetectorYN
 
 
-def is_yunet(output_names: list[str]) -> bool:
-    return set(OUTPUT_NAMES) <= set(output_names)
+def is_yunet(graph: OnnxGraph) -> bool:
+    return set(OUTPUT_NAMES) <= set(graph.output_names)
 
 
 def decode_yunet(outputs: dict[str, np.ndarray], input_size: tuple[int, int], threshold: float
@@ -59,13 +60,18 @@ class YunetDetector(AnchorFreeDetector):
     nms_iou = NMS_IOU
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None, name: str | None = None,
-                 score_threshold: float = DEFAULT_SCORE, max_side: int = 640):
+                 threshold: float | None = None, max_side: int = 640):
         self.session, _, self.provider = open_flexible(path, device, threads, fits=_fits)
         self.name = name or "yunet"
         self.fingerprint = file_fingerprint(path, self.name)
-        self.default_threshold = score_threshold
+        self.default_threshold = DEFAULT_SCORE if threshold is None else float(threshold)
         self._input = self.session.get_inputs()[0].name
         self.rule = InputRule("BGR", BLACK, [1.0, 1.0, 1.0], fixed_input_size(self.session), max_side)
 
     def decode(self, outputs, input_size, threshold):
         return decode_yunet(outputs, input_size, threshold)
+
+
+register_layout(ModelLayout(
+    name="yunet", kind="detector", load=YunetDetector, default_threshold=DEFAULT_SCORE, recognises=is_yunet,
+    recognised_by="outputs cls_S, obj_S, bbox_S, kps_S for S = 8, 16, 32"))

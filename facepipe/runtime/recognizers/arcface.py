@@ -6,12 +6,12 @@ scaling only:
            Sub/Mul, insightface feeds raw pixels, and so do we)
   sface    RGB, 0..255 with no mean or scale (as OpenCV's FaceRecognizerSF feeds it), 128-d
 The layout alone cannot tell these apart; SFace is recognised by its published sha256, by a name prefix
-(`sface:FILE`) or by a sidecar `FILE.json` ({"layout": "sface"}). Any input 1 x 3 x 112 x 112 or N x 3 x 112 x 112
+(`sface:FILE`) or by a description `FILE.json` ({"layout": "sface"}). Any input 1 x 3 x 112 x 112 or N x 3 x 112 x 112
 with one N x D output is taken for an ArcFace-family model.
 """
 from __future__ import annotations
 
-import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ import numpy as np
 from facepipe.errors import ModelError
 from facepipe.runtime.align import ARCFACE_TEMPLATE
 from facepipe.runtime.hashing import file_fingerprint
+from facepipe.runtime.layouts import ModelLayout, OnnxGraph, register_layout
 from facepipe.runtime.onnx_session import open_session
 from facepipe.runtime.preprocess import l2_normalize, to_network_input
 
@@ -30,7 +31,8 @@ PROFILES = {  # layout -> (colour, mean, std)
 DEFAULT_THRESHOLD = {"arcface": 0.3, "arcface-raw": 0.3, "sface": 0.363}
 
 
-def is_112_recognizer(inputs: list[tuple[str, list]], outputs: list[tuple[str, list]]) -> bool:
+def is_112_recognizer(graph: OnnxGraph) -> bool:
+    inputs, outputs = graph.inputs, graph.outputs
     if len(inputs) != 1 or len(outputs) < 1:
         return False
     shape = inputs[0][1]
@@ -43,21 +45,6 @@ def normalises_itself(path: str | Path) -> bool:
 
     graph = onnx.load(str(path), load_external_data=False).graph
     return any(n.op_type in ("Sub", "Mul") or n.name.startswith(("Sub", "_minus", "_mul")) for n in graph.node[:8])
-
-
-def sidecar(path: str | Path) -> dict:
-    """FILE.onnx.json or FILE.json next to the model, if present: {"layout", "threshold", "name"}."""
-    path = Path(path)
-    for candidate in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
-        if candidate.is_file():
-            try:
-                data = json.loads(candidate.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ModelError(f"{candidate}: unreadable model description ({exc})") from None
-            if not isinstance(data, dict):
-                raise ModelError(f"{candidate}: a model description must be a JSON object")
-            return data
-    return {}
 
 
 class ArcFaceRecognizer:
@@ -73,7 +60,7 @@ class ArcFaceRecognizer:
         self.session, _, self.provider = open_session(path, device, threads)
         inputs = [(i.name, i.shape) for i in self.session.get_inputs()]
         outputs = [(o.name, o.shape) for o in self.session.get_outputs()]
-        if not is_112_recognizer(inputs, outputs):
+        if not is_112_recognizer(OnnxGraph(Path(path), inputs, outputs)):
             raise ModelError(f"{path}: not a 112x112 recognizer (inputs {inputs}, outputs {outputs})")
         self.layout = layout
         self.color, self.mean, self.std = PROFILES[layout]
@@ -99,3 +86,17 @@ class ArcFaceRecognizer:
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         return l2_normalize(self.embed_raw(chips))
+
+
+def _registered(layout: str, recognises, recognised_by: str) -> ModelLayout:
+    return register_layout(ModelLayout(
+        name=layout, kind="recognizer", load=partial(ArcFaceRecognizer, layout=layout),
+        default_threshold=DEFAULT_THRESHOLD[layout], recognises=recognises, recognised_by=recognised_by,
+        metric=ArcFaceRecognizer.metric, template="arcface"))
+
+
+_registered("arcface", lambda graph: is_112_recognizer(graph) and not normalises_itself(graph.path),
+            "one input N x 3 x 112 x 112, one N x D output")
+_registered("arcface-raw", lambda graph: is_112_recognizer(graph) and normalises_itself(graph.path),
+            "as arcface, with its own Sub/Mul first (raw pixels in)")
+_registered("sface", None, "its published sha256, `sface:FILE` or a description FILE.json")
