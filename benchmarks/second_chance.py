@@ -91,7 +91,7 @@ def contact_sheet(rescued: list[tuple[Path, list]], missed: list[Path], out: Pat
             draw.text((x + 3, yy + tile - 13), caption, fill=(220, 220, 220))
         y += int(np.ceil(len(items) / cols)) * tile
     out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
+    sheet.quantize(256).save(out, optimize=True)  # a palette keeps the PNG small enough for the docs
 
 
 def main() -> None:
