@@ -232,7 +232,7 @@ def run_photos(spec: JobSpec, parts: list[Partition], done_paths: set[str], done
     ctx.enable_progress_bars = True
     ds = ray.data.read_datasource(PhotoListing(parts, spec.cwd),
                                   override_num_blocks=max(1, min(len(parts), 4 * actors)),
-                                  ray_remote_args={"num_cpus": 0})  # listing is light: it takes no actor's CPU
+                                  num_cpus=0)  # listing is light: it takes no actor's CPU
     ds = ds.map_batches(PhotoWorker, fn_constructor_args=(spec, done), batch_size=batch_size, batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1, num_gpus=gpus or None)
     for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
