@@ -121,3 +121,19 @@ def test_detect_reports_the_pass_and_the_photos_still_without_a_face(data_dir):
     records = [json.loads(line) for line in run(rescued, dogs, "--json").splitlines()]
     assert [len(r["faces"]) for r in records] == [1, 0]
     assert records[0]["faces"][0]["detector_pass"] == HOG_ROTATED
+
+
+def test_video_frames_skip_the_second_chance_unless_asked(data_dir, monkeypatch):
+    from facepipe.cli.video import video_options
+    from facepipe.engine import Engine
+    from facepipe.video.detect import FrameDetector
+
+    engine = Engine()
+    hog, cnn = _counted(engine.detector, monkeypatch)
+    frame = read_image(data_dir / "dlib-faces" / "dogs.jpg")
+    assert FrameDetector(engine).detect(frame, []) == []
+    assert len(hog.sizes) == 1 and cnn.sizes == []  # one pass without upsampling, nothing more
+    hog.sizes.clear()
+    asked = video_options(second_chance=True)  # identify --video-second-chance
+    assert FrameDetector(engine, second_chance=asked.second_chance).detect(frame, []) == []
+    assert len(hog.sizes) == 3 and cnn.sizes  # the pass, then the rotated passes; weak boxes shown to the CNN

@@ -130,6 +130,9 @@ def identify(
     stream_timeout: float = typer.Option(5.0, "--stream-timeout", help="Streams: seconds a server may stay silent "
                                                                        "(opening, or between frames) before it "
                                                                        "counts as gone."),
+    video_second_chance: bool = typer.Option(False, "--video-second-chance",
+                                             help="Videos: where a frame shows no face, let the detector try its "
+                                                  "second chance too (photos always get it; costly per frame)."),
     webhook: Optional[str] = WebhookOpt,
     mqtt: Optional[str] = MqttOpt,
     event_crops: bool = EventCropsOpt,
@@ -153,7 +156,8 @@ def identify(
     if not paths and camera is None:
         raise FacepipeError("nothing to identify: give images, videos, stream URLs or --camera N")
     videos = [p for p in paths if is_video_source(p)] + ([camera] if camera is not None else [])
-    options = video_options(every, max_fps, start, end, top_k, threshold, stream_timeout) if videos else None
+    options = video_options(every, max_fps, start, end, top_k, threshold, stream_timeout,
+                            video_second_chance) if videos else None
     stills = [Path(p) for p in paths if not is_video_source(p)]
     images, errors = _collect(stills) if stills else ([], [])
     with open_engine(gallery, detector, recognizer, device) as engine:
