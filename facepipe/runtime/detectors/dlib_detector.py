@@ -130,16 +130,17 @@ class DlibDetector:
         small, scale = _resized(image, self.detect_size)
         floor = threshold - WEAK_MARGIN if self.second_chance else threshold  # one scan gives both
         up = 0 if self.upsample is None else self.upsample
-        rects, scores, _ = self._hog.run(small, up, floor)
-        strong = [(r, s) for r, s in zip(rects, scores) if s >= threshold]
-        if self.upsample is None and _may_hide_small_faces(small.shape, *zip(*strong) if strong else ((), ())):
+        found = list(zip(*self._hog.run(small, up, floor)[:2]))  # (rect, score), weak ones included
+        strong = [(r, s) for r, s in found if s >= threshold]
+        if self.upsample is None and _may_hide_small_faces(small.shape, [r for r, _ in strong],
+                                                           [s for _, s in strong]):
             # One upsampling: HOG then also finds 40-80 px faces (it finds a superset of the first pass).
             up = 1
-            rects, scores, _ = self._hog.run(small, up, floor)
-            strong = [(r, s) for r, s in zip(rects, scores) if s >= threshold]
+            found = list(zip(*self._hog.run(small, up, floor)[:2]))
+            strong = [(r, s) for r, s in found if s >= threshold]
         if strong or not self.second_chance:
             return self._faces(image, [(_box(r), s) for r, s in strong], scale, HOG_UPSAMPLED if up else HOG)
-        weak = sorted(zip(rects, scores), key=lambda rs: rs[1], reverse=True)[:MAX_CONFIRM]
+        weak = sorted(found, key=lambda rs: rs[1], reverse=True)[:MAX_CONFIRM]
         confirmed = [(_box(r), s) for r, s in weak if self._cnn_confirms(small, _box(r))]
         if confirmed:
             return self._faces(image, confirmed, scale, HOG_CONFIRMED)
