@@ -18,7 +18,9 @@ def data_root() -> Path:
 
 
 def cache_dir() -> Path:
-    path = REPO / "models" / "cache"
+    """Where cached descriptors go: $FACEPIPE_BENCH_CACHE (e.g. outside the repository, shared by worktrees)
+    or models/cache."""
+    path = Path(os.environ.get("FACEPIPE_BENCH_CACHE", REPO / "models" / "cache"))
     path.mkdir(parents=True, exist_ok=True)
     return path
 

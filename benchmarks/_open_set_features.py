@@ -75,9 +75,41 @@ def compute(photos: list[Path], cache_name: str, refresh: bool = False) -> dict[
     return saved
 
 
-def default_embeddings(photos: list[Path], cache_name: str, refresh: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """What facepipe's default pipeline (detect, then embed the largest face) stores for each photo,
-    and the seconds each photo took."""
+def recipe_embeddings(photos: list[Path], cache_name: str, refresh: bool = False) -> np.ndarray:
+    """face_recognition's recipe alone (the `recipe` variant above, without the others' cost)."""
+    import dlib
+    from rich.progress import track
+
+    from facepipe.runtime.align import dlib_face_chip
+    from facepipe.runtime.dlib_files import LANDMARKS_68, dlib_model_path
+    from facepipe.runtime.image import read_image
+    from facepipe.runtime.loader import load_recognizer
+
+    cache = cache_dir() / f"{cache_name}.npz"
+    keys = np.array([str(p) for p in photos])
+    if cache.exists() and not refresh:
+        saved = np.load(cache)
+        if saved["keys"].shape == keys.shape and (saved["keys"] == keys).all():
+            return saved["recipe"]
+    rec = load_recognizer(threads=1)
+    hog = dlib.get_frontal_face_detector()
+    shape_predictor = dlib.shape_predictor(str(dlib_model_path(LANDMARKS_68)))
+    out = np.full((len(photos), rec.embedding_size), np.nan, np.float32)
+    for i, path in enumerate(track(photos, description=f"recipe {cache_name}")):
+        image = read_image(path)
+        shapes = [shape_predictor(image, r) for r in hog(image, 1)]
+        if shapes:
+            shape = max(shapes, key=lambda s: s.rect.area())
+            points = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+            out[i] = rec.embed_raw(dlib_face_chip(image, points)[None])[0]
+    np.savez(cache, keys=keys, recipe=out)
+    return out
+
+
+def default_embeddings(photos: list[Path], cache_name: str, refresh: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What facepipe's default pipeline (detect, then embed the largest face) stores for each photo, the
+    seconds each photo took, and which detector pass found that face ("" where none)."""
     from rich.progress import track
 
     from facepipe.errors import FacepipeError
@@ -88,11 +120,12 @@ def default_embeddings(photos: list[Path], cache_name: str, refresh: bool = Fals
     keys = np.array([str(p) for p in photos])
     if cache.exists() and not refresh:
         saved = np.load(cache)
-        if saved["keys"].shape == keys.shape and (saved["keys"] == keys).all():
-            return saved["embeddings"], saved["seconds"]
+        if saved["keys"].shape == keys.shape and (saved["keys"] == keys).all() and "passes" in saved:
+            return saved["embeddings"], saved["seconds"], saved["passes"]
     pipeline = build_pipeline(ModelSpec(threads=1))
     out = np.full((len(photos), pipeline.recognizer.embedding_size), np.nan, np.float32)
     seconds = np.zeros(len(photos))
+    passes = np.full(len(photos), "", dtype=object)
     for i, path in enumerate(track(photos, description=f"facepipe default {cache_name}")):
         try:
             image = read_image(path)
@@ -102,15 +135,18 @@ def default_embeddings(photos: list[Path], cache_name: str, refresh: bool = Fals
         face = _largest(pipeline.detect(image))
         if face is not None:
             out[i] = pipeline.embed(image, [face])[0].embedding
+            passes[i] = face.detector_pass or ""
         seconds[i] = time.perf_counter() - t
-    np.savez(cache, keys=keys, embeddings=out, seconds=seconds)
-    return out, seconds
+    passes = passes.astype(str)
+    np.savez(cache, keys=keys, embeddings=out, seconds=seconds, passes=passes)
+    return out, seconds, passes
 
 
-def time_side_by_side(photos: list[Path], n: int = 60) -> tuple[float, float]:
+def time_side_by_side(photos: list[Path], n: int = 60) -> tuple[float, float, float, float]:
     """Seconds per photo of face_recognition's recipe (dlib: HOG upsampled once, 68 points, dlib's own
     compute_face_descriptor on every face) and of facepipe's default (detect + embed every face), on the
-    same sample, alternating photo by photo so that the machine's load weighs on both alike."""
+    same sample, alternating photo by photo so that the machine's load weighs on both alike: wall seconds
+    per photo of each, then CPU seconds (process time) per photo of each."""
     import dlib
 
     from facepipe.pipeline.batch import ModelSpec, build_pipeline
@@ -122,14 +158,17 @@ def time_side_by_side(photos: list[Path], n: int = 60) -> tuple[float, float]:
     shape_predictor = dlib.shape_predictor(str(dlib_model_path(LANDMARKS_68)))
     net = dlib.face_recognition_model_v1(str(dlib_model_path(RESNET)))
     sample = photos[:: max(1, len(photos) // n)][:n]
-    t_recipe = t_facepipe = 0.0
+    wall, cpu = np.zeros(2), np.zeros(2)  # recipe, facepipe
     for path in sample:
         image = read_image(path)
-        t = time.perf_counter()
-        for rect in hog(image, 1):
-            net.compute_face_descriptor(image, shape_predictor(image, rect))
-        t_recipe += time.perf_counter() - t
-        t = time.perf_counter()
-        pipeline.analyze(image)
-        t_facepipe += time.perf_counter() - t
-    return t_recipe / len(sample), t_facepipe / len(sample)
+        for side in (0, 1):
+            t, c = time.perf_counter(), time.process_time()
+            if side == 0:
+                for rect in hog(image, 1):
+                    net.compute_face_descriptor(image, shape_predictor(image, rect))
+            else:
+                pipeline.analyze(image)
+            wall[side] += time.perf_counter() - t
+            cpu[side] += time.process_time() - c
+    wall, cpu = wall / len(sample), cpu / len(sample)
+    return wall[0], wall[1], cpu[0], cpu[1]

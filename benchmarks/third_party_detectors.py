@@ -73,16 +73,17 @@ def detection(model: Path, threads: int, rounds: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from facepipe.detection.data import DataSpec, load_dataset, read_rgb
+    from facepipe.detection.data import DataSpec, load_dataset
     from facepipe.detection.evaluate import evaluate
     from facepipe.runtime.detectors.dlib_detector import DlibDetector
     from facepipe.runtime.detectors.yunet import YunetDetector
+    from facepipe.runtime.image import read_image
     from facepipe.runtime.models import REGISTRY
 
     cv2.setNumThreads(threads)
     folder = data_root() / "widerface-dev"
     samples, _ = load_dataset(DataSpec.parse({"labels": str(folder / "label.txt")}, "benchmark"))
-    images = [read_rgb(s.image) for s in samples]
+    images = [read_image(s.image) for s in samples]
     ours = YunetDetector(model, threads=threads)
     detectors = {"facepipe --detector yunet": (ours.detect, LOWEST_SCORE, ours.default_threshold),
                  "OpenCV FaceDetectorYN": (OpenCvYunet(model).detect, LOWEST_SCORE, ours.default_threshold),

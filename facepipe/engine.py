@@ -144,17 +144,20 @@ class Engine:
         self.close()
 
     # -- detect / embed ------------------------------------------------------------------------------
-    def detect(self, image: ImageLike, threshold: float | None = None, small_faces: bool = True) -> list[Face]:
+    def detect(self, image: ImageLike, threshold: float | None = None, small_faces: bool = True,
+               second_chance: bool = True) -> list[Face]:
         """Every face: box, score, 5 landmarks (original pixels), best first. small_faces=False: skip the
-        detector's extra passes for faces under ~80 px where it has any (dlib's upsampling; video frames)."""
+        detector's extra passes for faces under ~80 px where it has any (dlib's upsampling; video frames).
+        second_chance=False: skip the detector's second chance on an image where it found no face (dlib's)."""
         rgb = load_image(image)
-        return self._detect(rgb, threshold, small_faces)
+        return self._detect(rgb, threshold, small_faces, second_chance)
 
-    def _detect(self, rgb: np.ndarray, threshold: float | None = None, small_faces: bool = True) -> list[Face]:
+    def _detect(self, rgb: np.ndarray, threshold: float | None = None, small_faces: bool = True,
+                second_chance: bool = True) -> list[Face]:
         threshold = self.spec.detect_threshold if threshold is None else threshold
         detector = self.detector
-        if not small_faces and hasattr(detector, "large_faces_only"):
-            detector = detector.large_faces_only()
+        if hasattr(detector, "with_passes"):
+            detector = detector.with_passes(small_faces, second_chance)
         pipeline = FacePipeline(detector)
         if getattr(detector, "thread_safe", False):
             return pipeline.detect(rgb, threshold)

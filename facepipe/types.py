@@ -19,6 +19,7 @@ class Detection:
     score: float
     landmarks: np.ndarray | None = None
     landmarks68: np.ndarray | None = None  # 68x2 iBUG points when the detector fits them (dlib): dlib's own chip
+    detector_pass: str | None = None  # which of the detector's passes found it, when it has several (dlib)
 
     @property
     def area(self) -> float:
@@ -56,6 +57,8 @@ class Face(Detection):
             "landmarks": None if self.landmarks is None
             else [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
         }
+        if self.detector_pass is not None:  # optional: clients may ignore it
+            out["detector_pass"] = self.detector_pass
         if with_identity:
             out["identity"] = self.identity
             out["similarity"] = None if self.similarity is None else round(float(self.similarity), 4)

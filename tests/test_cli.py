@@ -79,7 +79,8 @@ def test_identify_json_contract(enrolled, data_dir):
         assert set(record) == {"image", "faces"}
         for face in record["faces"]:
             # dlib's ResNet compares by Euclidean distance: the contract adds "distance" next to "similarity"
-            assert set(face) == {"box", "score", "landmarks", "identity", "similarity", "distance", "candidates"}
+            assert set(face) == {"box", "score", "landmarks", "identity", "similarity", "distance", "candidates",
+                                 "detector_pass"}  # detector_pass: optional, dlib's detector adds it
             assert face["similarity"] == pytest.approx(1 - face["distance"] ** 2 / 2, abs=2e-4)
             assert len(face["box"]) == 4 and len(face["landmarks"]) == 5
             assert face["candidates"], "candidates are filled even for unknown faces"
@@ -104,7 +105,8 @@ def test_detect_json_has_no_identities(data_dir):
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert len(record["faces"]) >= 2
-    assert set(record["faces"][0]) == {"box", "score", "landmarks"}
+    assert set(record["faces"][0]) == {"box", "score", "landmarks", "detector_pass"}  # detector_pass: optional
+    assert record["faces"][0]["detector_pass"] in ("hog", "hog-upsampled")
 
 
 def test_verify(data_dir):

@@ -60,6 +60,7 @@ def enroll(
     batch_size: int = BatchOpt,
 ):
     """Enroll everyone in FOLDER: the largest face of each photo; re-enrolling a photo is a no-op."""
+    from facepipe.pipeline.enroll import NO_FACE_NOTE
     from facepipe.runtime.folders import scan_identity_folders
 
     if ray is not None:
@@ -93,6 +94,7 @@ def enroll(
             for path, what in report.notes:
                 notes.add_row(path, f"[red]{what}[/]" if what.startswith("error") else what)
             console.print(notes)
+        _no_face_summary([Path(path) for path, what in report.notes if what == NO_FACE_NOTE], total)
     if report.errors:
         raise typer.Exit(1)
 
@@ -128,6 +130,9 @@ def identify(
     stream_timeout: float = typer.Option(5.0, "--stream-timeout", help="Streams: seconds a server may stay silent "
                                                                        "(opening, or between frames) before it "
                                                                        "counts as gone."),
+    video_second_chance: bool = typer.Option(False, "--video-second-chance",
+                                             help="Videos: where a frame shows no face, let the detector try its "
+                                                  "second chance too (photos always get it; costly per frame)."),
     webhook: Optional[str] = WebhookOpt,
     mqtt: Optional[str] = MqttOpt,
     event_crops: bool = EventCropsOpt,
@@ -151,7 +156,8 @@ def identify(
     if not paths and camera is None:
         raise FacepipeError("nothing to identify: give images, videos, stream URLs or --camera N")
     videos = [p for p in paths if is_video_source(p)] + ([camera] if camera is not None else [])
-    options = video_options(every, max_fps, start, end, top_k, threshold, stream_timeout) if videos else None
+    options = video_options(every, max_fps, start, end, top_k, threshold, stream_timeout,
+                            video_second_chance) if videos else None
     stills = [Path(p) for p in paths if not is_video_source(p)]
     images, errors = _collect(stills) if stills else ([], [])
     with open_engine(gallery, detector, recognizer, device) as engine:
@@ -161,12 +167,16 @@ def identify(
             recognizer_used = engine.recognizer
             table = _faces_table(f"threshold {threshold_used.value:.3f} ({threshold_used.source}); "
                                  f"model {recognizer_used.name} on {recognizer_used.provider}", True)
+            no_face = []
             for result in _with_progress(results, "identifying", len(images), errors):
                 _emit(result, table, as_json, True)
+                if not result.faces:
+                    no_face.append(result.path)
                 if save_dir is not None:
                     save_annotated(result.image, result.faces, result.path, save_dir)
             if not as_json:
                 console.print(table)
+                _no_face_summary(no_face, len(images))
         if videos:
             from facepipe.video.events import close_sinks, open_sinks
 
@@ -196,12 +206,16 @@ def detect(
     engine = open_engine(None, detector, None, device, threshold)
     results = engine.detect_paths(images, threshold, workers, keep_images=save_dir is not None)
     table = _faces_table(f"detector {engine.detector.name} on {engine.detector.provider}", False)
+    no_face = []
     for result in _with_progress(results, "detecting", len(images), errors):
         _emit(result, table, as_json, False)
+        if not result.faces:
+            no_face.append(result.path)
         if save_dir is not None:
             save_annotated(result.image, result.faces, result.path, save_dir, with_identity=False)
     if not as_json:
         console.print(table)
+        _no_face_summary(no_face, len(images))
     _report_errors(errors)
     if errors:
         raise typer.Exit(1)
@@ -214,6 +228,18 @@ def _faces_table(caption: str, with_identity: bool) -> Table:
                                                              "candidates"] if with_identity else []):
         table.add_column(col)
     return table
+
+
+def _no_face_summary(paths: list[Path], total: int, shown: int = 20) -> None:
+    """One line naming the photos where no face was found, the detector's second chance included."""
+    if not paths:
+        return
+    names = ", ".join(_short(p) for p in paths[:shown]) + (f", ... ({len(paths) - shown} more)" if len(paths) > shown
+                                                            else "")
+    console.print(f"[yellow]no face found[/] in {len(paths)} of {total} photo(s) (after the detector's second chance, "
+                  f"where it has one): {names}", highlight=False, soft_wrap=True)
+
+
 def _short(path: Path) -> str:
     """Paths relative to the current folder when they are inside it: tables stay readable."""
     try:
@@ -223,6 +249,8 @@ def _short(path: Path) -> str:
 
 
 def _emit(result, table: Table, as_json: bool, with_identity: bool) -> None:
+    from facepipe.runtime.detectors.dlib_detector import SECOND_CHANCE_PASSES
+
     if as_json:
         from facepipe.types import image_record
 
@@ -234,7 +262,8 @@ def _emit(result, table: Table, as_json: bool, with_identity: bool) -> None:
         table.add_row(_short(result.path), "-", "no face found", "", *([""] * 3 if with_identity else []))
     for i, face in enumerate(result.faces):
         box = ", ".join(f"{v:.0f}" for v in face.box)
-        row = [_short(result.path) if i == 0 else "", str(i + 1), box, f"{face.score:.2f}"]
+        score = f"{face.score:.2f}" + (f" ({face.detector_pass})" if face.detector_pass in SECOND_CHANCE_PASSES else "")
+        row = [_short(result.path) if i == 0 else "", str(i + 1), box, score]
         if with_identity:
             name = f"[green]{face.identity}[/]" if face.identity else "[red]unknown[/]"
             cands = ", ".join(f"{c.identity} {c.similarity:.2f}" for c in face.candidates)

@@ -39,7 +39,8 @@ def parse_time(text: str | float | None, option: str) -> float | None:
 
 
 def video_options(every: int = 3, max_fps: float | None = None, start: str | None = None, end: str | None = None,
-                  top_k: int = 3, threshold: float | None = None, stream_timeout: float = 5.0) -> VideoOptions:
+                  top_k: int = 3, threshold: float | None = None, stream_timeout: float = 5.0,
+                  second_chance: bool = False) -> VideoOptions:
     """The identify command's video options, checked; times as seconds, m:s or h:m:s."""
     if every < 1:
         raise FacepipeError(f"--every {every}: must be 1 or more")
@@ -48,7 +49,8 @@ def video_options(every: int = 3, max_fps: float | None = None, start: str | Non
     if not stream_timeout > 0:
         raise FacepipeError(f"--stream-timeout {stream_timeout:g}: must be more than 0")
     return VideoOptions(every=every, max_fps=max_fps, start=parse_time(start, "--start"),
-                        end=parse_time(end, "--end"), top_k=top_k, threshold=threshold, stream_timeout=stream_timeout)
+                        end=parse_time(end, "--end"), top_k=top_k, threshold=threshold, stream_timeout=stream_timeout,
+                        second_chance=second_chance)
 
 
 def _progress(err: Console) -> Progress:

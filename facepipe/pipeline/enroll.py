@@ -13,6 +13,8 @@ from facepipe.pipeline.batch import ModelSpec, run_images
 from facepipe.runtime.folders import IdentityFolders
 from facepipe.runtime.hashing import file_sha256
 
+NO_FACE_NOTE = "skipped: no face found"  # the note on a photo where no face was found (second chance included)
+
 
 @dataclass
 class PersonTally:
@@ -82,7 +84,7 @@ def enroll_folder(folders: IdentityFolders, gallery: Gallery, spec: ModelSpec, w
             report.notes.append((str(path), f"error: {result.error.removeprefix(str(path) + ': ')}"))
         elif not result.faces:
             tally.no_face += 1
-            report.notes.append((str(path), "skipped: no face found"))
+            report.notes.append((str(path), NO_FACE_NOTE))
         else:
             face = result.faces[0]
             if len(result.faces) > 1:

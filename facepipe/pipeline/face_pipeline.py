@@ -29,8 +29,8 @@ class FacePipeline:
         self.mirror = mirror
 
     def detect(self, image: np.ndarray, threshold: float | None = None) -> list[Face]:
-        return [Face(box=d.box, score=d.score, landmarks=d.landmarks,
-                     landmarks68=d.landmarks68) for d in self.detector.detect(image, threshold)]
+        return [Face(box=d.box, score=d.score, landmarks=d.landmarks, landmarks68=d.landmarks68,
+                     detector_pass=d.detector_pass) for d in self.detector.detect(image, threshold)]
 
     def chips(self, image: np.ndarray, faces: list[Detection]) -> np.ndarray:
         """Aligned chips for the recognizer: dlib's own chip when the recognizer takes dlib chips and the

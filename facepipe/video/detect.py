@@ -55,12 +55,13 @@ def shifted(face: Face, dx: float, dy: float) -> Face:
 class FrameDetector:
     """The detection rounds of one video: `detect(frame, boxes of the live tracks)`."""
 
-    def __init__(self, engine, full_every: int = 4, small_faces: bool = False):
+    def __init__(self, engine, full_every: int = 4, small_faces: bool = False, second_chance: bool = False):
         if full_every < 1:
             raise ValueError("full_every must be 1 or more")
         self.engine = engine
         self.full_every = full_every
         self.small_faces = small_faces
+        self.second_chance = second_chance
         self.full_rounds = 0
         self.region_rounds = 0
         self._since_full: int | None = None  # None: the next round is a whole frame
@@ -74,12 +75,14 @@ class FrameDetector:
         if due or not track_boxes:
             self._since_full = 0
             self.full_rounds += 1
-            return self.engine.detect(frame, small_faces=self.small_faces)
+            return self.engine.detect(frame, small_faces=self.small_faces,
+                                      second_chance=self.second_chance)
         self._since_full += 1
         self.region_rounds += 1
         faces = []
         for x1, y1, x2, y2 in track_regions(track_boxes, (frame.shape[1], frame.shape[0])):
             crop = np.ascontiguousarray(frame[y1:y2, x1:x2])
-            faces += [shifted(f, x1, y1) for f in self.engine.detect(crop, small_faces=self.small_faces)]
+            faces += [shifted(f, x1, y1) for f in self.engine.detect(crop, small_faces=self.small_faces,
+                                                                        second_chance=self.second_chance)]
         faces.sort(key=lambda f: f.score, reverse=True)
         return faces

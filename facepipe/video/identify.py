@@ -52,6 +52,7 @@ class VideoOptions:
     max_gap: float = 1.0  # seconds a track survives without a detection (a turned head, a pass behind)
     full_every: int = 4  # between two whole-frame detections, this many - 1 rounds look only around live tracks
     small_faces: bool = False  # let the detector spend extra passes on faces under ~80 px (dlib: 2x upsampling)
+    second_chance: bool = False  # let the detector try harder on a frame where it found no face (costly per frame)
     appearance: bool = True  # check pairs in doubt with the recognizer (off: motion only, as before)
     cuts: bool = True  # a shot change ends every track (off: only appearance separates the shots' people)
     stream_timeout: float = 5.0  # seconds a network source may stay silent (opening, or between frames)
@@ -130,7 +131,8 @@ class VideoRun:
         detection_interval = self.options.every / rate
         self.tracker = Tracker(max_misses=max(1, int(round(self.options.max_gap / detection_interval))))
         self._cuts = CutDetector()
-        self._finder = FrameDetector(engine, self.options.full_every, self.options.small_faces)
+        self._finder = FrameDetector(engine, self.options.full_every, self.options.small_faces,
+                                     self.options.second_chance)
         recognizer = engine.recognizer
         self._metric = recognizer.metric
         self._same_person = verify_threshold(recognizer).value  # two faces of one person
