@@ -66,12 +66,12 @@ def build_lock(folder: Path):
         os.close(fd)  # closing releases the lock
 
 
-def write_index(index, folder: Path) -> str:
-    """Write a faiss index as a new file in folder, atomically; returns its name."""
+def write_index(index, folder: Path, prefix: str = "ivf") -> str:
+    """Write a faiss index as a new file `<prefix>-<random>.faiss` in folder, atomically; returns its name."""
     import faiss
 
     folder.mkdir(mode=0o700, exist_ok=True)
-    name = f"ivf-{secrets.token_hex(8)}{SUFFIX}"
+    name = f"{prefix}-{secrets.token_hex(8)}{SUFFIX}"
     tmp = folder / (name + ".tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)  # biometric data: owner only
     os.close(fd)
@@ -128,9 +128,9 @@ def remove_missing(index, live_ids: np.ndarray) -> int:
     return index.remove_ids(faiss.IDSelectorNot(keep))
 
 
-def sweep(folder: Path, keep: str | None) -> None:
-    """Delete index files other than `keep` (call with the build lock held). A reader that has one
+def sweep(folder: Path, keep: str | None, prefix: str = "ivf") -> None:
+    """Delete the `prefix` index files other than `keep` (call with the build lock held). A reader that has one
     memory-mapped keeps its pages; one that has not opened it yet re-reads the tag."""
-    for path in folder.glob("ivf-*"):
+    for path in folder.glob(f"{prefix}-*"):
         if path.name != keep:
             path.unlink(missing_ok=True)

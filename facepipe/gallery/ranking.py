@@ -2,8 +2,9 @@
 
 The scoring rule is facepipe.openset.matching.person_scores (each person's centroid, under the model's metric). A small
 gallery scores every person exactly over its in-memory matrix. A large one (persisted ANN index, Milvus) first
-takes a shortlist, the persons owning one of the query's SHORTLIST_FACES nearest faces, then scores those persons
-exactly from all their faces: the same numbers a small gallery would give, for the persons that can win.
+takes a shortlist, the persons owning one of the query's SHORTLIST_FACES nearest faces (or, SQLite, the persons whose
+centroids are among the query's SHORTLIST_PERSONS nearest in the index of persons), then scores those persons
+exactly: the same numbers a small gallery would give, for the persons that can win.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from facepipe.types import Candidate
 
 SHORTLIST_MIN = 20_000  # in-memory galleries up to this many faces score every person exactly
 SHORTLIST_FACES = 256  # beyond: only persons owning one of the query's nearest faces
+SHORTLIST_PERSONS = 32  # or, from the index of persons (SQLite): the query's nearest centroids
 
 # (query, k) -> up to k (similarity, person) face hits, best first
 FaceSearch = Callable[[np.ndarray, int], Sequence[tuple[float, Hashable]]]
@@ -57,9 +59,10 @@ def exact_scorer(matrix: np.ndarray, labels: np.ndarray, n_persons: int, metric:
 
 
 def shortlist_scores(query: np.ndarray, search: FaceSearch, faces_of: FacesOf, metric: str,
-                     exclude: Hashable | None = None) -> list[tuple[Hashable, float]]:
-    """(person, score) for the persons owning one of the query's nearest faces, best first."""
-    persons = list(dict.fromkeys(p for _, p in search(query, SHORTLIST_FACES) if p != exclude))
+                     exclude: Hashable | None = None, shortlist: int = SHORTLIST_FACES) -> list[tuple[Hashable, float]]:
+    """(person, score) for the persons among the query's `shortlist` nearest hits (faces, or persons' centroids),
+    best first."""
+    persons = list(dict.fromkeys(p for _, p in search(query, shortlist) if p != exclude))
     if not persons:
         return []
     faces, positions = faces_of(persons)
@@ -90,18 +93,20 @@ def match_exact(scorer, names: list[str], embeddings, threshold: float, top_k: i
 
 
 def match_shortlist(search: FaceSearch, faces_of: FacesOf, embeddings, threshold: float, top_k: int,
-                    metric: str, name_of: Callable[[Hashable], str] = str) -> list[Match]:
+                    metric: str, name_of: Callable[[Hashable], str] = str,
+                    shortlist: int = SHORTLIST_FACES) -> list[Match]:
     queries = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
-    ranked = [[(name_of(p), s) for p, s in shortlist_scores(q, search, faces_of, metric)[:top_k]] for q in queries]
+    ranked = [[(name_of(p), s) for p, s in shortlist_scores(q, search, faces_of, metric, shortlist=shortlist)[:top_k]]
+              for q in queries]
     return to_matches(ranked, threshold, metric)
 
 
 def shortlist_impostor_scores(probes: np.ndarray, owners: Sequence[Hashable], search: FaceSearch, faces_of: FacesOf,
-                              metric: str) -> np.ndarray:
+                              metric: str, shortlist: int = SHORTLIST_FACES) -> np.ndarray:
     """For enrolled faces: the best score of any *other* person, by the same shortlist scoring as queries."""
     out = np.full(len(probes), -np.inf)
     for i, (probe, owner) in enumerate(zip(probes, owners)):
-        scored = shortlist_scores(probe, search, faces_of, metric, exclude=owner)
+        scored = shortlist_scores(probe, search, faces_of, metric, exclude=owner, shortlist=shortlist)
         if scored:
             out[i] = scored[0][1]
     return out

@@ -32,9 +32,9 @@ def default_nprobe(nlist: int) -> int:
     return min(nlist, max(32, nlist // 64))
 
 
-def train_ivf(sample: np.ndarray, size: int | None = None, seed: int = 0):
-    """An empty, trained faiss IVF-Flat (inner product) for a gallery of `size` vectors (default: the sample's).
-    It trains on at most 64 vectors per list drawn from `sample`."""
+def train_ivf(sample: np.ndarray, size: int | None = None, seed: int = 0, l2: bool = False):
+    """An empty, trained faiss IVF-Flat (inner product; `l2`: Euclidean) for a gallery of `size` vectors (default:
+    the sample's). It trains on at most 64 vectors per list drawn from `sample`."""
     import faiss
 
     size = size or len(sample)
@@ -42,7 +42,10 @@ def train_ivf(sample: np.ndarray, size: int | None = None, seed: int = 0):
     nlist = min(ivf_lists(size), len(sample))
     if len(sample) > 64 * nlist:
         sample = sample[np.random.default_rng(seed).choice(len(sample), size=64 * nlist, replace=False)]
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    if l2:
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, nlist, faiss.METRIC_L2)
+    else:
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.min_points_per_centroid = 1  # small forced-ANN galleries: no warning spam
     index.train(np.ascontiguousarray(sample, dtype=np.float32))
     index.nprobe = default_nprobe(nlist)

@@ -30,8 +30,10 @@ import platformdirs
 
 from facepipe.errors import GalleryError
 from facepipe.gallery import centroids as centroid_math
+from facepipe.gallery import person_index
 from facepipe.gallery.base import GalleryBase
 from facepipe.gallery.npz import GalleryRecords
+from facepipe.gallery.person_index import PersonIndexLifecycle, note_trimmed
 from facepipe.gallery.ranking import Match, PersonInfo, exact_scorer, match_exact
 from facepipe.gallery.search import EmbeddingIndex, ann_min
 from facepipe.gallery.sqlite_index import IndexLifecycle
@@ -78,8 +80,9 @@ def _create_private(path: Path) -> None:
         pass
 
 
-class SqliteGallery(IndexLifecycle, GalleryBase):
-    """One SQLite file; its index policy (fold_limit_*, retrain_drift, nprobe) is IndexLifecycle's."""
+class SqliteGallery(PersonIndexLifecycle, IndexLifecycle, GalleryBase):
+    """One SQLite file; its index policy (fold_limit_*, retrain_drift, nprobe) is IndexLifecycle's, and the index of
+    persons (PersonIndexLifecycle) follows the same."""
 
     def __init__(self, path: str | Path | None = None, create: bool = True, ann_min_faces: int | None = None):
         self.path = Path(path) if path else default_gallery_path()
@@ -263,6 +266,8 @@ class SqliteGallery(IndexLifecycle, GalleryBase):
                             (len(going), centroid_math.add_to(total, -vectors, self.metric), row[0]))
         if removed:
             self._bump_revision(removed)
+            if going and self.db.execute("SELECT 1 FROM persons WHERE id = ?", (row[0],)).fetchone():
+                note_trimmed(self, row[0])  # the index of persons holds their old centroid
         return removed
 
     def remove_person(self, name: str) -> int:
@@ -286,7 +291,8 @@ class SqliteGallery(IndexLifecycle, GalleryBase):
             self._set_meta("model", model)
             self._set_meta("metric", metric)
             self._set_meta("embedding_size", str(len(next(iter(embeddings.values()))) if embeddings else 0))
-            self.db.execute("DELETE FROM meta WHERE key LIKE 'calibration%'")
+            self.db.execute("DELETE FROM meta WHERE key LIKE 'calibration%' OR key IN (?, ?)",
+                            (person_index.TAG, person_index.TRIMMED))  # every centroid changes: rebuild that index
             self._recompute_sums()  # new vectors, maybe a new metric: every centroid anew
             self._bump_revision(len(embeddings))
         self._write(swap)  # the index tag names the old model: the next search rebuilds it

@@ -92,8 +92,12 @@ class IndexLifecycle:
         names = dict(self.db.execute("SELECT id, name FROM persons"
                                      " WHERE id IN (SELECT person_id FROM faces WHERE id > ?)", (tag.max_id,)))
         n_persons = self.db.execute("SELECT COUNT(*) FROM persons").fetchone()[0]
-        return AnnSearch(self.db, index, tag, ids, [names[p] for p in pids], matrix, n_persons, self.metric,
-                         int(self._meta("format") or 1) >= 2)
+        person_sums = int(self._meta("format") or 1) >= 2
+        search = AnnSearch(self.db, index, tag, ids, [names[p] for p in pids], matrix, n_persons, self.metric,
+                           person_sums)
+        if person_sums:  # the person shortlist from the index of persons (person_index.py)
+            search.person_search = self._person_search(n_persons)
+        return search
 
     def _update_index(self, force_build: bool = False):
         """Bring the index up to date under the build lock (somebody else may have done it meanwhile).
@@ -193,6 +197,7 @@ class AnnSearch:
         self.delta_ids, self.delta_names, self.delta = delta_ids, delta_names, delta
         self.n_faces = index.ntotal + len(delta_ids)
         self.n_persons = n_persons
+        self.person_search = None  # set: persons are shortlisted through the index of persons instead of the faces
 
     def faces_of(self, persons: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """What scores these persons: their centroids from the index of persons (one row each, no face read; the
@@ -210,10 +215,14 @@ class AnnSearch:
         return matrix, np.array([position[r[0]] for r in rows], np.int64)
 
     def match(self, embeddings, threshold: float, top_k: int) -> list[Match]:
+        if self.person_search is not None:
+            return self.person_search.match(embeddings, threshold, top_k)
         return match_shortlist(self.search, self.faces_of, embeddings, threshold, top_k, self.metric)
 
     def calibrate(self, target_fpir: float) -> float | None:
         """Strangers simulated by a sample of enrolled faces, each scored through the same shortlist as a query."""
+        if self.person_search is not None:
+            return self.person_search.calibrate(target_fpir)
         total = self.db.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
         rows = self.db.execute("SELECT p.name, f.embedding FROM faces f JOIN persons p ON p.id = f.person_id "
                                "WHERE f.id IN (SELECT id FROM faces ORDER BY (id * 2654435761) % 4294967296 LIMIT "
