@@ -24,7 +24,8 @@ brute force over every stored vector.
     nice -n 10 python benchmarks/gallery_scale.py --size 1000000                       # SQLite + faiss, dlib-bound
     nice -n 10 python benchmarks/gallery_scale.py --size 1000000 --bind synthetic      # 512-d
     nice -n 10 python benchmarks/gallery_scale.py --size 100000 --backend milvus-lite  # Milvus Lite
-    nice -n 10 python benchmarks/gallery_scale.py --search-only --size 100000 --heavy 100000  # the index of persons
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 nice -n 10 python benchmarks/gallery_scale.py --search-only --size 100000 \
+        --heavy 50000                                                    # the index of persons, one thread
 
 `--search-only`: no CLI, no calibration; the gallery is imported in-process and its face index built, then search
 per query (SqliteGallery.match, top-3, one thread, CPU time) is measured twice in the same process: *before*,

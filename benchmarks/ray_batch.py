@@ -98,11 +98,6 @@ def kill_one_actor_mid_run(trace: Path, after_batches: int, killed: list[int]) -
         time.sleep(0.05)
 
 
-def steady(arrivals: list[float]) -> float:
-    """Photos per second from the first result to the last: the rate once models are loaded everywhere."""
-    return round((len(arrivals) - 1) / (arrivals[-1] - arrivals[0]), 2) if len(arrivals) > 1 else 0.0
-
-
 def writer_rate(root: Path, n: int = 2000, dim: int = 128) -> float:
     from facepipe.gallery.sqlite import SqliteGallery as Gallery
 
@@ -137,16 +132,13 @@ def main() -> None:
 
     # (a) the local pool, 2 workers
     cpu, start = time.process_time(), time.perf_counter()
-    arrivals: list[float] = []
     local = {}
     with facepipe.open(gallery) as fp:
         for r in fp.identify_paths(images, workers=2):
-            arrivals.append(time.perf_counter())
             if not r.error:
                 local[str(r.path)] = {"image": str(r.path), "faces": [f.to_json() for f in r.faces]}
     wall = time.perf_counter() - start
     report["local_pool"] = {"seconds": round(wall, 1), "photos_per_s": round(len(images) / wall, 2),
-                            "photos_per_s_after_first_result": steady(arrivals),
                             "cpu_s_this_process": round(time.process_time() - cpu, 1),
                             "loadavg": open("/proc/loadavg").read().split()[:3]}
     print("local pool:", report["local_pool"], flush=True)
@@ -154,18 +146,12 @@ def main() -> None:
     with local_head(num_cpus=2, temp_dir=root) as address:
         # (b) Ray, 2 actors (the driver here; listing, actors and the writer as `identify --ray`)
         out = root / "ray-out"
-        arrivals = []
         with facepipe.open(gallery) as fp:
-            summary, _ = verbs.identify(fp, [str(folder)], out, address=address, batch_size=args.batch_size,
-                                        on_record=lambda line: arrivals.append(time.perf_counter()))
+            summary, _ = verbs.identify(fp, [str(folder)], out, address=address, batch_size=args.batch_size)
         records = [json.loads(line) for shard in sorted(out.glob("part-*.jsonl")) for line in shard.open()]
         report["ray"] = {"seconds": round(summary.seconds, 1), "photos_per_s": round(summary.rate, 2),
-                         "photos_per_s_after_first_result": steady(arrivals),
                          "actors": summary.actors, "loadavg": open("/proc/loadavg").read().split()[:3]}
         report["ray_over_local"] = round(summary.rate / report["local_pool"]["photos_per_s"], 3)
-        steady_ray, steady_local = (report["ray"]["photos_per_s_after_first_result"],
-                                    report["local_pool"]["photos_per_s_after_first_result"])
-        report["ray_over_local_after_first_result"] = round(steady_ray / steady_local, 3) if steady_local else None
         report["agreement"] = compare(local, records)
         print("ray:", report["ray"], "ratio", report["ray_over_local"], flush=True)
         print("agreement:", report["agreement"], flush=True)
