@@ -5,11 +5,12 @@ import hashlib
 import os
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 from models_testing import yunet_file  # noqa: F401 - a fixture
+from servers_testing import LocalHTTPServer
 from typer.testing import CliRunner
 
 from facepipe.errors import ModelError
@@ -70,15 +71,9 @@ class _Server:
                     with server.lock:
                         server.active -= 1
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
+        self.http = LocalHTTPServer(Handler)
+        self.port, self.base = self.http.port, self.http.base
+        self.stop = self.http.stop
 
 
 @pytest.fixture()
@@ -188,17 +183,13 @@ def test_named_detector_is_fetched_on_first_use(yunet_file, monkeypatch, tmp_pat
     (mirror / yunet_file.name).write_bytes(yunet_file.read_bytes())
     handler = partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "mirror"))
     handler.log_message = lambda *a: None
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    server = LocalHTTPServer(handler)
     try:
-        monkeypatch.setenv(models.URL_BASE_ENV, f"http://127.0.0.1:{httpd.server_address[1]}")
+        monkeypatch.setenv(models.URL_BASE_ENV, server.base)
         assert not models.is_cached("yunet")
         detector = load_detector("yunet")
     finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+        server.stop()
     assert isinstance(detector, YunetDetector) and models.is_cached("yunet")
     assert detector.fingerprint == "yunet:" + models.REGISTRY["yunet"].sha256[:16]
     assert detector.default_threshold == models.REGISTRY["yunet"].default_threshold

@@ -35,6 +35,7 @@ PORTRAIT_FACE = 0.25  # a confident face this tall (fraction of the short side):
 WEAK_MARGIN = 0.5  # HOG boxes this far under the threshold are candidates for the CNN to confirm
 MAX_CONFIRM = 2  # candidates shown to the CNN, best first: bounds the cost on a photo with no face
 CONFIRM_FACE = 90  # px: a candidate's crop is scaled so that its box is this tall (the CNN sees ~40-px faces and up)
+CONFIRM_CROP = 1.4  # the crop is this many times the box's side (the CNN's cost grows with its area)
 ROTATION = 20.0  # degrees: HOG sees faces tilted up to ~+-15 degrees; +-20 covers heads tilted up to ~35
 ROTATED_SIZE = 640  # long side of the copies the rotated passes scan (upsampled once)
 
@@ -161,12 +162,13 @@ class DlibDetector:
         return faces
 
     def _cnn_confirms(self, image: np.ndarray, box) -> bool:
-        """Does dlib's CNN find a face centred inside this box, on a crop twice its size around it?"""
+        """Does dlib's CNN find a face centred inside this box, on a crop CONFIRM_CROP times its size around it?"""
         x1, y1, x2, y2 = box
         side = max(x2 - x1, y2 - y1)
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        left, top = int(max(0, cx - side)), int(max(0, cy - side))
-        crop = image[top:int(min(image.shape[0], cy + side)), left:int(min(image.shape[1], cx + side))]
+        half = CONFIRM_CROP * side / 2
+        left, top = int(max(0, cx - half)), int(max(0, cy - half))
+        crop = image[top:int(min(image.shape[0], cy + half)), left:int(min(image.shape[1], cx + half))]
         zoom = CONFIRM_FACE / side
         crop = cv2.resize(crop, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR)
         for found in self._cnn(np.ascontiguousarray(crop), 0):
