@@ -13,7 +13,9 @@ Search: below `ann_min()` faces, exact numpy over an in-memory matrix. From ther
 minus the faces removed since (dropped when their id no longer resolves). The index file is rewritten only
 when that difference grows past `fold_limit` (IVF add/remove on the trained index) or the gallery has changed
 by more than `retrain_drift` of its size since the IVF centroids were trained (a full rebuild), when the model
-changed, when the file is missing or broken, or on `reindex()`.
+changed, when the file is missing or broken, or on `reindex()`. Persons are shortlisted through the persisted index
+of persons beside it (person_index.py: a faiss IVF over the centroids, with the same life cycle) and scored from
+their stored sums (centroids.py).
 """
 from __future__ import annotations
 
