@@ -24,10 +24,10 @@ from facepipe.gallery.base import Gallery
 from facepipe.names import person_name
 from facepipe.openset.matching import pairwise_similarity
 from facepipe.openset.policy import MIN_PERSONS, TARGET_FPIR, identify_threshold, verify_threshold
-from facepipe.pipeline.batch import ImageResult, ModelSpec, largest_first, run_images
+from facepipe.pipeline.batch import ImageResult, ModelSpec, largest_first, load_spec_detector, run_images
 from facepipe.pipeline.face_pipeline import FacePipeline
 from facepipe.runtime.image import ImageLike, load_image
-from facepipe.runtime.loader import load_detector, load_recognizer
+from facepipe.runtime.loader import load_recognizer
 from facepipe.types import Face
 
 
@@ -88,10 +88,10 @@ class Engine:
 
     def __init__(self, gallery: str | Path | None = None, detector: str | Path | None = None,
                  recognizer: str | Path | None = None, device: str = "cpu", threads: int | None = None,
-                 detect_threshold: float | None = None):
+                 detect_threshold: float | None = None, second_chance: bool = True):
         self.spec = ModelSpec(None if detector is None else str(detector),
                               None if recognizer is None else str(recognizer),
-                              device, threads, detect_threshold)
+                              device, threads, detect_threshold, second_chance)
         self.gallery_spec = gallery
         self._gallery = None
         self._detector = None
@@ -106,7 +106,7 @@ class Engine:
         if self._detector is None:
             with self._lock:
                 if self._detector is None:
-                    self._detector = load_detector(self.spec.detector, self.spec.device, self.spec.threads)
+                    self._detector = load_spec_detector(self.spec)
         return self._detector
 
     @property
@@ -427,10 +427,12 @@ class Engine:
 
 
 def open(gallery: str | Path | None = None, detector: str | Path | None = None, recognizer: str | Path | None = None,
-         device: str = "cpu", threads: int | None = None) -> Engine:  # noqa: A001 - facepipe.open(), like io.open
+         device: str = "cpu", threads: int | None = None,
+         second_chance: bool = True) -> Engine:  # noqa: A001 - facepipe.open(), like io.open
     """The library's entry point: `with facepipe.open() as fp: fp.identify("photo.jpg")`.
 
     gallery: None (your user data folder's gallery), or a gallery file. detector / recognizer: None (the embedded
-    dlib models), a model file (.onnx / .pt), or a model name. device: "cpu", "cuda" or "auto".
+    dlib models), a model file (.onnx / .pt), or a model name. device: "cpu", "cuda" or "auto". second_chance=False:
+    no second chance on photos where the detector finds no face (crowds of tiny faces, where it costs most).
     """
-    return Engine(gallery, detector, recognizer, device, threads)
+    return Engine(gallery, detector, recognizer, device, threads, second_chance=second_chance)

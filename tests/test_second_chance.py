@@ -121,6 +121,18 @@ def test_detect_reports_the_pass_and_the_photos_still_without_a_face(data_dir):
     records = [json.loads(line) for line in run(rescued, dogs, "--json").splitlines()]
     assert [len(r["faces"]) for r in records] == [1, 0]
     assert records[0]["faces"][0]["detector_pass"] == HOG_ROTATED
+    without = [json.loads(line) for line in run(rescued, "--json", "--no-second-chance").splitlines()]
+    assert [len(r["faces"]) for r in without] == [0]  # the user turned it off (crowds of tiny faces)
+
+
+def test_the_api_can_turn_the_second_chance_off(data_dir):
+    import facepipe
+
+    rescued = data_dir / "celeba-dev" / next(n for n, p in RESCUED.items() if p == HOG_CONFIRMED)
+    with facepipe.open(second_chance=False) as engine:
+        assert engine.detect(rescued) == []
+    with facepipe.open() as engine:
+        assert [f.detector_pass for f in engine.detect(rescued)] == [HOG_CONFIRMED]
 
 
 def test_video_frames_skip_the_second_chance_unless_asked(data_dir, monkeypatch):

@@ -20,6 +20,7 @@ from facepipe.cli.options import (
     JsonOpt,
     RayOpt,
     RecognizerOpt,
+    SecondChanceOpt,
     WorkersOpt,
     open_engine,
 )
@@ -43,6 +44,7 @@ def cluster_photos(
     detector: Optional[str] = DetectorOpt,
     recognizer: Optional[str] = RecognizerOpt,
     device: str = DeviceOpt,
+    second_chance: bool = SecondChanceOpt,
     workers: int = WorkersOpt,
     as_json: bool = JsonOpt,
     save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="Write one contact sheet PNG per cluster here."),
@@ -62,7 +64,7 @@ def cluster_photos(
         runner = embed_runner(ray, workers if workers > 1 else None, batch_size)
 
     total = len(list_images(paths)[0])
-    with open_engine(gallery, detector, recognizer, device) as engine:
+    with open_engine(gallery, detector, recognizer, device, second_chance=second_chance) as engine:
         with progress() as bar:
             task = bar.add_task("clustering", total=total, status="")
             report = engine.cluster(paths, workers, on_item=lambda p: bar.update(task, advance=1, status=p.name),

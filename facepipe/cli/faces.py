@@ -20,6 +20,7 @@ from facepipe.cli.options import (
     MqttOpt,
     RayOpt,
     RecognizerOpt,
+    SecondChanceOpt,
     WebhookOpt,
     WorkersOpt,
     open_engine,
@@ -51,6 +52,7 @@ def enroll(
     detector: Optional[str] = DetectorOpt,
     recognizer: Optional[str] = RecognizerOpt,
     device: str = DeviceOpt,
+    second_chance: bool = SecondChanceOpt,
     workers: int = WorkersOpt,
     reembed: bool = typer.Option(False, "--reembed", help="Convert a gallery made by another model first (needs its "
                                                           "source photos)."),
@@ -66,11 +68,12 @@ def enroll(
     if ray is not None:
         from facepipe.cli.ray_jobs import enroll_ray
 
-        enroll_ray(str(folder), gallery, detector, recognizer, device, workers, ray, out, batch_size)
+        enroll_ray(str(folder), gallery, detector, recognizer, device, workers, ray, out, batch_size,
+                   second_chance=second_chance)
         return
 
     total = scan_identity_folders(folder, "person").image_count  # checks the folder before anything is created
-    with open_engine(gallery, detector, recognizer, device) as engine:
+    with open_engine(gallery, detector, recognizer, device, second_chance=second_chance) as engine:
         recognizer_used = engine.recognizer
         with progress() as bar:
             task = bar.add_task("enrolling", total=total, status="")
@@ -114,6 +117,7 @@ def identify(
     detector: Optional[str] = DetectorOpt,
     recognizer: Optional[str] = RecognizerOpt,
     device: str = DeviceOpt,
+    second_chance: bool = SecondChanceOpt,
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Similarity needed to name a face (default: "
                                                                         "calibrated)."),
     top_k: int = typer.Option(3, "--top-k", min=1, help="Candidates listed per face."),
@@ -151,7 +155,7 @@ def identify(
         from facepipe.cli.ray_jobs import identify_ray
 
         identify_ray(paths, gallery, detector, recognizer, device, threshold, top_k, as_json, workers, ray, out,
-                     out_format, batch_size, save_dir is not None or camera is not None)
+                     out_format, batch_size, save_dir is not None or camera is not None, second_chance=second_chance)
         return
     if not paths and camera is None:
         raise FacepipeError("nothing to identify: give images, videos, stream URLs or --camera N")
@@ -160,7 +164,7 @@ def identify(
                             video_second_chance) if videos else None
     stills = [Path(p) for p in paths if not is_video_source(p)]
     images, errors = _collect(stills) if stills else ([], [])
-    with open_engine(gallery, detector, recognizer, device) as engine:
+    with open_engine(gallery, detector, recognizer, device, second_chance=second_chance) as engine:
         if images or not videos:
             results = engine.identify_paths(images, top_k, threshold, workers, keep_images=save_dir is not None)
             threshold_used = engine.threshold(threshold)
@@ -194,6 +198,7 @@ def detect(
     paths: list[Path] = typer.Argument(..., help="Images or folders of images."),
     detector: Optional[str] = DetectorOpt,
     device: str = DeviceOpt,
+    second_chance: bool = SecondChanceOpt,
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Detector score threshold."),
     as_json: bool = JsonOpt,
     save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="Write annotated copies here."),
@@ -203,7 +208,7 @@ def detect(
     from facepipe.pipeline.annotate import save_annotated
 
     images, errors = _collect(paths)
-    engine = open_engine(None, detector, None, device, threshold)
+    engine = open_engine(None, detector, None, device, threshold, second_chance)
     results = engine.detect_paths(images, threshold, workers, keep_images=save_dir is not None)
     table = _faces_table(f"detector {engine.detector.name} on {engine.detector.provider}", False)
     no_face = []
@@ -278,11 +283,12 @@ def verify(
     detector: Optional[str] = DetectorOpt,
     recognizer: Optional[str] = RecognizerOpt,
     device: str = DeviceOpt,
+    second_chance: bool = SecondChanceOpt,
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Similarity needed for 'same person'."),
     as_json: bool = JsonOpt,
 ):
     """Same person or not: the similarity of the two largest faces against the threshold."""
-    v = open_engine(None, detector, recognizer, device).verify(image_a, image_b, threshold)
+    v = open_engine(None, detector, recognizer, device, second_chance=second_chance).verify(image_a, image_b, threshold)
     if as_json:
         print(json.dumps({"a": str(image_a), "b": str(image_b), "similarity": round(v.similarity, 4),
                           "threshold": v.threshold, "same_person": v.same_person}))

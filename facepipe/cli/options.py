@@ -22,6 +22,10 @@ RayOpt = typer.Option(None, "--ray", help="Run as a Ray Data job: --ray (a local
                       "facepipe (docs/ray.md).")
 BatchOpt = typer.Option(8, "--batch-size", min=1, help="With --ray: photos per actor call.")
 JsonOpt = typer.Option(False, "--json", help="JSON on stdout (one object per line) instead of a table.")
+SecondChanceOpt = typer.Option(True, "--second-chance/--no-second-chance",
+                               help="Photos where the default detector finds no face get a second chance (dlib's "
+                                    "CNN and rotated passes; costs time only on those photos, most on crowds of "
+                                    "tiny faces).")
 # Video track events (started, named, renamed, ended) out to automation: facepipe/video/events.py.
 WebhookOpt = typer.Option(None, "--webhook", help="Videos: POST each track event as JSON to this URL.")
 MqttOpt = typer.Option(None, "--mqtt", help="Videos: publish each track event to mqtt://HOST[:PORT]/TOPIC.")
@@ -29,8 +33,9 @@ EventCropsOpt = typer.Option(False, "--event-crops", help="Videos: events carry 
 
 
 def open_engine(gallery: str | None = None, detector: str | None = None, recognizer: str | None = None,
-                device: str = "cpu", detect_threshold: float | None = None):
+                device: str = "cpu", detect_threshold: float | None = None, second_chance: bool = True):
     """The Engine the shared options describe (models load on first use)."""
     from facepipe.engine import Engine
 
-    return Engine(gallery, detector, recognizer, device, detect_threshold=detect_threshold)
+    return Engine(gallery, detector, recognizer, device, detect_threshold=detect_threshold,
+                  second_chance=second_chance)

@@ -51,13 +51,13 @@ def summary_table(summary, title: str, to: Optional[Console] = None) -> None:
 
 
 def enroll_ray(folder: str, gallery, detector, recognizer, device: str, workers: int, address: str,
-               out: Optional[Path], batch_size: int) -> None:
+               out: Optional[Path], batch_size: int, second_chance: bool = True) -> None:
     from facepipe.scaleout import require_ray
 
     require_ray()
     from facepipe.scaleout import verbs
 
-    with open_engine(gallery, detector, recognizer, device) as fp:
+    with open_engine(gallery, detector, recognizer, device, second_chance=second_chance) as fp:
         report, summary = verbs.enroll(fp, [folder], out, address, workers, batch_size)
         rec, g = fp.recognizer, fp.gallery()
         if len(report.persons) <= 50:  # an archive of 200,000 persons gets the totals only
@@ -76,7 +76,7 @@ def enroll_ray(folder: str, gallery, detector, recognizer, device: str, workers:
 
 def identify_ray(paths: list[str], gallery, detector, recognizer, device: str, threshold, top_k: int, as_json: bool,
                  workers: int, address: str, out: Optional[Path], out_format: str, batch_size: int,
-                 local_only: bool) -> None:
+                 local_only: bool, second_chance: bool = True) -> None:
     from facepipe.scaleout import require_ray
 
     if local_only:
@@ -94,7 +94,7 @@ def identify_ray(paths: list[str], gallery, detector, recognizer, device: str, t
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
-    with open_engine(gallery, detector, recognizer, device) as fp:
+    with open_engine(gallery, detector, recognizer, device, second_chance=second_chance) as fp:
         summary, th = verbs.identify(fp, paths, out, out_format, threshold, top_k, address, workers, batch_size,
                                      on_record=emit if as_json else None)
     to = err if as_json else console  # with --json the records own stdout

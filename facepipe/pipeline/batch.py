@@ -27,6 +27,7 @@ class ModelSpec:
     device: str = "cpu"
     threads: int | None = None
     detect_threshold: float | None = None
+    second_chance: bool = True  # the detector's second chance on photos where it finds no face (dlib's)
 
 
 @dataclass
@@ -38,12 +39,22 @@ class ImageResult:
     image: np.ndarray | None = None  # kept only when asked (annotated copies)
 
 
+def load_spec_detector(spec: ModelSpec):
+    """The detector the spec names, without its second chance when the spec turns that off."""
+    from facepipe.runtime.loader import load_detector
+
+    detector = load_detector(spec.detector, spec.device, spec.threads)
+    if not spec.second_chance and hasattr(detector, "with_passes"):
+        detector = detector.with_passes(second_chance=False)
+    return detector
+
+
 def build_pipeline(spec: ModelSpec, with_recognizer: bool = True):
     from facepipe.pipeline.face_pipeline import FacePipeline
-    from facepipe.runtime.loader import load_detector, load_recognizer
+    from facepipe.runtime.loader import load_recognizer
 
     recognizer = load_recognizer(spec.recognizer, spec.device, spec.threads) if with_recognizer else None
-    return FacePipeline(load_detector(spec.detector, spec.device, spec.threads), recognizer)
+    return FacePipeline(load_spec_detector(spec), recognizer)
 
 
 def largest_first(faces: list[Face]) -> list[Face]:
