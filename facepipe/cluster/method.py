@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facepipe.cluster.graph import Graph, knn_graph
+from facepipe.errors import FacepipeError
 
 METHODS = ("leiden", "infomap", "components", "whispers")
 
@@ -74,8 +75,12 @@ def communities(graph: Graph, threshold: float, settings: ClusterSettings = DEFA
         for node, module in modules.items():
             out[node] = module
         return out
-    import igraph
-    import leidenalg
+    try:
+        import igraph
+        import leidenalg
+    except ImportError:
+        raise FacepipeError('the Leiden method needs igraph and leidenalg: pip install "facepipe[leiden]" '
+                            "(or use the default, Infomap)") from None
 
     g = igraph.Graph(n=n, edges=np.column_stack([graph.source, graph.target]), directed=False)
     g.es["weight"] = weights.tolist()
