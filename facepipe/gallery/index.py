@@ -113,6 +113,26 @@ def open_index(folder: Path, tag: IndexTag, nprobe: int | None = None):
     return index
 
 
+def open_current(read_tag, state_of, update, open_file):
+    """(index, tag) of the file that matches the gallery now, for the face index and the index of persons alike:
+    `update(force_build=...)` brings a stale or missing one up to date; a builder may swap the file between
+    reading the tag and opening it (try again), and a file that is there but unreadable is built anew."""
+    index = tag = None
+    for _ in range(3):
+        tag = read_tag()
+        if state_of(tag) != "fresh":
+            index, tag = update()
+        if index is None:
+            try:
+                index = open_file(tag)
+            except FileNotFoundError:
+                continue
+        break
+    if index is None:
+        index, tag = update(force_build=True)
+    return index, tag
+
+
 def load_for_update(folder: Path, tag: IndexTag):
     """The tagged index read fully into memory (a memory-mapped one cannot be changed)."""
     import faiss

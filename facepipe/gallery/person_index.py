@@ -152,19 +152,8 @@ class PersonIndexLifecycle:
         return tag
 
     def _person_search(self, n_persons: int) -> "PersonSearch":
-        index = tag = None
-        for _ in range(3):  # a builder may swap the file between reading the tag and opening it
-            tag = self.person_index_tag()
-            if self.person_index_state(tag) != "fresh":
-                index, tag = self._update_person_index()
-            if index is None:
-                try:
-                    index = ann.open_index(self.index_folder, tag)
-                except FileNotFoundError:
-                    continue
-            break
-        if index is None:  # a file that is there but unreadable: build a new one
-            index, tag = self._update_person_index(force_build=True)
+        index, tag = ann.open_current(self.person_index_tag, self.person_index_state, self._update_person_index,
+                                      lambda tag: ann.open_index(self.index_folder, tag))
         if self.nprobe:
             index.nprobe = min(self.nprobe, index.nlist)
         changed = self._persons_changed(tag)

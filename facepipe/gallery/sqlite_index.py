@@ -75,19 +75,8 @@ class IndexLifecycle:
         return tag
 
     def _ann_search(self, count: int) -> "AnnSearch":
-        index = tag = None
-        for _ in range(3):  # a builder may swap the file between reading the tag and opening it
-            tag = self.index_tag()
-            if self.index_state(tag) != "fresh":
-                index, tag = self._update_index()
-            if index is None:
-                try:
-                    index = ann.open_index(self.index_folder, tag, self.nprobe)
-                except FileNotFoundError:
-                    continue
-            break
-        if index is None:  # a file that is there but unreadable: build a new one
-            index, tag = self._update_index(force_build=True)
+        index, tag = ann.open_current(self.index_tag, self.index_state, self._update_index,
+                                      lambda tag: ann.open_index(self.index_folder, tag, self.nprobe))
         ids, pids, matrix = self._read_embeddings("WHERE id > ?", (tag.max_id,))
         names = dict(self.db.execute("SELECT id, name FROM persons"
                                      " WHERE id IN (SELECT person_id FROM faces WHERE id > ?)", (tag.max_id,)))
