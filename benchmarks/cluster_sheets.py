@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from _common import data_root, identity_photos
+from PIL import Image
 
 import facepipe
 from facepipe.pipeline.cluster_sheet import cluster_sheet, save_sheet, stack
@@ -36,7 +37,8 @@ def main() -> None:
             truth = Counter(Path(f.source).parent.name for f in faces)
             says = ", ".join(f"{n} x id {who}" for who, n in truth.most_common())
             sheets.append(cluster_sheet(f"cluster {cluster}: {size} faces ({says})", faces, max_faces=24))
-        save_sheet(stack(sheets), args.out)
+        # a picture for the docs: 256 colours keep the repository small (the full-colour one is ~2 MB)
+        save_sheet(stack(sheets).quantize(256, dither=Image.Dither.FLOYDSTEINBERG), args.out)
         print(f"{len(report.images)} photos of {len(folders)} identities, {len(fp.clusters())} clusters in "
               f"{seconds:.0f} s; wrote {args.out}")
 
