@@ -34,6 +34,25 @@ def identity_photos(folder: Path, min_photos: int = 1) -> dict[str, list[Path]]:
     return out
 
 
+# CelebA ids that are one person (looked at: same face, 30 of 30 and 26 of 26 photos matched to the other
+# id). Kept apart, whichever is a "stranger" is named in every photo, by any method.
+CELEBA_SAME_PERSON = [("07392", "07393"), ("07317", "07319")]
+
+
+def celeba_dev(merge_same_person: bool = True) -> tuple[list[str], list[Path], np.ndarray]:
+    """celeba-dev's identity names, every photo, and each photo's label (an index into names); the ids that are
+    one person share a label unless merge_same_person is False."""
+    people = identity_photos(data_root() / "celeba-dev")
+    names = list(people)
+    photos = [p for n in names for p in people[n]]
+    labels = np.array([i for i, n in enumerate(names) for _ in people[n]])
+    if merge_same_person:
+        for a, b in CELEBA_SAME_PERSON:
+            if a in names and b in names:
+                labels[labels == names.index(b)] = names.index(a)
+    return names, photos, labels
+
+
 def embed_photos(photos: list[Path], cache_name: str) -> np.ndarray:
     """Raw (unnormalised) embedding of the largest face of each photo with the default models;
     a NaN row where no face is found. Cached under models/cache by name."""

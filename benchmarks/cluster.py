@@ -20,15 +20,12 @@ import time
 
 import numpy as np
 from _cluster_features import descriptors
-from _common import data_root, identity_photos
+from _common import celeba_dev
 from _open_set_features import time_side_by_side
 from rich.console import Console
 from rich.table import Table
 
 from facepipe.cluster import ClusterSettings, cluster_embeddings, cluster_incremental
-
-# CelebA ids that are one person (benchmarks/open_set.py, looked at): merged for the truth.
-SAME_PERSON = [("07392", "07393"), ("07317", "07319")]
 
 
 # -- scores ------------------------------------------------------------------------------------------
@@ -186,12 +183,7 @@ def main() -> None:
     parser.add_argument("--timing-photos", type=int, default=60, help="photos timed side by side (0: skip)")
     args = parser.parse_args()
 
-    people = identity_photos(data_root() / "celeba-dev")
-    names = list(people)
-    photos = [p for n in names for p in people[n]]
-    truth = np.array([i for i, n in enumerate(names) for _ in people[n]])
-    for a, b in SAME_PERSON:
-        truth[truth == names.index(b)] = names.index(a)
+    _, photos, truth = celeba_dev()  # the ids that are one person share a label
     features = descriptors(photos, "cluster-celeba-dev", args.refresh)
     recipe, emb, seconds = features["recipe"], features["default"], features["seconds"]
 

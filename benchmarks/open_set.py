@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import data_root, identity_photos
+from _common import celeba_dev
 from _open_set_features import compute, default_embeddings, recipe_embeddings, time_side_by_side
 from rich.console import Console
 from rich.table import Table
@@ -31,9 +31,6 @@ from facepipe.openset.policy import identify_threshold
 from facepipe.runtime.detectors.dlib_detector import HOG_CONFIRMED, HOG_ROTATED
 from facepipe.runtime.loader import load_recognizer
 
-# CelebA ids that are one person (looked at: same face, 30 of 30 and 26 of 26 photos matched to the other
-# id). Kept apart, whichever is a "stranger" is named in every photo, by any method: merged here.
-SAME_PERSON = [("07392", "07393"), ("07317", "07319")]
 FACE_RECOGNITION_TOLERANCE = 0.6  # face_recognition: Euclidean distance between raw dlib descriptors
 ORACLE_FPIR = 0.02  # "the best possible threshold": tuned on the strangers themselves to name 2% of them
 
@@ -143,14 +140,7 @@ def main() -> None:
     parser.add_argument("--timed", type=int, default=120, help="photos timed side by side (recipe vs facepipe)")
     args = parser.parse_args()
 
-    people = identity_photos(data_root() / "celeba-dev")
-    names = list(people)
-    photos = [p for n in names for p in people[n]]
-    labels = np.array([i for i, n in enumerate(names) for _ in people[n]])
-    if not args.keep_duplicates:
-        for a, b in SAME_PERSON:
-            if a in names and b in names:
-                labels[labels == names.index(b)] = names.index(a)
+    names, photos, labels = celeba_dev(merge_same_person=not args.keep_duplicates)
     var = compute(photos, "open_set-celeba-dev-variants", args.refresh) if args.variants else None
     recipe = var["recipe"] if args.variants else recipe_embeddings(photos, "open_set-celeba-dev-recipe", args.refresh)
     emb, seconds, passes = default_embeddings(photos, "open_set-celeba-dev-default", args.refresh)

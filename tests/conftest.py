@@ -27,3 +27,10 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.getbasetemp() / "facepipe-cache"
     monkeypatch.setenv("FACEPIPE_CACHE", str(cache))
     monkeypatch.setenv("FACEPIPE_HOME", str(tmp_path_factory.getbasetemp() / "facepipe-home"))
+
+
+def enroll_from_other_photos(engine, people: Path, shown: dict[str, str], count: int = 3) -> None:
+    """Enroll each person from up to `count` of their photos in `people/` other than the one a test shows."""
+    for name, photo in shown.items():
+        photos = [p for p in sorted((people / name).glob("*.jpg")) if p.name != photo][:count]
+        assert "added" in engine.enroll(name, photos)

@@ -3,6 +3,7 @@
 default models and a real gallery."""
 import numpy as np
 import pytest
+from conftest import enroll_from_other_photos
 
 import facepipe
 from facepipe.types import Face
@@ -115,11 +116,8 @@ def test_cut_detector_sees_a_cut_between_faces_of_the_same_colours():
 # -- real clips, real models -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def engine(data_dir, tmp_path_factory):
-    people = data_dir / "people"
     fp = facepipe.open(gallery=tmp_path_factory.mktemp("appearance-gallery") / "g.db")
-    for name, shown in PHOTOS.items():  # enrolled from other photos than the one the clips show
-        photos = [p for p in sorted((people / name).glob("*.jpg")) if p.name != shown][:3]
-        assert "added" in fp.enroll(name, photos)
+    enroll_from_other_photos(fp, data_dir / "people", PHOTOS)  # not from the photos the clips show
     yield fp
     fp.close()
 

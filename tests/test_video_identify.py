@@ -5,6 +5,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import enroll_from_other_photos
 from rich.console import Console
 
 import facepipe
@@ -21,11 +22,8 @@ ENROLLED = ("person01", "person02")  # person03 stays a stranger
 
 @pytest.fixture(scope="module")
 def engine(data_dir, tmp_path_factory):
-    people = data_dir / "people"
     fp = facepipe.open(gallery=tmp_path_factory.mktemp("video-gallery") / "g.db")
-    for name in ENROLLED:  # enrolled from other photos than the one the clip shows
-        photos = [p for p in sorted((people / name).glob("*.jpg")) if p.name != CLIP_PHOTO[name]][:3]
-        assert "added" in fp.enroll(name, photos)
+    enroll_from_other_photos(fp, data_dir / "people", {name: CLIP_PHOTO[name] for name in ENROLLED})
     yield fp
     fp.close()
 

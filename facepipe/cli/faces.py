@@ -148,7 +148,6 @@ def identify(
 ):
     """Name every face in every image, video or stream, or call it unknown."""
     from facepipe.cli.video import identify_videos, is_video_source, video_options
-    from facepipe.pipeline.annotate import save_annotated
 
     paths = paths or []
     if ray is not None:
@@ -169,18 +168,9 @@ def identify(
             results = engine.identify_paths(images, top_k, threshold, workers, keep_images=save_dir is not None)
             threshold_used = engine.threshold(threshold)
             recognizer_used = engine.recognizer
-            table = _faces_table(f"threshold {threshold_used.value:.3f} ({threshold_used.source}); "
-                                 f"model {recognizer_used.name} on {recognizer_used.provider}", True)
-            no_face = []
-            for result in _with_progress(results, "identifying", len(images), errors):
-                _emit(result, table, as_json, True)
-                if not result.faces:
-                    no_face.append(result.path)
-                if save_dir is not None:
-                    save_annotated(result.image, result.faces, result.path, save_dir)
-            if not as_json:
-                console.print(table)
-                _no_face_summary(no_face, len(images))
+            _render_photos(results, len(images), errors, "identifying", as_json, save_dir,
+                           f"threshold {threshold_used.value:.3f} ({threshold_used.source}); "
+                           f"model {recognizer_used.name} on {recognizer_used.provider}", with_identity=True)
         if videos:
             from facepipe.video.events import close_sinks, open_sinks
 
@@ -205,25 +195,33 @@ def detect(
     workers: int = WorkersOpt,
 ):
     """Find faces: box, score and 5 landmarks."""
-    from facepipe.pipeline.annotate import save_annotated
-
     images, errors = _collect(paths)
     engine = open_engine(None, detector, None, device, threshold, second_chance)
     results = engine.detect_paths(images, threshold, workers, keep_images=save_dir is not None)
-    table = _faces_table(f"detector {engine.detector.name} on {engine.detector.provider}", False)
-    no_face = []
-    for result in _with_progress(results, "detecting", len(images), errors):
-        _emit(result, table, as_json, False)
-        if not result.faces:
-            no_face.append(result.path)
-        if save_dir is not None:
-            save_annotated(result.image, result.faces, result.path, save_dir, with_identity=False)
-    if not as_json:
-        console.print(table)
-        _no_face_summary(no_face, len(images))
+    _render_photos(results, len(images), errors, "detecting", as_json, save_dir,
+                   f"detector {engine.detector.name} on {engine.detector.provider}", with_identity=False)
     _report_errors(errors)
     if errors:
         raise typer.Exit(1)
+
+
+def _render_photos(results, total: int, errors: list[str], label: str, as_json: bool, save_dir: Optional[Path],
+                   caption: str, with_identity: bool) -> None:
+    """identify's and detect's output for photos: a JSON line or a table row each (annotated copies when asked),
+    then the table and the photos where no face was found."""
+    from facepipe.pipeline.annotate import save_annotated
+
+    table = _faces_table(caption, with_identity)
+    no_face = []
+    for result in _with_progress(results, label, total, errors):
+        _emit(result, table, as_json, with_identity)
+        if not result.faces:
+            no_face.append(result.path)
+        if save_dir is not None:
+            save_annotated(result.image, result.faces, result.path, save_dir, with_identity=with_identity)
+    if not as_json:
+        console.print(table)
+        _no_face_summary(no_face, total)
 
 
 def _faces_table(caption: str, with_identity: bool) -> Table:
