@@ -55,6 +55,12 @@ def content_hash(image: ImageLike) -> str | None:
     return hashlib.sha256(str(pixels.shape).encode() + pixels.tobytes()).hexdigest()
 
 
+def _without_rejected(candidates: list, rejected: set[str], threshold: float) -> tuple[list, str | None]:
+    """The candidates left once "not this person" answers are taken out, and the name they give at threshold."""
+    kept = [c for c in candidates if c.identity not in rejected]
+    return kept, (kept[0].identity if kept and kept[0].similarity >= threshold else None)
+
+
 def _file_hash(path: Path) -> str | None:
     from facepipe.runtime.hashing import file_sha256
 
@@ -206,9 +212,8 @@ class Engine:
             identity, similarity, candidates, distance = m.identity, m.similarity, m.candidates, m.distance
             rejected = rejections.rejected_persons(photo, i) if rejections is not None else set()
             if rejected:
-                candidates = [c for c in candidates if c.identity not in rejected]
+                candidates, identity = _without_rejected(candidates, rejected, value)
                 best = candidates[0] if candidates else None
-                identity = best.identity if best is not None and best.similarity >= value else None
                 similarity = best.similarity if best is not None else similarity
                 distance = best.distance if best is not None else distance
             face.identity, face.similarity, face.candidates, face.distance = \
@@ -306,14 +311,15 @@ class Engine:
 
         if is_milvus(self.gallery_spec):  # said before a Milvus collection is created for nothing
             raise GalleryError(f"{self.gallery_spec}: clusters need a SQLite gallery (--gallery FILE.db)")
-        g = self.gallery(create=bind)
-        store = _Serialised(ClusterStore(g._target), self._lock)
+        gallery = self.gallery(create=bind)
+        store = _Serialised(ClusterStore(gallery._target), self._lock)
         if bind:
-            rec = self.recognizer
-            if g.model not in (None, rec.fingerprint) and store.face_count():
-                raise ModelMismatchError(f"{g.path}: its clusters hold embeddings from model {g.model!r}, not "
-                                         f"{rec.fingerprint!r}; use that model or another --gallery")
-            g.check_model(rec.fingerprint, rec.embedding_size, rec.metric)
+            recognizer = self.recognizer
+            if gallery.model not in (None, recognizer.fingerprint) and store.face_count():
+                raise ModelMismatchError(f"{gallery.path}: its clusters hold embeddings from model "
+                                         f"{gallery.model!r}, not {recognizer.fingerprint!r}; use that model or "
+                                         "another --gallery")
+            gallery.check_model(recognizer.fingerprint, recognizer.embedding_size, recognizer.metric)
         return store
 
     def cluster(self, paths: Sequence[str | Path], workers: int = 1, on_item: Callable[[Path], None] | None = None,
@@ -328,12 +334,12 @@ class Engine:
 
         images, problems = list_images([Path(p) for p in paths])
         store = self._cluster_store(bind=True)
-        rec = self.recognizer
+        recognizer = self.recognizer
         local = self._local_pipeline(workers) if runner is None else None
         hashes, failed, embedded = embed_new_photos(store, images, self.spec, workers, local, on_item, runner)
         has_persons = self.gallery().face_count() > 0
         identify = self._identify_for_clustering(store) if has_persons else None
-        counts = recluster(store, rec.metric, verify_threshold(rec).value, identify, settings or DEFAULT)
+        counts = recluster(store, recognizer.metric, verify_threshold(recognizer).value, identify, settings or DEFAULT)
         label = (lambda faces, photo: self.label(faces, photo=photo)) if has_persons else None
         errors = [f"{p}: {why}" for p, why in problems] + [r.error for r in failed]
         return ClusterReport(clustered_images(store, images, hashes, label), errors, counts, embedded)
@@ -344,9 +350,7 @@ class Engine:
         def identify(embeddings: np.ndarray, keys: list[tuple[str, int]]) -> list[str | None]:
             out = []
             for m, (photo, index) in zip(self.match(embeddings, 5), keys):
-                rejected = store.rejected_persons(photo, index)
-                best = next((c for c in m.candidates if c.identity not in rejected), None)
-                out.append(best.identity if best is not None and best.similarity >= value else None)
+                out.append(_without_rejected(m.candidates, store.rejected_persons(photo, index), value)[1])
             return out
         return identify
 
