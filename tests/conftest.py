@@ -34,3 +34,14 @@ def enroll_from_other_photos(engine, people: Path, shown: dict[str, str], count:
     for name, photo in shown.items():
         photos = [p for p in sorted((people / name).glob("*.jpg")) if p.name != photo][:count]
         assert "added" in engine.enroll(name, photos)
+
+
+def shown_faces(engine, people: Path, shown: dict[str, str]) -> dict[str, tuple]:
+    """Each person's shown photo (RGB) and the box of its largest face: what a synthetic clip of them shows."""
+    import facepipe
+
+    out = {}
+    for name, photo in shown.items():
+        image = facepipe.load_image(people / name / photo)
+        out[name] = (image, max(engine.detect(image), key=lambda f: f.area).box)
+    return out

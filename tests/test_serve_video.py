@@ -5,6 +5,7 @@ import json
 
 import httpx
 import pytest
+from conftest import enroll_from_other_photos, shown_faces
 
 import facepipe
 from facepipe.serve.process import ServerProcess, write_key_file
@@ -18,11 +19,9 @@ def served(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("serve-video")
     people = data_dir / "people"
     with facepipe.open(gallery=root / "g.db") as fp:
-        shots = []
-        for name, shown in PHOTOS.items():
-            assert "added" in fp.enroll(name, [p for p in sorted((people / name).glob("*.jpg")) if p.name != shown][:3])
-            image = facepipe.load_image(people / name / shown)
-            shots.append(Shot(2.0, image, max(fp.detect(image), key=lambda f: f.area).box, name, face_width=0.45))
+        enroll_from_other_photos(fp, people, PHOTOS)
+        shots = [Shot(2.0, image, box, name, face_width=0.45)
+                 for name, (image, box) in shown_faces(fp, people, PHOTOS).items()]
     make_clip(root / "two.mp4", shots, (320, 240), 15.0)
     key = write_key_file(root / "key")
     args = ["--gallery", root / "g.db", "--api-key-file", root / "key", "--max-upload-mb", 1]

@@ -3,7 +3,7 @@
 default models and a real gallery."""
 import numpy as np
 import pytest
-from conftest import enroll_from_other_photos
+from conftest import enroll_from_other_photos, shown_faces
 
 import facepipe
 from facepipe.types import Face
@@ -124,11 +124,7 @@ def engine(data_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def faces(engine, data_dir):
-    out = {}
-    for name, photo in PHOTOS.items():
-        image = facepipe.load_image(data_dir / "people" / name / photo)
-        out[name] = (image, max(engine.detect(image), key=lambda f: f.area).box)
-    return out
+    return shown_faces(engine, data_dir / "people", PHOTOS)
 
 
 def _identities(engine, path, **options):

@@ -5,7 +5,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import enroll_from_other_photos
+from conftest import enroll_from_other_photos, shown_faces
 from rich.console import Console
 
 import facepipe
@@ -30,12 +30,8 @@ def engine(data_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def shots(engine, data_dir):
-    out = {}
-    for name, photo in CLIP_PHOTO.items():
-        image = facepipe.load_image(data_dir / "people" / name / photo)
-        face = max(engine.detect(image), key=lambda f: f.area)
-        out[name] = Shot(2.4, image, face.box, name, face_width=0.32)
-    return out
+    return {name: Shot(2.4, image, box, name, face_width=0.32)
+            for name, (image, box) in shown_faces(engine, data_dir / "people", CLIP_PHOTO).items()}
 
 
 @pytest.fixture(scope="module")

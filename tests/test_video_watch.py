@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from conftest import enroll_from_other_photos, shown_faces
 from servers_testing import http_receiver
 
 import facepipe
@@ -23,11 +24,8 @@ def setup(data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("watch")
     people = data_dir / "people"
     with facepipe.open(gallery=root / "g.db") as fp:
-        shots = {}
-        for name, shown in PHOTOS.items():
-            assert "added" in fp.enroll(name, [p for p in sorted((people / name).glob("*.jpg")) if p.name != shown][:3])
-            image = facepipe.load_image(people / name / shown)
-            shots[name] = (image, max(fp.detect(image), key=lambda f: f.area).box)
+        enroll_from_other_photos(fp, people, PHOTOS)
+        shots = shown_faces(fp, people, PHOTOS)
     make_clip(root / "long.mp4", [Shot(40.0, *shots["person01"], "person01", face_width=0.45)], (320, 240), FPS)
     make_clip(root / "short.mp4", [Shot(2.0, *shots["person02"], "person02", face_width=0.45)], (320, 240), FPS)
     return root
