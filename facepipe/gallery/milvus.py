@@ -176,7 +176,12 @@ class MilvusGallery(GalleryBase):
     def _first_with_hash(self, sha256: str, mine: int) -> bool:
         """After inserting: keep only the copy with the smallest id of this content hash, delete the others.
         Every writer checks after its own insert (Strong consistency: it sees every insert before its query),
-        so the last check sees all copies and the smallest id, never deleted by anyone, is the one left."""
+        so the last check sees all copies and the smallest id, never deleted by anyone, is the one left.
+
+        What this cannot promise is that only one writer *says* "added": Milvus hands out ids before the
+        inserts become visible, so a writer can see its copy alone, answer "added", and have it deleted a
+        moment later for a smaller id committed after its check. The photo is still stored once; both
+        reports then say "added". Exactly-once answers would need a conditional write, which Milvus lacks."""
         ids = sorted(int(r["id"]) for r in self.client.query(
             self.collection, filter=f"sha256 == {_quote(sha256)}", output_fields=["id"], limit=MAX_TOPK))
         if len(ids) > 1:
