@@ -26,6 +26,8 @@ brute force over every stored vector.
     nice -n 10 python benchmarks/gallery_scale.py --size 100000 --backend milvus-lite  # Milvus Lite
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 nice -n 10 python benchmarks/gallery_scale.py --search-only --size 100000 \
         --heavy 50000                                                    # the index of persons, one thread
+    nice -n 10 python benchmarks/gallery_scale.py --search-only --backend milvus-lite --size 20000 --heavy 20000 \
+        --queries 20                                                     # Milvus Lite's index of persons
 
 `--search-only`: no CLI, no calibration; the gallery is imported in-process and its indexes built, then search per
 query (SqliteGallery.match, top-3, one thread, CPU time) is measured in the same process for each way of ranking:
@@ -34,6 +36,8 @@ query (SqliteGallery.match, top-3, one thread, CPU time) is measured in the same
 `--from-faces` the oldest way (the face shortlist scored from all the shortlisted persons' faces); top-1 agreement
 with the exact centroid ranking over every stored face. `--heavy H` adds one person with H faces near the queries
 (a person enrolled from hours of video): the case where `faces` reads H faces per query.
+`--search-only --backend milvus-lite`: the same on Milvus Lite, persons scored from their faces (the way before
+its index of persons) against MilvusGallery.match (the index of persons, milvus_persons.py), wall time per query.
 """
 from __future__ import annotations
 
@@ -132,15 +136,10 @@ def probe_main(spec: str, query_file: str, enroll: bool) -> None:
         print(json.dumps({"identity": m.identity, "similarity": m.similarity, "search": g.search_kind}))
 
 
-def search_only(args) -> None:
-    import faiss
-
+def search_records(args, rng):
+    """The synthetic gallery of --search-only, with the --heavy person (the last one) when asked."""
     from facepipe.gallery.npz import GalleryRecords
-    from facepipe.gallery.sqlite import SqliteGallery
-    from facepipe.openset.matching import pairwise_similarity, person_centroids
 
-    faiss.omp_set_num_threads(1)  # one thread: the figure is per query per core
-    rng = np.random.default_rng(0)
     records, centres = synthetic_records(args.size, args.dim, "synthetic", rng)
     n_persons = len(centres)
     if args.heavy:  # one more person with `heavy` faces around the first centre's neighbourhood
@@ -154,6 +153,34 @@ def search_only(args) -> None:
             np.concatenate([records.box, np.tile(records.box[:1], (args.heavy, 1))]),
             np.append(records.score, np.ones(args.heavy)))
         n_persons += 1
+    return records, centres, n_persons
+
+
+def search_queries(args, rng, centres, records, n_persons):
+    """Queries (a new face of an enrolled identity; the heavy person's neighbourhood first when there is one),
+    which centre each came from, and the exact centroid ranking's top-1 over every stored face (the truth)."""
+    from facepipe.openset.matching import pairwise_similarity, person_centroids
+
+    picks = rng.choice(len(centres), args.queries, replace=False)
+    if args.heavy:
+        picks[: args.queries // 2] = 0
+    queries = noisy(centres[picks], rng)
+    cents = person_centroids(records.embeddings, records.person, n_persons, "cosine")
+    truth = np.concatenate([np.argmax(pairwise_similarity(queries[i:i + 64], cents, "cosine"), axis=1)
+                            for i in range(0, len(queries), 64)])
+    return queries, picks, truth
+
+
+def search_only(args) -> None:
+    import faiss
+
+    from facepipe.gallery.sqlite import SqliteGallery
+
+    if args.backend == "milvus-lite":
+        return search_only_milvus(args)
+    faiss.omp_set_num_threads(1)  # one thread: the figure is per query per core
+    rng = np.random.default_rng(0)
+    records, centres, n_persons = search_records(args, rng)
     work = args.workdir / f"search-{args.size}-{args.heavy}-{args.dim}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -165,15 +192,7 @@ def search_only(args) -> None:
         g.reindex()
         g._searcher()  # and the index of persons
         setup = time.process_time() - t
-        # queries: a new face of an enrolled identity (the heavy person's neighbourhood first when there is one)
-        picks = rng.choice(len(centres), args.queries, replace=False)
-        if args.heavy:
-            picks[: args.queries // 2] = 0
-        queries = noisy(centres[picks], rng)
-        # exact centroid ranking over every stored face: the ground truth
-        cents = person_centroids(records.embeddings, records.person, n_persons, "cosine")
-        truth = np.concatenate([np.argmax(pairwise_similarity(queries[i:i + 64], cents, "cosine"), axis=1)
-                                for i in range(0, len(queries), 64)])
+        queries, picks, truth = search_queries(args, rng, centres, records, n_persons)
         names = records.names
         results = {}
         searcher = g._searcher()
@@ -202,6 +221,63 @@ def search_only(args) -> None:
     print(json.dumps({"faces": len(records.person), "persons": n_persons, "dim": args.dim, "heavy_faces": args.heavy,
                       "queries": args.queries, "setup_cpu_s": round(setup, 1), "results": results,
                       "loadavg": load}, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def search_only_milvus(args) -> None:
+    """--search-only on Milvus Lite: persons scored from their faces (the way before the index of persons, read
+    here as it was) against MilvusGallery.match (the index of persons), wall and CPU per query in this process.
+    Milvus Lite serves from a thread of this process, so CPU time includes the server's work."""
+    from facepipe.gallery.milvus import MAX_TOPK, MilvusGallery, _quote
+    from facepipe.gallery.ranking import match_shortlist
+
+    rng = np.random.default_rng(0)
+    records, centres, n_persons = search_records(args, rng)
+    work = args.workdir / f"milvus-search-{args.size}-{args.heavy}-{args.dim}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    load = [open("/proc/loadavg").read().split()[:3]]
+    t = time.process_time()
+    with MilvusGallery(f"milvus-lite://{work}/m.db") as g:
+        g.import_records(records)
+        setup = time.process_time() - t
+        queries, picks, truth = search_queries(args, rng, centres, records, n_persons)
+
+        def face_search(query, k):
+            res = g.client.search(g.collection, [query.tolist()], limit=min(k, MAX_TOPK), anns_field="embedding",
+                                  output_fields=["person"], search_params={"metric_type": "IP"})
+            return [(float(h["distance"]), h["entity"]["person"]) for h in res[0]]
+
+        def faces_of(persons):
+            position = {name: i for i, name in enumerate(persons)}
+            rows = list(g._iterate(["person", "embedding"], f"person in [{', '.join(map(_quote, persons))}]"))
+            return (np.array([r["embedding"] for r in rows], np.float32).reshape(len(rows), args.dim),
+                    np.array([position[r["person"]] for r in rows], np.int64))
+
+        modes = (("faces: face shortlist, persons scored from their faces",
+                  lambda q: match_shortlist(face_search, faces_of, q, -1.0, 3, "cosine")[0]),
+                 ("persons: the index of persons, scored from the sums", lambda q: g.match(q, -1.0, 3)[0]))
+        results = {}
+        for label, match in modes:
+            match(queries[:1])  # warm
+            cpu, wall = time.process_time(), time.perf_counter()
+            matches = [match(q[None]) for q in queries]
+            cpu, wall = (time.process_time() - cpu) / len(queries), (time.perf_counter() - wall) / len(queries)
+            near = [i for i in range(len(queries)) if args.heavy and picks[i] == 0]
+            results[label] = {
+                "ms_cpu_per_query": round(cpu * 1000, 1), "ms_wall_per_query": round(wall * 1000, 1),
+                "top1_agrees_with_exact_centroids": round(float(np.mean(
+                    [m.identity == records.names[p] for m, p in zip(matches, truth)])), 4)}
+            if near:
+                c = time.perf_counter()
+                for i in near:
+                    match(queries[i][None])
+                results[label]["ms_wall_per_query_near_heavy_person"] = round(
+                    (time.perf_counter() - c) / len(near) * 1000, 1)
+            load.append(open("/proc/loadavg").read().split()[:3])
+    print(json.dumps({"backend": "milvus-lite", "faces": len(records.person), "persons": n_persons, "dim": args.dim,
+                      "heavy_faces": args.heavy, "queries": args.queries, "setup_cpu_s": round(setup, 1),
+                      "results": results, "loadavg": load}, indent=1))
     shutil.rmtree(work, ignore_errors=True)
 
 

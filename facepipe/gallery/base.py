@@ -3,6 +3,7 @@ and what the backends share: the model binding read from their metadata, and `wi
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
@@ -13,6 +14,13 @@ from facepipe.openset.calibration import cached_threshold
 from facepipe.openset.policy import TARGET_FPIR
 
 log = logging.getLogger("facepipe.gallery")
+
+
+def facepipe_home() -> Path:
+    """Where facepipe keeps its data: the default gallery, Milvus writer slots (FACEPIPE_HOME moves it)."""
+    import platformdirs
+
+    return Path(os.environ.get("FACEPIPE_HOME") or platformdirs.user_data_dir("facepipe"))
 
 
 def warn_once(gallery, what: str, message: str) -> None:

@@ -5,10 +5,11 @@
                                          (collection "facepipe"; add #NAME for another)
 
 Both go through pymilvus' MilvusClient, so the tests on Milvus Lite exercise the code a cluster runs.
-Two collections per gallery: COLLECTION (one entity per face: person, source, sha256, box, score, created,
-embedding; AUTOINDEX on the embedding, inner product) and COLLECTION_meta (key -> value: the model fingerprint,
+Three collections per gallery: COLLECTION (one entity per face: person, source, sha256, box, score, created,
+embedding; AUTOINDEX on the embedding, inner product), COLLECTION_meta (key -> value: the model fingerprint,
 embedding size, change counter, cached calibration), so the fingerprint lives with the collection and is checked
-on every enroll and identify.
+on every enroll and identify, and COLLECTION_persons, the index of persons (milvus_persons.py): each person's
+embedding sum and count, so a query is scored from the persons' centroids without reading their faces.
 
 Milvus has no transactions and no unique constraints. Enroll is idempotent by checking the content hash
 before inserting, and after: two enrolls of the same new photo racing each other keep the copy with the smallest
@@ -26,13 +27,13 @@ from typing import Callable
 import numpy as np
 
 from facepipe.errors import GalleryError
-from facepipe.gallery.base import GalleryBase
+from facepipe.gallery.base import GalleryBase, log
+from facepipe.gallery.index import IndexTag
+from facepipe.gallery.milvus_persons import BATCH, MAX_TOPK, MilvusPersons
 from facepipe.gallery.npz import GalleryRecords
-from facepipe.gallery.ranking import Match, PersonInfo, match_shortlist, shortlist_impostor_scores
+from facepipe.gallery.ranking import SHORTLIST_PERSONS, Match, PersonInfo, match_shortlist, shortlist_impostor_scores
 from facepipe.openset.calibration import MAX_PROBES, threshold_from_impostors
 
-MAX_TOPK = 16384      # Milvus' bound on limit for one search
-BATCH = 2000          # entities per insert / iterator page
 FACE_FIELDS = ["id", "person", "source", "sha256", "box", "score", "created"]
 
 
@@ -80,6 +81,10 @@ class MilvusGallery(GalleryBase):
             self.client.load_collection(self.meta_collection)
             if self.client.has_collection(self.collection):
                 self.client.load_collection(self.collection)
+            where = Path(uri).resolve() if uri.endswith(".db") else uri
+            self.persons_index = MilvusPersons(self.client, f"{self.collection}_persons", f"{where}#{self.collection}")
+            if self.persons_index.exists():
+                self.client.load_collection(self.persons_index.collection)
         except MilvusException as exc:
             raise GalleryError(f"{self.path}: cannot open the Milvus gallery ({exc.message})") from None
         self._face_count: tuple[int, int] | None = None
@@ -116,6 +121,8 @@ class MilvusGallery(GalleryBase):
         # Strong: an enroll is seen by the next query (the idempotency check, then identify), as in SQLite.
         self.client.create_collection(self.collection, schema=schema, index_params=index, consistency_level="Strong")
         self.client.load_collection(self.collection)
+        self.persons_index.drop()
+        self.persons_index.create(dim, self.metric)
 
     def _has_faces(self) -> bool:
         return self.client.has_collection(self.collection)
@@ -132,6 +139,7 @@ class MilvusGallery(GalleryBase):
         self._set_meta("revision", str(self.revision + 1))
 
     def close(self) -> None:
+        self.persons_index.close()
         self.client.close()
 
     # -- model binding -----------------------------------------------------------------------------
@@ -140,11 +148,11 @@ class MilvusGallery(GalleryBase):
         if current is None or self.face_count() == 0:
             if self._has_faces() and self.embedding_size != embedding_size:
                 self.client.drop_collection(self.collection)  # empty, and the vector field has another size
+            self._set_meta("metric", metric)
             if not self._has_faces():
                 self._create_faces(embedding_size)
             self._set_meta("model", fingerprint)
             self._set_meta("embedding_size", str(embedding_size))
-            self._set_meta("metric", metric)
         else:
             self.refuse_other_model(fingerprint, embedding_size)
 
@@ -170,6 +178,7 @@ class MilvusGallery(GalleryBase):
             "score": float(score), "created": time.time(), "embedding": emb.tolist()}])["ids"][0]
         if not self._first_with_hash(sha256, mine):
             return "duplicate"  # another writer stored this photo at the same instant; its copy stays
+        self._persons().add({name: emb[None]}, self.metric)
         self._bump(1)
         return "added"
 
@@ -193,6 +202,7 @@ class MilvusGallery(GalleryBase):
         if n == 0:
             raise GalleryError(f"{self.path}: no person named {name!r} in the gallery")
         self.client.delete(self.collection, filter=f"person == {_quote(name)}")
+        self._persons().remove(name, _quote)
         self._bump(n)
         return n
 
@@ -209,6 +219,7 @@ class MilvusGallery(GalleryBase):
         self._set_meta("model", model)
         self._set_meta("metric", metric)
         self._set_meta("embedding_size", str(size))
+        self.persons_index.rebuild(self._iterate(["person", "embedding"]), size, metric)
         self._bump(len(rows))
 
     # -- reads -------------------------------------------------------------------------------------
@@ -253,10 +264,23 @@ class MilvusGallery(GalleryBase):
 
     @property
     def search_kind(self) -> str:
-        return "milvus (AUTOINDEX, inner product)"
+        return "milvus (AUTOINDEX, inner product; persons by their stored centroids)"
 
-    def reindex(self, full: bool = True):
-        return None  # Milvus builds and maintains its own index
+    def reindex(self, full: bool = True) -> IndexTag | None:
+        """Milvus builds and maintains its own vector indexes; this recomputes the index of persons from the
+        faces, one row per person (milvus_persons.py). Run it while nobody enrolls."""
+        if not self._has_faces():
+            return None
+        size = self.embedding_size or 0
+        count = self.persons_index.rebuild(self._iterate(["person", "embedding"]), size, self.metric)
+        return IndexTag("", self.model or "", size, self.changes, 0, count, count, self.changes)
+
+    def _persons(self) -> MilvusPersons:
+        """The index of persons, made from the faces once for a gallery written before it existed."""
+        if not self.persons_index.exists():
+            log.info("%s: building the index of persons from the faces (once)", self.path)
+            self.reindex()
+        return self.persons_index
 
     # -- export / import ---------------------------------------------------------------------------
     def export_records(self) -> GalleryRecords:
@@ -295,6 +319,7 @@ class MilvusGallery(GalleryBase):
                 seen.add(h)
                 todo.append(i)
         inserted: list[int] = []
+        before = None
         now = time.time()
         try:
             for lo in range(0, len(todo), chunk):
@@ -307,9 +332,15 @@ class MilvusGallery(GalleryBase):
                 inserted += list(result["ids"])
                 if on_progress:
                     on_progress(min(len(records), round((lo + len(part)) / max(len(todo), 1) * len(records))))
+            if todo:
+                owners = records.names[records.person[todo]]
+                before = self._persons().add({str(name): records.embeddings[todo][owners == name]
+                                              for name in np.unique(owners)}, self.metric)
         except BaseException:
             for lo in range(0, len(inserted), 10_000):
                 self.client.delete(self.collection, ids=inserted[lo:lo + 10_000])
+            if before is not None:
+                self.persons_index.restore(before, self.metric)
             raise
         if on_progress:
             on_progress(len(records))
@@ -318,18 +349,13 @@ class MilvusGallery(GalleryBase):
         return len(todo), len(records) - len(todo)
 
     # -- matching ----------------------------------------------------------------------------------
-    def _search(self, query: np.ndarray, k: int) -> list[tuple[float, str]]:
-        res = self.client.search(self.collection, [np.asarray(query, np.float32).tolist()], limit=min(k, MAX_TOPK),
-                                 anns_field="embedding", output_fields=["person"], search_params={"metric_type": "IP"})
-        return [(float(h["distance"]), h["entity"]["person"]) for h in res[0]]
+    def _search_persons(self, query: np.ndarray, k: int) -> list[tuple[float, str]]:
+        return self._persons().search(query, k, self.metric)
 
-    def faces_of(self, persons: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """All faces of these persons and each one's position in `persons`."""
-        position = {name: i for i, name in enumerate(persons)}
-        rows = self.client.query(self.collection, filter=f"person in [{', '.join(_quote(p) for p in persons)}]",
-                                 output_fields=["person", "embedding"])
-        matrix = np.array([r["embedding"] for r in rows], np.float32).reshape(len(rows), self.embedding_size or 0)
-        return matrix, np.array([position[r["person"]] for r in rows], np.int64)
+    def centroids_of(self, persons: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """These persons' centroids (one row per person and writer, no face read), each one's position in
+        `persons`: the centroid score of a centroid alone is the person's centroid score."""
+        return self._persons().centroids_of(persons, _quote)
 
     def _counted_faces(self) -> int:
         """face_count() cached per revision (a count(*) costs as much as a search on Milvus Lite)."""
@@ -339,10 +365,11 @@ class MilvusGallery(GalleryBase):
         return self._face_count[1]
 
     def match(self, embeddings: np.ndarray, threshold: float, top_k: int = 5) -> list[Match]:
-        """Per query: the shortlisted persons scored from all their faces (facepipe.gallery.ranking)."""
+        """Per query: the persons with the nearest centroids, scored from their sums (facepipe.gallery.ranking)."""
         if not self._has_faces() or self._counted_faces() == 0:
             return [Match(None, 0.0, []) for _ in range(len(np.atleast_2d(embeddings)))]
-        return match_shortlist(self._search, self.faces_of, embeddings, threshold, top_k, self.metric)
+        return match_shortlist(self._search_persons, self.centroids_of, embeddings, threshold, top_k, self.metric,
+                               shortlist=SHORTLIST_PERSONS)
 
     def _calibrate(self, target_fpir: float) -> float | None:
         """Strangers simulated by a sample of enrolled faces, each scored through the same shortlist as a query."""
@@ -351,8 +378,8 @@ class MilvusGallery(GalleryBase):
             rows = [rows[i] for i in np.random.default_rng(0).choice(len(rows), MAX_PROBES, replace=False)]
         probes = np.array([r["embedding"] for r in rows], np.float32).reshape(len(rows), self.embedding_size or 0)
         persons = len({r["person"] for r in self._iterate(["person"])})
-        scores = shortlist_impostor_scores(probes, [r["person"] for r in rows], self._search, self.faces_of,
-                                           self.metric)
+        scores = shortlist_impostor_scores(probes, [r["person"] for r in rows], self._search_persons,
+                                           self.centroids_of, self.metric, shortlist=SHORTLIST_PERSONS)
         return threshold_from_impostors(scores, persons, target_fpir)
 
     def _remember(self, key: str, value: str) -> None:

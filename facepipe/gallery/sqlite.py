@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import platformdirs
 
 from facepipe.errors import GalleryError
 from facepipe.gallery import centroids as centroid_math
 from facepipe.gallery import person_index
-from facepipe.gallery.base import GalleryBase
+from facepipe.gallery.base import GalleryBase, facepipe_home
 from facepipe.gallery.npz import GalleryRecords
 from facepipe.gallery.person_index import PersonIndexLifecycle, note_trimmed
 from facepipe.gallery.ranking import Match, PersonInfo, exact_scorer, match_exact
@@ -68,8 +67,7 @@ READ_CHUNK = 20_000  # rows read from SQLite at a time
 
 
 def default_gallery_path() -> Path:
-    home = os.environ.get("FACEPIPE_HOME") or platformdirs.user_data_dir("facepipe")
-    return Path(home) / "gallery.db"
+    return facepipe_home() / "gallery.db"
 
 
 def _create_private(path: Path) -> None:
