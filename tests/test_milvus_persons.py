@@ -22,6 +22,15 @@ def _faces(n_persons: int, per: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
     return (centers[labels] + 0.6 * rng.standard_normal((len(labels), DIM))).astype(np.float32), labels
 
 
+def _filled(spec: str, vectors: np.ndarray, labels: np.ndarray) -> MilvusGallery:
+    """A Milvus gallery holding these faces, person p as "pNN", through one writer."""
+    g = MilvusGallery(spec)
+    g.check_model("synthetic", DIM)
+    for i, (v, p) in enumerate(zip(vectors, labels)):
+        assert g.add_face(f"p{p:02d}", f"/x/{i}", f"{i:064x}", [0, 0, 9, 9], 1.0, v) == "added"
+    return g
+
+
 def _rows_per_person(g: MilvusGallery) -> dict[str, int]:
     out: dict[str, int] = {}
     for r in g.client.query(g.persons_index.collection, filter="count >= 0", output_fields=["person"]):
@@ -79,10 +88,7 @@ def test_two_writers_enroll_import_remove_and_reindex_keep_the_exact_centroids(t
 def test_a_gallery_made_before_the_index_of_persons_gets_it_from_its_faces(tmp_path):
     spec = f"milvus-lite://{tmp_path}/m.db"
     vectors, labels = _faces(10, 3)
-    with MilvusGallery(spec) as g:
-        g.check_model("synthetic", DIM)
-        for i, (v, p) in enumerate(zip(vectors, labels)):
-            g.add_face(f"p{p:02d}", f"/x/{i}", f"{i:064x}", [0, 0, 9, 9], 1.0, v)
+    with _filled(spec, vectors, labels) as g:
         g.persons_index.drop()  # as a gallery written by an older facepipe
     with MilvusGallery(spec, create=False) as g:
         assert not g.persons_index.exists()
@@ -93,10 +99,7 @@ def test_a_gallery_made_before_the_index_of_persons_gets_it_from_its_faces(tmp_p
 def test_a_failed_import_puts_the_persons_back(tmp_path):
     spec = f"milvus-lite://{tmp_path}/m.db"
     vectors, labels = _faces(4, 3)
-    with MilvusGallery(spec) as g:
-        g.check_model("synthetic", DIM)
-        for i, (v, p) in enumerate(zip(vectors, labels)):
-            g.add_face(f"p{p:02d}", f"/x/{i}", f"{i:064x}", [0, 0, 9, 9], 1.0, v)
+    with _filled(spec, vectors, labels) as g:
         before = g.centroids_of([f"p{p:02d}" for p in range(4)])[0]
         more, more_labels = _faces(2, 2, seed=3)
         records = GalleryRecords("synthetic", DIM, np.array(["p00", "brand-new"]), more_labels.astype(np.int32),
