@@ -79,18 +79,31 @@ class _Crash(Exception):
     pass
 
 
-def test_resume_restores_state_exactly(data_dir, tmp_path):
-    straight = train(_tiny_config(data_dir, tmp_path / "a"))
+def _release_recipe() -> dict:
+    """The release config's network and augmentation (configs/detector/release.yaml), at toy size."""
+    from models_testing import models_root
+
+    body = models_root() / "retinaface_mnet025.pth"
+    if not body.is_file():
+        pytest.skip(f"{body} not found (set FACEPIPE_MODELS)")
+    return dict(arch="centerface_mnet025", init_weights=str(body), augment=AugmentConfig(
+        crop_scales=[0.5, 1.0], color_jitter=0.5, flip=True, mosaic_prob=0.5, mosaic_grids=[2, 3]))
+
+
+@pytest.mark.parametrize("recipe", ["mbv2", "release"])
+def test_resume_restores_state_exactly(data_dir, tmp_path, recipe):
+    kw = _release_recipe() if recipe == "release" else {}
+    straight = train(_tiny_config(data_dir, tmp_path / "a", **kw))
 
     def crash_after_first_epoch(epoch, record):
         if epoch == 1:
             raise _Crash
 
     with pytest.raises(_Crash):
-        train(_tiny_config(data_dir, tmp_path / "b"), on_epoch_end=crash_after_first_epoch)
+        train(_tiny_config(data_dir, tmp_path / "b", **kw), on_epoch_end=crash_after_first_epoch)
     with pytest.raises(ConfigError, match="already holds a training run"):
-        train(_tiny_config(data_dir, tmp_path / "b", resume="never"))  # an existing run is never overwritten
-    resumed = train(_tiny_config(data_dir, tmp_path / "b"))  # resume=auto: continues last.pt
+        train(_tiny_config(data_dir, tmp_path / "b", resume="never", **kw))  # an existing run is never overwritten
+    resumed = train(_tiny_config(data_dir, tmp_path / "b", **kw))  # resume=auto: continues last.pt
 
     a = torch.load(straight / "last.pt", weights_only=True)
     b = torch.load(resumed / "last.pt", weights_only=True)

@@ -45,9 +45,13 @@ def pseudo_label(
     out: Path = typer.Option(..., "--out", "-o", help="label.txt to write (RetinaFace format, with 5 landmarks)"),
     limit: int = typer.Option(0, help="label a random sample of this many photos (0: all)"),
     seed: int = typer.Option(0, help="seed of that sample"),
-    upsample: int = typer.Option(1, help="dlib HOG upsampling passes"),
+    upsample: int = typer.Option(1, help="dlib HOG upsampling passes (dlib alone)"),
+    teachers: Optional[str] = typer.Option(None, help="comma-separated teachers to fuse (retinaface, yunet, "
+                                                      "ultraface, dlib); default: dlib alone"),
+    models: Optional[Path] = typer.Option(None, help="folder with the teachers' files (default $FACEPIPE_MODELS)"),
 ) -> None:
-    """Label your own photos with dlib (HOG + 68 points) for detector training: PSEUDO-labels, marked as such."""
+    """Label your own photos for detector training: PSEUDO-labels, marked as such. dlib alone (HOG + 68 points),
+    or several teachers on flipped and upscaled views, fused by weighted box fusion (docs/detector.md)."""
     import numpy as np
 
     from facepipe.detection.pseudo_labels import dlib_pseudo_labels
@@ -59,6 +63,19 @@ def pseudo_label(
     files = sorted(p for p in photos.rglob("*") if p.is_file() and is_image_path(p))
     if limit and limit < len(files):
         files = [files[i] for i in sorted(np.random.default_rng(seed).choice(len(files), limit, replace=False))]
+    if teachers:
+        from facepipe.detection.pseudo_labels import teacher_pseudo_labels
+        from facepipe.detection.teachers import load_teachers
+
+        folder = models or Path(os.environ.get("FACEPIPE_MODELS", "../shared/models"))
+        chosen = load_teachers([t.strip() for t in teachers.split(",") if t.strip()], folder)
+        counts = teacher_pseudo_labels(files, photos, out, chosen)
+        console.print(f"{counts['photos'] - counts['no_face'] - counts['unreadable']} of {counts['photos']} photos "
+                      f"labelled ({counts['faces']} faces, {counts['ignore_regions']} ignore regions; "
+                      f"{counts['no_face']} without a face the teachers agree on, {counts['unreadable']} unreadable) "
+                      f"-> {out}")
+        console.print(f"use it as: train_data: [{{labels: {out}, images: {photos}, ignore_below: 0.45}}]")
+        return
     counts = dlib_pseudo_labels(files, photos, out, upsample)
     console.print(f"{counts['labelled']} of {counts['photos']} photos labelled ({counts['faces']} faces; "
                   f"{counts['no_face']} without a dlib face, {counts['unreadable']} unreadable) -> {out}")

@@ -23,6 +23,9 @@ class AugmentConfig:
     crop_prob: float = 1.0  # else: the whole image, letterboxed
     flip: bool = True
     color_jitter: float = 0.5  # strength 0..1 (0 = off)
+    mosaic_prob: float = 0.0  # else one photo: a mosaic of grid x grid photos turns portraits into crowds
+    mosaic_grids: list[int] = field(default_factory=lambda: [2, 3, 4])
+    mosaic_min_fill: float = 0.5  # each photo fills this to 1.0 of its cell (random), at a random place in it
 
 
 def _keep(boxes, landmarks, valid, mask):
@@ -141,3 +144,37 @@ def train_transform(image, boxes, landmarks, valid, size: int, cfg: AugmentConfi
     if cfg.color_jitter > 0:
         image = color_jitter(image, rng, cfg.color_jitter)
     return _pad_square(image, size, mean), boxes, landmarks, valid, ignore_boxes
+
+
+def mosaic(tiles, size: int, grid: int, cfg: AugmentConfig, rng: np.random.Generator, mean):
+    """grid x grid photos, each shrunk into its cell of a size x size canvas (mean colour around them), flipped at
+    random, then colour jitter: crowds of small faces from photos of one face (the zoom-out of small photos).
+    tiles: [(image, boxes, landmarks, valid, ignore_boxes)]; returns (image, boxes, landmarks, valid, ignore)."""
+    canvas = np.empty((size, size, 3), np.uint8)
+    canvas[:] = pad_value(mean)
+    cell = size / grid
+    parts: list[tuple[np.ndarray, ...]] = []
+    for k, (image, boxes, landmarks, valid, ignore) in enumerate(tiles[:grid * grid]):
+        if cfg.flip and rng.random() < 0.5:
+            ignore = _flip_boxes(ignore, image.shape[1])
+            image, boxes, landmarks, valid = hflip(image, boxes, landmarks, valid)
+        h, w = image.shape[:2]
+        s = cell * rng.uniform(cfg.mosaic_min_fill, 1.0) / max(h, w)
+        nw, nh = max(1, min(int(cell), round(w * s))), max(1, min(int(cell), round(h * s)))
+        row, col = divmod(k, grid)
+        x0 = int(col * cell + rng.uniform(0, max(0.0, cell - nw)))
+        y0 = int(row * cell + rng.uniform(0, max(0.0, cell - nh)))
+        nw, nh = min(nw, size - x0), min(nh, size - y0)
+        canvas[y0:y0 + nh, x0:x0 + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+        scale = np.array([nw / w, nh / h], np.float32)
+        shift = np.array([x0, y0], np.float32)
+        parts.append(((boxes * np.tile(scale, 2) + np.tile(shift, 2)).astype(np.float32),
+                      (landmarks * scale + shift).astype(np.float32), valid,
+                      (ignore * np.tile(scale, 2) + np.tile(shift, 2)).astype(np.float32)))
+    boxes = np.concatenate([p[0] for p in parts]).reshape(-1, 4)
+    landmarks = np.concatenate([p[1] for p in parts]).reshape(-1, 5, 2)
+    valid = np.concatenate([p[2] for p in parts]).reshape(-1, 5)
+    ignore = np.concatenate([p[3] for p in parts]).reshape(-1, 4)
+    if cfg.color_jitter > 0:
+        canvas = color_jitter(canvas, rng, cfg.color_jitter)
+    return canvas, boxes, landmarks, valid, ignore

@@ -94,13 +94,15 @@ def _xywh(v: list[float]) -> list[float]:
     return [v[0], v[1], v[0] + v[2], v[1] + v[3]]
 
 
-def parse_retinaface(path: Path, images: Path) -> list[FaceSample]:
+def parse_retinaface(path: Path, images: Path, ignore_below: float | None = None) -> list[FaceSample]:
+    """ignore_below: faces whose trailing score is under it are ignore regions (facepipe's teacher labels)."""
     samples: list[FaceSample] = []
     current: dict[str, Any] | None = None
 
     def flush():
         if current is not None:
-            samples.append(FaceSample.make(current["image"], current["boxes"], current["lms"], current["valid"]))
+            samples.append(FaceSample.make(current["image"], current["boxes"], current["lms"], current["valid"],
+                                           current["ignore"]))
 
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         line = line.strip()
@@ -111,7 +113,7 @@ def parse_retinaface(path: Path, images: Path) -> list[FaceSample]:
             name = line[1:].strip().split()[0] if line[1:].strip() else ""
             if not name:
                 raise DataError(f"{path}:{n}: '#' line without an image path")
-            current = {"image": images / name, "boxes": [], "lms": [], "valid": []}
+            current = {"image": images / name, "boxes": [], "lms": [], "valid": [], "ignore": []}
             continue
         if current is None:
             raise DataError(f"{path}:{n}: a box before the first '# image' line (not a RetinaFace label.txt?)")
@@ -119,6 +121,7 @@ def parse_retinaface(path: Path, images: Path) -> list[FaceSample]:
         if len(v) not in (4, 5, 19, 20):
             raise DataError(f"{path}:{n}: expected 4 box values, optionally + 15 landmark values, got {len(v)}")
         current["boxes"].append(_xywh(v))
+        current["ignore"].append(ignore_below is not None and len(v) in (5, 20) and v[-1] < ignore_below)
         if len(v) >= 19:
             pts = np.array(v[4:19], np.float32).reshape(5, 3)
             missing = (pts[:, 2] == -1) | ((pts[:, 0] == -1) & (pts[:, 1] == -1))
@@ -215,6 +218,8 @@ class DataSpec:
     holdout: float = 0.0
     seed: int = 0
     repeat: int = 1  # list each image this many times (weights a small set against a large one)
+    ignore_below: float | None = None  # RetinaFace labels with a trailing score: faces under it are ignore regions
+    limit: int = 0  # use the first N images (after the split) only; 0: all
 
     @staticmethod
     def parse(value: Any, where: str) -> "DataSpec":
@@ -282,12 +287,17 @@ def split_samples(samples: list[FaceSample], split: str, holdout: float, seed: i
 
 
 def load_dataset(spec: DataSpec) -> tuple[list[FaceSample], LoadSummary]:
-    labels = Path(spec.labels)
+    labels = Path(spec.labels).expanduser()
     if not labels.is_file():
         raise DataError(f"{labels}: annotation file not found")
-    images = Path(spec.images) if spec.images else labels.parent
+    images = Path(spec.images).expanduser() if spec.images else labels.parent
     fmt = detect_format(labels) if spec.format == "auto" else spec.format
-    samples = split_samples(PARSERS[fmt](labels, images), spec.split, spec.holdout, spec.seed)
+    if spec.ignore_below is not None and fmt != "retinaface":
+        raise DataError(f"{labels}: ignore_below needs RetinaFace labels with a score column (this is {fmt})")
+    parsed = PARSERS[fmt](labels, images, spec.ignore_below) if fmt == "retinaface" else PARSERS[fmt](labels, images)
+    samples = split_samples(parsed, spec.split, spec.holdout, spec.seed)
+    if spec.limit:
+        samples = samples[:spec.limit]
     summary = LoadSummary()
     checked = [s for s in (check_sample(s, summary) for s in samples) if s is not None]
     return checked * max(1, spec.repeat), summary
@@ -304,6 +314,13 @@ def load_datasets(values: list[Any], where: str) -> tuple[list[FaceSample], Load
 
 
 # ------------------------------------------------------------------------------------------ Dataset
+
+def _faces_and_ignored(sample: FaceSample):
+    """(boxes, landmarks, valid) of the faces, and the ignore regions (e.g. WIDER "invalid": neither face nor
+    background)."""
+    keep = ~sample.ignore
+    return sample.boxes[keep], sample.landmarks[keep], sample.landmark_valid[keep], sample.boxes[sample.ignore]
+
 
 class DetectionDataset:
     """Map-style dataset for torch's DataLoader: sample i -> {"image": 3 x S x S float32, targets...}.
@@ -355,11 +372,18 @@ class DetectionDataset:
         from facepipe.runtime.preprocess import network_input
 
         image, sample = self.load(i)
-        keep = ~sample.ignore
-        boxes, lms, valid = sample.boxes[keep], sample.landmarks[keep], sample.landmark_valid[keep]
-        ignored = sample.boxes[sample.ignore]  # e.g. WIDER "invalid": neither face nor background
-        if self.augment is not None:
-            rng = np.random.default_rng((self.seed, epoch, key))
+        boxes, lms, valid, ignored = _faces_and_ignored(sample)
+        rng = np.random.default_rng((self.seed, epoch, key)) if self.augment is not None else None
+        if rng is not None and self.augment.mosaic_prob > 0 and rng.random() < self.augment.mosaic_prob:
+            from facepipe.detection.augment import mosaic
+
+            grid = int(rng.choice(self.augment.mosaic_grids))
+            tiles = [(image, boxes, lms, valid, ignored)]
+            for j in rng.integers(0, len(self.samples), grid * grid - 1):
+                other, other_sample = self.load(int(j))
+                tiles.append((other, *_faces_and_ignored(other_sample)))
+            image, boxes, lms, valid, ignored = mosaic(tiles, self.input_size, grid, self.augment, rng, self.mean)
+        elif rng is not None:
             image, boxes, lms, valid, ignored = train_transform(image, boxes, lms, valid, self.input_size, self.augment,
                                                                 rng, self.mean, ignore_boxes=ignored)
         else:

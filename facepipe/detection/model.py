@@ -153,8 +153,38 @@ class DetectorInference(nn.Module):
         return torch.sigmoid(hm), wh, off, lm
 
 
+class CenterFaceMNet(CenterFace):
+    """The same neck and heads on MobileNetV1 x0.25 (RetinaFace-MobileNet-0.25's body), so a run can start from
+    that MIT-licensed detector's backbone (`init_weights`): its features already know faces, which a CPU budget
+    cannot teach from scratch. width_mult is fixed at 0.25 (the pretrained body's)."""
+
+    def __init__(self, width_mult: float = 0.25, neck_channels: int = 32, head_channels: int = 32):
+        if width_mult != 0.25:
+            from facepipe.train.config import ConfigError
+
+            raise ConfigError(f"centerface_mnet025 has width_mult 0.25, got {width_mult}")
+        nn.Module.__init__(self)
+        from facepipe.detection.retinaface import MobileNetV1x025
+
+        self.backbone = MobileNetV1x025()
+        self.neck = FPNNeck(list(self.backbone.out_channels), neck_channels)
+        self.heads = nn.ModuleDict({
+            name: Head(neck_channels, head_channels, n, HM_PRIOR_BIAS if name == "hm" else 0.0)
+            for name, n in HEAD_CHANNELS.items()
+        })
+
+    def load_backbone(self, path: str) -> int:
+        """Copy RetinaFace's `body.*` weights into the backbone; returns how many tensors were copied."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        body = {k.removeprefix("module.").removeprefix("body."): v for k, v in state.items()
+                if k.removeprefix("module.").startswith("body.")}
+        self.backbone.load_state_dict(body)
+        return len(body)
+
+
 DETECTORS: dict[str, Callable[..., nn.Module]] = {
     "centerface_mbv2": CenterFace,
+    "centerface_mnet025": CenterFaceMNet,
 }
 
 

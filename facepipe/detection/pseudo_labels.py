@@ -75,3 +75,63 @@ def dlib_pseudo_labels(photos: list[Path], root: Path, out: Path, upsample: int 
         f"Image paths are relative to: {root}\n"
         f"Counts: {counts}\n", encoding="utf-8")
     return counts
+
+
+def _label_line(box, landmarks, score: float) -> str:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if landmarks is None:
+        lms = " ".join(["-1.0 -1.0 -1.0"] * 5)
+    else:
+        lms = " ".join(f"{x:.1f} {y:.1f} 1.0" for x, y in landmarks)
+    return f"{x1:.1f} {y1:.1f} {x2 - x1:.1f} {y2 - y1:.1f} {lms} {score:.3f}"
+
+
+def teacher_pseudo_labels(photos: list[Path], root: Path, out: Path, teachers, settings=None,
+                          progress: bool = True) -> dict[str, int]:
+    """Label `photos` (under `root`) with several teachers and their views, fused (facepipe.detection.fusion).
+
+    Writes a RetinaFace label.txt whose last column is the teachers' agreement: faces score >= settings.keep,
+    ignore regions lower (load them with `ignore_below: KEEP` in a training config). Photos where no face reaches
+    `keep` are left out (a face all teachers missed would train as background). The label file is written once, at the end, under a temporary name then renamed; a killed run leaves none."""
+    from facepipe.detection.fusion import FusionSettings, label_image
+    from facepipe.errors import ImageError
+    from facepipe.runtime.image import read_image
+    from facepipe.train.progress import make_progress
+
+    settings = settings or FusionSettings()
+    counts = {"photos": len(photos), "faces": 0, "ignore_regions": 0, "no_face": 0, "unreadable": 0}
+    lines: list[str] = []
+    with make_progress("img", disable=not progress) as bar:
+        task = bar.add_task("teacher pseudo-labels", total=len(photos), status="")
+        for path in photos:
+            bar.update(task, advance=1)
+            try:
+                image = read_image(path)
+            except ImageError:
+                counts["unreadable"] += 1
+                continue
+            faces = label_image(image, teachers, settings)
+            if not any(f.score >= settings.keep for f in faces):
+                counts["no_face"] += 1
+                continue
+            lines.append(f"# {Path(path).relative_to(root).as_posix()}")
+            for face in faces:
+                lines.append(_label_line(face.box, face.landmarks, face.score))
+                counts["faces" if face.score >= settings.keep else "ignore_regions"] += 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    partial.replace(out)
+    note = out.with_name(out.stem + ".PSEUDO_LABELS.txt")
+    note.write_text(
+        "PSEUDO-LABELS, not human annotations.\n"
+        "Made by facepipe.detection.pseudo_labels.teacher_pseudo_labels: teachers "
+        f"{', '.join(t.name for t in teachers)} (their own vote thresholds: "
+        f"{', '.join(f'{t.name} {t.vote}' for t in teachers)}), each on the photo, its mirror and copies upscaled "
+        f"{', '.join(f'{s:g}x' for s in settings.upscales)} (fixed-input teachers: photo and mirror), fused by "
+        f"weighted box fusion (IoU {settings.iou}); last column = the teachers' agreement (0..1).\n"
+        f"Faces: agreement >= {settings.keep}; ignore regions: {settings.ignore} <= agreement < {settings.keep} "
+        f"(train with ignore_below: {settings.keep}).\n"
+        f"Image paths are relative to: {root}\n"
+        f"Counts: {counts}\n", encoding="utf-8")
+    return counts

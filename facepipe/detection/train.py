@@ -59,6 +59,7 @@ class DetectorConfig(RunConfig):
     neck_channels: int = 24
     head_channels: int = 24
     input_size: int = 320
+    init_weights: str | None = None  # a pretrained body to start from (centerface_mnet025: retinaface_mnet025.pth)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
@@ -193,7 +194,16 @@ def _train(config: DetectorConfig, dist: DistInfo, on_epoch_end) -> Path:
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     spec = config.spec()
-    model = build_detector(config.arch, **config.arch_args()).to(dist.device)
+    model = build_detector(config.arch, **config.arch_args())
+    if config.init_weights and resume_from is None:
+        if not hasattr(model, "load_backbone"):
+            raise ConfigError(f"init_weights: {config.arch} has no pretrained body to load")
+        if not Path(config.init_weights).is_file():
+            raise ConfigError(f"init_weights: {config.init_weights} not found")
+        copied = model.load_backbone(config.init_weights)
+        if dist.is_main:
+            log.info(f"backbone: {copied} tensors from {config.init_weights}")
+    model = model.to(dist.device)
     amp_dtype = config.amp_dtype(dist.device.type)
     channels_last = dist.device.type == "cuda"
     if channels_last:

@@ -54,7 +54,7 @@ class RunConfig:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
+        return Path(self.output_dir).expanduser() / self.name
 
     def amp_dtype(self, device_type: str):
         """The autocast dtype on this device, or None for fp32."""
