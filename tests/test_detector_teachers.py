@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from models_testing import models_root
 
 from facepipe.detection.augment import AugmentConfig, mosaic
 from facepipe.detection.data import DataSpec, load_dataset, parse_imglab
@@ -12,7 +13,6 @@ from facepipe.detection.fusion import FusionSettings, fuse, label_image, views
 from facepipe.detection.teachers import Teacher
 from facepipe.runtime.boxes import box_iou
 from facepipe.types import Detection
-from models_testing import models_root
 
 RETINAFACE = "retinaface_mnet025.pth"
 

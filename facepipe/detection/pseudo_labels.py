@@ -92,7 +92,8 @@ def teacher_pseudo_labels(photos: list[Path], root: Path, out: Path, teachers, s
 
     Writes a RetinaFace label.txt whose last column is the teachers' agreement: faces score >= settings.keep,
     ignore regions lower (load them with `ignore_below: KEEP` in a training config). Photos where no face reaches
-    `keep` are left out (a face all teachers missed would train as background). The label file is written once, at the end, under a temporary name then renamed; a killed run leaves none."""
+    `keep` are left out (a face all teachers missed would train as background). The label file is written once, at
+    the end, under a temporary name then renamed: a killed run leaves none."""
     from facepipe.detection.fusion import FusionSettings, label_image
     from facepipe.errors import ImageError
     from facepipe.runtime.image import read_image
