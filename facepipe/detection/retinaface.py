@@ -4,7 +4,8 @@ A teacher for pseudo-labels, and the body a student may start from. The keys des
 `body.stage1..3` (MobileNetV1 x0.25, plain ReLU, strides 8 / 16 / 32, 64 / 128 / 256 channels), `fpn.output1..3` +
 `merge1..2` (64 channels), `ssh1..3` (SSH context modules) and per level `ClassHead` / `BboxHead` / `LandmarkHead`
 with 2 anchors per cell (min sizes 10, 20 / 32, 64 / 128, 256: the training repository's cfg_mnet; variances 0.1,
-0.2). Input: BGR pixels minus (104, 117, 123), any size. Landmarks come in facepipe's standard order (image-left eye first).
+0.2). Input: BGR pixels minus (104, 117, 123), any size. Landmarks come in facepipe's standard order (image-left
+eye first).
 """
 from __future__ import annotations
 
