@@ -56,10 +56,10 @@ class UltraFace:
 
     size = (640, 480)
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, threads: int = 1):
         from facepipe.runtime.onnx_session import open_session
 
-        self.session = open_session(path, "cpu", 1)[0]
+        self.session = open_session(path, "cpu", threads)[0]
 
     def detect(self, image: np.ndarray, threshold: float) -> list[Detection]:
         h, w = image.shape[:2]

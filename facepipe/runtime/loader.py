@@ -104,7 +104,24 @@ def _load_file(path: Path, what: str, device: str, threads: int | None):
     raise ModelError(f"{path}: unknown {what} format (expected .onnx, .pt or .pth)")
 
 
+# facepipe's own models, shipped in the package (models/ in the repository, facepipe.released when installed)
+RELEASED = {"facepipe": ("detector", "facepipe_detector.onnx")}
+
+
+def released_file(name: str) -> Path:
+    """The path of a released model inside the installed package."""
+    from importlib.resources import files
+
+    what, filename = RELEASED[name]
+    path = Path(str(files("facepipe.released") / filename))
+    if not path.is_file():
+        raise ModelError(f"{name}: the released {what} {filename} is missing from this installation of facepipe")
+    return path
+
+
 def load_detector(spec: str | Path | None = None, device: str = "cpu", threads: int | None = None) -> Detector:
+    if spec is not None and str(spec) in RELEASED:
+        return _load_file(released_file(str(spec)), "detector", device, threads)
     if spec is None or str(spec) == "dlib":
         from facepipe.runtime.detectors.dlib_detector import DlibDetector
 
