@@ -2,7 +2,7 @@
 photos of the first N CelebA-dev identities, then the contact sheets of its largest clusters, stacked, each
 titled with what the photos' folders say it holds.
 
-    nice -n 10 python benchmarks/cluster_sheets.py [--identities 12] [--largest 4] [--out docs/cluster_sheets.png]
+    nice -n 10 python benchmarks/cluster_sheets.py [--identities 12] [--largest 4] [--out docs/cluster_sheets.jpg]
 """
 from __future__ import annotations
 
@@ -13,17 +13,18 @@ from collections import Counter
 from pathlib import Path
 
 from _common import data_root, identity_photos
-from PIL import Image
 
 import facepipe
-from facepipe.pipeline.cluster_sheet import cluster_sheet, save_sheet, stack
+from facepipe.pipeline.cluster_sheet import cluster_sheet, stack
+
+JPEG_QUALITY = 85
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--identities", type=int, default=12)
     parser.add_argument("--largest", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=Path("docs/cluster_sheets.png"))
+    parser.add_argument("--out", type=Path, default=Path("docs/cluster_sheets.jpg"))
     args = parser.parse_args()
     people = identity_photos(data_root() / "celeba-dev")
     folders = [data_root() / "celeba-dev" / name for name in list(people)[:args.identities]]
@@ -37,8 +38,9 @@ def main() -> None:
             truth = Counter(Path(f.source).parent.name for f in faces)
             says = ", ".join(f"{n} x id {who}" for who, n in truth.most_common())
             sheets.append(cluster_sheet(f"cluster {cluster}: {size} faces ({says})", faces, max_faces=24))
-        # a picture for the docs: 256 colours keep the repository small (the full-colour one is ~2 MB)
-        save_sheet(stack(sheets).quantize(256, dither=Image.Dither.FLOYDSTEINBERG), args.out)
+        # a picture of faces for the docs: JPEG in full colour (a 256-colour PNG blotched the skin), small enough
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        stack(sheets).convert("RGB").save(args.out, quality=JPEG_QUALITY)
         print(f"{len(report.images)} photos of {len(folders)} identities, {len(fp.clusters())} clusters in "
               f"{seconds:.0f} s; wrote {args.out}")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -37,7 +37,7 @@ class Verification:
     threshold: float
     threshold_source: str
     same_person: bool
-    faces: tuple[Face, Face]
+    faces: tuple[Face, Face] = field(repr=False)  # their landmarks and embeddings: not for print()
 
 
 def content_hash(image: ImageLike) -> str | None:

@@ -26,6 +26,15 @@ class Detection:
         x1, y1, x2, y2 = self.box
         return float(max(0.0, x2 - x1) * max(0.0, y2 - y1))
 
+    def _short_fields(self) -> list[str]:
+        box = ", ".join(f"{float(v):.0f}" for v in self.box)
+        return [f"box=({box})", f"score={float(self.score):.3f}"] + (
+            [f"detector_pass={self.detector_pass!r}"] if self.detector_pass else [])
+
+    def __repr__(self) -> str:
+        """One line: the box and score, not the landmark arrays (print() of a record is for people)."""
+        return f"{type(self).__name__}({', '.join(self._short_fields())})"
+
 
 @dataclass
 class Candidate:
@@ -40,7 +49,7 @@ class Candidate:
         return out
 
 
-@dataclass
+@dataclass(repr=False)  # Detection's short repr, with the identity
 class Face(Detection):
     """A detection with its embedding and, after matching, its identity (None = unknown)."""
 
@@ -49,6 +58,17 @@ class Face(Detection):
     similarity: float | None = None
     candidates: list[Candidate] = field(default_factory=list)
     distance: float | None = None  # set for a distance metric; the JSON then adds "distance"
+
+    def _short_fields(self) -> list[str]:
+        out = super()._short_fields()
+        if self.similarity is not None:
+            out += [f"identity={self.identity!r}", f"similarity={float(self.similarity):.3f}"]
+        if self.candidates:
+            out.append("candidates=[" + ", ".join(f"({c.identity!r}, {float(c.similarity):.3f})"
+                                                 for c in self.candidates) + "]")
+        if self.embedding is not None:
+            out.append(f"embedding={len(self.embedding)}-d")
+        return out
 
     def to_json(self, with_identity: bool = True) -> dict:
         out = {

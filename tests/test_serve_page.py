@@ -1,5 +1,6 @@
 """The web page at / in headless Chromium (driven over the DevTools protocol): pick a photo, see the
-faces drawn, enroll one under a name, see it named. A screenshot is written as a test artifact."""
+faces drawn, enroll one under a name, see it named; without a key, the page says one is needed. The API docs
+at /docs list the operations. A screenshot is written as a test artifact."""
 import base64
 import contextlib
 import itertools
@@ -67,8 +68,13 @@ class Browser:
             if value:
                 return value
             time.sleep(0.2)
-        status = self.js("document.getElementById('status').textContent")
+        status = self.js("document.getElementById('status')?.textContent")
         raise AssertionError(f"timed out waiting for {expression}; the page says: {status}")
+
+    def enter(self, element_id: str, value: str) -> None:
+        """Type a value into an input, as a person would (its change event fires)."""
+        self.js(f"{{ const box = document.getElementById({json.dumps(element_id)}); box.value = {json.dumps(value)}; "
+                "box.dispatchEvent(new Event('change')); }")
 
     def choose_file(self, selector: str, path: Path) -> None:
         root = self.send("DOM.getDocument")["root"]["nodeId"]
@@ -107,8 +113,7 @@ def test_pick_a_photo_enroll_and_see_the_name(server, browser, data_dir, tmp_pat
     browser.send("Page.enable")
     browser.send("Page.navigate", url=server.url + "/")
     browser.wait_for("document.readyState === 'complete' && !!document.getElementById('file')")
-    browser.js(f"const k = document.getElementById('key'); k.value = {json.dumps(server.key)};"
-               "k.dispatchEvent(new Event('change')); true")
+    browser.enter("key", server.key)
 
     # 1. a photo of someone not enrolled, into an empty gallery: one face, drawn, called unknown
     browser.choose_file("#file", people / "img1.jpg")
@@ -155,3 +160,46 @@ def _identify_json(server, photo: Path) -> str:
     r = httpx.post(server.url + "/v1/identify", files={"image": (photo.name, photo.read_bytes())},
                    headers={"Authorization": f"Bearer {server.key}"}, timeout=60)
     return r.text
+
+
+def test_without_a_key_the_page_says_one_is_needed(server, browser):
+    browser.send("Page.enable")
+    browser.send("Page.navigate", url=server.url + "/")
+    browser.wait_for("document.readyState === 'complete' && !!document.getElementById('cluster-list')")
+    gallery, clusters = "document.getElementById('persons').textContent", \
+        "document.getElementById('cluster-list').textContent"
+    browser.wait_for(f"{gallery}.includes('needs an API key') && {clusters}.includes('needs an API key')")
+
+    # the key box shows its whole placeholder (text width, in the box's own font, within the box)
+    room = browser.js("""(() => {
+        const box = document.getElementById('key'), style = getComputedStyle(box);
+        const ctx = document.createElement('canvas').getContext('2d');
+        ctx.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+        const inside = box.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+        return [box.placeholder, ctx.measureText(box.placeholder).width, inside];
+    })()""")
+    assert room[0] and room[1] <= room[2], room
+
+    browser.enter("key", "not-the-key")
+    browser.wait_for(f"{gallery}.includes('not accepted') && {clusters}.includes('not accepted')")
+    browser.enter("key", server.key)
+    browser.wait_for(f"!{gallery}.includes('API key') && !{clusters}.includes('API key') && "
+                     f"{gallery}.length > 0 && {clusters}.length > 0")  # the gallery or "no one yet"; likewise
+
+
+def test_docs_list_the_operations(server, browser):
+    """Swagger UI reads the server's OpenAPI 3.1 schema: every operation is on the page, not "Unable to render"."""
+    import httpx
+
+    schema = httpx.get(server.url + "/openapi.json", timeout=30).json()
+    operations = {(method.upper(), path) for path, item in schema["paths"].items() for method in item}
+    browser.send("Page.enable")
+    browser.send("Page.navigate", url=server.url + "/docs")
+    browser.wait_for("document.readyState === 'complete'")
+    browser.wait_for(f"document.querySelectorAll('.opblock').length >= {len(operations)} || "
+                     "document.body.innerText.includes('Unable to render')")
+    shown = browser.js("[...document.querySelectorAll('.opblock')].map(b => [b.querySelector('.opblock-summary-method')"
+                       ".textContent, b.querySelector('.opblock-summary-path').dataset.path])")
+    assert "Unable to render" not in browser.js("document.body.innerText")
+    assert {tuple(op) for op in shown} == operations
+    assert ("POST", "/v1/identify") in operations

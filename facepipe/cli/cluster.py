@@ -1,5 +1,6 @@
-"""`facepipe cluster PATH...` and `facepipe cluster list | show | name | merge | split`: group the people nobody
-has named yet, look at the groups, name and correct them (the work is the Engine's; this parses and renders)."""
+"""`facepipe cluster [run] PATH...` and `facepipe cluster list | show | name | merge | split`: group the people
+nobody has named yet, look at the groups, name and correct them (the work is the Engine's; this parses and
+renders)."""
 from __future__ import annotations
 
 import json
@@ -25,21 +26,27 @@ from facepipe.cli.options import (
     open_engine,
 )
 
-RUN = "photos"  # the verb `facepipe cluster PATH...` runs
+RUN = "run"  # `facepipe cluster PATH...` is short for `facepipe cluster run PATH...`
 
 
-class _PhotosByDefault(TyperGroup):
-    """`facepipe cluster PATH...` runs the photos verb; `facepipe cluster list|show|name|merge|split ...` the
-    others (a photo named like a verb: write ./name)."""
+class _RunByDefault(TyperGroup):
+    """`facepipe cluster PATH...` runs `facepipe cluster run PATH...`; `facepipe cluster list|show|name|merge|split`
+    the others (a folder named like a verb: write ./name). `facepipe cluster --help` shows the sub-verbs, then
+    run's own help: the options of clustering are where one looks first."""
 
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = [RUN, *args]
         return super().parse_args(ctx, args)
 
+    def format_help(self, ctx, formatter) -> None:
+        super().format_help(ctx, formatter)
+        run = self.commands[RUN]
+        run.format_help(typer.Context(run, info_name=RUN, parent=ctx), formatter)
+
 
 def cluster_photos(
-    paths: list[Path] = typer.Argument(..., help="Photos or folders of photos."),
+    paths: list[Path] = typer.Argument(..., help="Photos or folders of photos.", readable=False),
     gallery: Optional[str] = GalleryOpt,
     detector: Optional[str] = DetectorOpt,
     recognizer: Optional[str] = RecognizerOpt,
@@ -54,6 +61,11 @@ def cluster_photos(
     """Group the faces of these photos by person (photos clustered before are not embedded again)."""
     from facepipe.runtime.image import list_images
 
+    images, problems = list_images(paths)
+    if not images:  # nothing to read: say why before a gallery or a model is opened
+        for path, why in problems:
+            print_error(f"{path}: {why}")
+        raise typer.Exit(1)
     runner = None
     if ray is not None:  # embedding on Ray's actors; clustering here, at the gallery's one writer
         from facepipe.scaleout import require_ray
@@ -63,7 +75,7 @@ def cluster_photos(
 
         runner = embed_runner(ray, workers if workers > 1 else None, batch_size)
 
-    total = len(list_images(paths)[0])
+    total = len(images)
     with open_engine(gallery, detector, recognizer, device, second_chance=second_chance) as engine:
         with progress() as bar:
             task = bar.add_task("clustering", total=total, status="")
@@ -89,6 +101,8 @@ def cluster_photos(
 def _summary(engine, report) -> None:
     from rich.table import Table
 
+    if not report.images:  # none could be read: the error lines say why
+        return
     examples: dict[int, list[str]] = defaultdict(list)
     identified = 0
     for image in report.images:
@@ -120,12 +134,18 @@ def _save_sheet(engine, cluster: int, path: Path) -> None:
 
 def cluster_list(gallery: Optional[str] = GalleryOpt, as_json: bool = JsonOpt):
     """Every cluster with its size and example photos."""
+    from rich.markup import escape
     from rich.table import Table
 
     with open_engine(gallery) as engine:
         rows = [(c, n, engine.cluster_faces(c)) for c, n in engine.clusters()]
+        where = engine.gallery().path
     if as_json:
         print(json.dumps([{"cluster": c, "faces": n, "face_ids": [f.id for f in faces]} for c, n, faces in rows]))
+        return
+    if not rows:
+        console.print(f"No clusters in {escape(str(where))} yet: `facepipe cluster PATH...` groups the faces of "
+                      "photos or folders by person.", highlight=False, soft_wrap=True)
         return
     table = Table(title="Clusters (largest first)")
     for col in ("cluster", "faces", "example photos"):
@@ -180,11 +200,13 @@ def cluster_split(cluster: int = typer.Argument(..., help="Cluster id."),
 
 
 def register(app: typer.Typer) -> None:
-    cluster_app = typer.Typer(cls=_PhotosByDefault, no_args_is_help=True,
-                              help="`facepipe cluster PATH...`: group the faces of photos by person (the people "
-                                   "you have not named yet); then look at the groups, name, merge and split them.")
+    cluster_app = typer.Typer(cls=_RunByDefault, no_args_is_help=True,
+                              help="`facepipe cluster PATH...` (short for `facepipe cluster run PATH...`): group "
+                                   "the faces of photos by person (the people you have not named yet); then look "
+                                   "at the groups, name, merge and split them. A folder named like a sub-verb: "
+                                   "write ./list.")
     app.add_typer(cluster_app, name="cluster")
-    cluster_app.command(RUN, hidden=True)(cluster_photos)
+    cluster_app.command(RUN)(cluster_photos)
     cluster_app.command("list")(cluster_list)
     cluster_app.command("show")(cluster_show)
     cluster_app.command("name")(cluster_name)

@@ -8,9 +8,10 @@ import sys
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-# Piped or captured output gets room for the tables instead of rich's 80-column default.
-console = Console(width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+# Piped or captured output gets room for the tables instead of rich's 80-column default. No emoji codes: rich
+# would print a file name or time like `a:m:b` or `h:m:s` as `aⓂb`; markup stays (escape text that is not ours).
+console = Console(width=None if sys.stdout.isatty() else 140, emoji=False)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140, emoji=False)
 
 
 def progress() -> Progress:

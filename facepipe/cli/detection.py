@@ -41,7 +41,7 @@ def train_detector(
 
 
 def pseudo_label(
-    photos: Path = typer.Argument(..., help="folder of photos (searched recursively)"),
+    photos: Path = typer.Argument(..., help="folder of photos (searched recursively)", readable=False),
     out: Path = typer.Option(..., "--out", "-o", help="label.txt to write (RetinaFace format, with 5 landmarks)"),
     limit: int = typer.Option(0, help="label a random sample of this many photos (0: all)"),
     seed: int = typer.Option(0, help="seed of that sample"),
@@ -56,11 +56,14 @@ def pseudo_label(
 
     from facepipe.detection.pseudo_labels import dlib_pseudo_labels
     from facepipe.errors import FacepipeError
-    from facepipe.runtime.image import is_image_path
+    from facepipe.runtime.folders import one_line
+    from facepipe.runtime.image import list_images
 
     if not photos.is_dir():
         raise FacepipeError(f"{photos}: not a folder")
-    files = sorted(p for p in photos.rglob("*") if p.is_file() and is_image_path(p))
+    files, problems = list_images([photos])
+    if problems:  # a folder that may not be listed (or none holding a photo): labels of part of it would mislead
+        raise FacepipeError(one_line(problems))
     if limit and limit < len(files):
         files = [files[i] for i in sorted(np.random.default_rng(seed).choice(len(files), limit, replace=False))]
     if teachers:

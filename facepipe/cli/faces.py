@@ -47,7 +47,8 @@ def _report_errors(results_errors: list[str]) -> None:
 
 # -- enroll ----------------------------------------------------------------------------------------
 def enroll(
-    folder: Path = typer.Argument(..., help="Folder with one subfolder per person (nested images allowed)."),
+    folder: Path = typer.Argument(..., help="Folder with one subfolder per person (nested images allowed).",
+                                readable=False),
     gallery: Optional[str] = GalleryOpt,
     detector: Optional[str] = DetectorOpt,
     recognizer: Optional[str] = RecognizerOpt,
@@ -129,8 +130,8 @@ def identify(
     every: int = typer.Option(3, "--every", min=1, help="Videos: detect on every Nth frame, track faces in between."),
     max_fps: Optional[float] = typer.Option(None, "--max-fps", help="Videos: take at most this many frames per "
                                                                     "second."),
-    start: Optional[str] = typer.Option(None, "--start", help="Videos: start here (seconds, m:s or h:m:s)."),
-    end: Optional[str] = typer.Option(None, "--end", help="Videos: stop here (seconds, m:s or h:m:s)."),
+    start: Optional[str] = typer.Option(None, "--start", help="Videos: start here (seconds, m:ss or h:mm:ss)."),
+    end: Optional[str] = typer.Option(None, "--end", help="Videos: stop here (seconds, m:ss or h:mm:ss)."),
     stream_timeout: float = typer.Option(5.0, "--stream-timeout", help="Streams: seconds a server may stay silent "
                                                                        "(opening, or between frames) before it "
                                                                        "counts as gone."),
@@ -163,6 +164,9 @@ def identify(
                             video_second_chance) if videos else None
     stills = [Path(p) for p in paths if not is_video_source(p)]
     images, errors = _collect(stills) if stills else ([], [])
+    if not images and not videos:  # nothing to read: say why before a gallery or a model is opened
+        _report_errors(errors)
+        raise typer.Exit(1)
     with open_engine(gallery, detector, recognizer, device, second_chance=second_chance) as engine:
         if images or not videos:
             results = engine.identify_paths(images, top_k, threshold, workers, keep_images=save_dir is not None)
@@ -185,7 +189,7 @@ def identify(
 
 
 def detect(
-    paths: list[Path] = typer.Argument(..., help="Images or folders of images."),
+    paths: list[Path] = typer.Argument(..., help="Images or folders of images.", readable=False),
     detector: Optional[str] = DetectorOpt,
     device: str = DeviceOpt,
     second_chance: bool = SecondChanceOpt,
@@ -196,6 +200,9 @@ def detect(
 ):
     """Find faces: box, score and 5 landmarks."""
     images, errors = _collect(paths)
+    if not images:  # nothing to read: say why before a model is loaded
+        _report_errors(errors)
+        raise typer.Exit(1)
     engine = open_engine(None, detector, None, device, threshold, second_chance)
     results = engine.detect_paths(images, threshold, workers, keep_images=save_dir is not None)
     _render_photos(results, len(images), errors, "detecting", as_json, save_dir,
@@ -220,7 +227,8 @@ def _render_photos(results, total: int, errors: list[str], label: str, as_json: 
         if save_dir is not None:
             save_annotated(result.image, result.faces, result.path, save_dir, with_identity=with_identity)
     if not as_json:
-        console.print(table)
+        if table.row_count:  # every photo failed: the error lines alone say so
+            console.print(table)
         _no_face_summary(no_face, total)
 
 
@@ -276,8 +284,8 @@ def _emit(result, table: Table, as_json: bool, with_identity: bool) -> None:
 
 # -- verify ----------------------------------------------------------------------------------------
 def verify(
-    image_a: Path = typer.Argument(..., help="First photo (its largest face is used)."),
-    image_b: Path = typer.Argument(..., help="Second photo (its largest face is used)."),
+    image_a: Path = typer.Argument(..., help="First photo (its largest face is used).", readable=False),
+    image_b: Path = typer.Argument(..., help="Second photo (its largest face is used).", readable=False),
     detector: Optional[str] = DetectorOpt,
     recognizer: Optional[str] = RecognizerOpt,
     device: str = DeviceOpt,

@@ -11,6 +11,8 @@ DETECTOR_HELP = ("A named model (yunet), a third-party or facepipe ONNX file, or
 RECOGNIZER_HELP = ("A named model (sface), a third-party or facepipe ONNX file, or a .pt checkpoint; "
                    "default: dlib ResNet via ONNX Runtime.")
 
+# Photo and folder arguments are typer.Argument(..., readable=False): reading them is the library's (one line naming
+# the folder or file and why, exit 1), not click's ("Invalid value for 'paths'", exit 2).
 GalleryOpt = typer.Option(None, "--gallery", help=GALLERY_HELP)
 DetectorOpt = typer.Option(None, "--detector", help=DETECTOR_HELP)
 RecognizerOpt = typer.Option(None, "--recognizer", help=RECOGNIZER_HELP)

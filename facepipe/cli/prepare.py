@@ -153,7 +153,8 @@ class _Reporter:
 
 
 def prepare_command(
-    src: Path = typer.Argument(..., help="Photos, one sub-folder per identity: SRC/<identity>/*.jpg (never modified)."),
+    src: Path = typer.Argument(..., help="Photos, one sub-folder per identity: SRC/<identity>/*.jpg (never modified).",
+                               readable=False),
     dst: Path = typer.Argument(..., help="Output folder (created). Run again to resume or to add new photos."),
     faces: str = typer.Option("largest", "--faces", help="Which faces of a photo: largest | all | single-only."),
     size: Optional[int] = typer.Option(None, "--size",

@@ -32,7 +32,7 @@ def parse_time(text: str | float | None, option: str) -> float | None:
         for part in str(text).strip().split(":"):
             value = value * 60 + float(part)
     except ValueError:
-        raise FacepipeError(f"{option} {text!r}: expected seconds (90.5), m:s (1:30) or h:m:s") from None
+        raise FacepipeError(f"{option} {text!r}: expected seconds (90.5), m:ss (1:30) or h:mm:ss (0:01:30)") from None
     if value < 0:
         raise FacepipeError(f"{option} {text!r}: must not be negative")
     return value
@@ -41,7 +41,7 @@ def parse_time(text: str | float | None, option: str) -> float | None:
 def video_options(every: int = 3, max_fps: float | None = None, start: str | None = None, end: str | None = None,
                   top_k: int = 3, threshold: float | None = None, stream_timeout: float = 5.0,
                   second_chance: bool = False) -> VideoOptions:
-    """The identify command's video options, checked; times as seconds, m:s or h:m:s."""
+    """The identify command's video options, checked; times as seconds, m:ss or h:mm:ss."""
     if every < 1:
         raise FacepipeError(f"--every {every}: must be 1 or more")
     if max_fps is not None and max_fps <= 0:

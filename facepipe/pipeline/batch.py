@@ -36,7 +36,7 @@ class ImageResult:
     faces: list[Face] = field(default_factory=list)
     size: tuple[int, int] = (0, 0)  # width, height
     error: str | None = None
-    image: np.ndarray | None = None  # kept only when asked (annotated copies)
+    image: np.ndarray | None = field(default=None, repr=False)  # kept only when asked (annotated copies)
 
 
 def load_spec_detector(spec: ModelSpec):

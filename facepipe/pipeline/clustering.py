@@ -49,6 +49,11 @@ class ClusterReport:
     counts: dict[str, int]  # identified / joined / new_clusters (facepipe.pipeline.clustering.recluster)
     embedded: int = 0  # photos embedded by this run (the others were clustered before)
 
+    def __repr__(self) -> str:
+        """The counts, not every photo (print() of a report of thousands stays one line)."""
+        return (f"ClusterReport(images={len(self.images)}, embedded={self.embedded}, errors={len(self.errors)}, "
+                f"counts={self.counts})")
+
 
 def stored_faces_as_faces(store: ClusterStore, photo: str) -> tuple[list[StoredFace], list[Face]]:
     rows = store.photo_faces(photo)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +34,12 @@ class EnrollReport:
     def errors(self) -> int:
         return sum(t.errors for t in self.persons.values())
 
+    def __repr__(self) -> str:
+        """The totals, not every person and note (print() of a report of thousands stays one line)."""
+        totals = {f.name: sum(getattr(t, f.name) for t in self.persons.values()) for f in fields(PersonTally)}
+        return (f"EnrollReport(persons={len(self.persons)}, {', '.join(f'{k}={v}' for k, v in totals.items())}, "
+                f"notes={len(self.notes)})")
+
 
 def enroll_folder(folders: IdentityFolders, gallery: Gallery, spec: ModelSpec, workers: int = 1,
                   on_item: Callable[[str], None] | None = None, pipeline=None) -> EnrollReport:
@@ -44,20 +50,21 @@ def enroll_folder(folders: IdentityFolders, gallery: Gallery, spec: ModelSpec, w
     report = EnrollReport()
     for path in folders.loose:
         report.notes.append((str(path), "skipped: not inside a person folder"))
-    for path in folders.unreadable:
-        report.notes.append((str(path), "error: folder not readable"))
-        report.persons[path.name].errors += 1
+    for path, why in folders.unreadable:
+        report.notes.append((str(path), f"error: {why}"))
 
     todo: list[tuple[Path, str, str]] = []  # (path, person, sha256)
     for folder_name, paths in folders.persons.items():
+        unreadable = len(folders.unreadable_in(folder_name))  # each an error of this person's (noted above)
         try:
             name = person_name(folder_name)  # the same rule as the API, the service and import
         except PersonNameError as exc:
-            report.persons[folder_name].errors += 1
+            report.persons[folder_name].errors += 1 + unreadable
             report.notes.append((str(folders.root / folder_name), f"error: {exc} (folder skipped)"))
             continue
         tally = report.persons[name]
-        if not paths and folders.root / folder_name not in folders.unreadable:
+        tally.errors += unreadable
+        if not paths and not unreadable:
             report.notes.append((str(folders.root / folder_name), "skipped: folder holds no images"))
         for path in paths:
             try:

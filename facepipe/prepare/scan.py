@@ -40,7 +40,7 @@ class Scan:
 def scan_identity_tree(src: Path) -> Scan:
     src = Path(src).resolve()
     try:
-        folders = scan_identity_folders(src)
+        folders = scan_identity_folders(src).check_readable()
     except FacepipeError as exc:
         raise PrepareError(str(exc)) from None
     scan = Scan(src, loose_files=folders.loose, non_images=folders.non_images)

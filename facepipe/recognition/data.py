@@ -33,7 +33,7 @@ class FolderSource:
         if not self.root.is_dir():
             raise DataError(f"{self.root}: training folder not found")
         try:
-            persons = {n: p for n, p in scan_identity_folders(self.root).persons.items() if p}
+            persons = {n: p for n, p in scan_identity_folders(self.root).check_readable().persons.items() if p}
         except FacepipeError as exc:
             raise DataError(str(exc)) from None
         self.classes = sorted(persons)

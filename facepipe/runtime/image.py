@@ -133,9 +133,13 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
 def read_image(path: str | Path) -> np.ndarray:
     """Return the image at `path` as an upright H x W x 3 RGB uint8 array, or raise ImageError."""
     path = Path(path)
-    if not path.exists():
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except OSError:  # e.g. in a folder we may not search: opening it below says why, in the usual words
+        exists, is_dir = True, False
+    if not exists:
         raise ImageError(f"{path}: no such file")
-    if path.is_dir():
+    if is_dir:
         raise ImageError(f"{path}: is a folder, not an image")
     return _decode(path, str(path))
 
@@ -291,18 +295,26 @@ def from_bgr(frame: np.ndarray) -> np.ndarray:
 
 
 def list_images(paths: list[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Expand files and folders (recursively) into image files, sorted; also return problems found."""
+    """Expand files and folders (recursively) into image files, sorted; also return problems found (a folder
+    that could not be listed, at any depth, is one: facepipe.runtime.folders.files_under)."""
+    from facepipe.runtime.folders import files_under  # folders.py imports this module
+
     images: list[Path] = []
     problems: list[tuple[Path, str]] = []
     for raw in paths:
         path = Path(raw)
+        try:
+            path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # said below
+        except OSError as exc:  # e.g. in a folder we may not search
+            problems.append((path, f"cannot read ({exc.strerror})"))
+            continue
         if path.is_dir():
-            try:
-                found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p))
-            except PermissionError:
-                problems.append((path, "folder not readable"))
-                continue
-            if not found:
+            files, unreadable = files_under(path)
+            found = [p for p in files if is_image_path(p)]
+            problems.extend(unreadable)
+            if not found and not unreadable:
                 problems.append((path, "folder holds no images"))
             images.extend(found)
         elif path.is_file():

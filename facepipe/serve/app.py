@@ -103,8 +103,8 @@ def create_app(settings: ServeSettings, engine=None) -> FastAPI:
 
 
 def _add_docs(app: FastAPI) -> None:
-    """Swagger UI from the swagger-ui-bundle package (nothing fetched from a CDN), started by a static script
-    of ours, so the page's CSP needs no inline script."""
+    """Swagger UI 5 from the swagger-ui-bundle-v2 package (nothing fetched from a CDN; it reads OpenAPI 3.1, which
+    FastAPI writes), started by a static script of ours, so the page's CSP needs no inline script."""
     from swagger_ui_bundle import swagger_ui_path
 
     page = ('<!doctype html><html lang="en"><head><meta charset="utf-8"><title>facepipe API</title>'

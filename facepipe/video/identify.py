@@ -67,7 +67,7 @@ class TrackRecord:
     identity: str | None
     similarity: float | None
     candidates: list[Candidate]
-    boxes: list[tuple[float, float, float, float, float]]  # (t, x1, y1, x2, y2) at each detection
+    boxes: list[tuple[float, float, float, float, float]] = field(repr=False)  # (t, x1, y1, x2, y2) per detection
     embedded: int = 0  # how many frames were embedded to decide
 
     def to_json(self) -> dict:

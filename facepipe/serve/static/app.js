@@ -13,13 +13,27 @@ function setStatus(text, isError = false) {
   $("status").className = isError ? "error" : "";
 }
 
+// What a 401 means to the person at the page: a key is needed, or the one typed is not it.
+function keyAdvice() {
+  return keyInput.value ? "This API key is not accepted: check the key at the top right."
+                        : "This server needs an API key: enter it at the top right.";
+}
+
+// A line in a list that says why it is empty (no one yet, or the server's answer): not an entry of the list.
+function notice(text, isError = false) {
+  const item = document.createElement("li");
+  item.className = isError ? "notice error" : "notice";
+  item.textContent = text;
+  return item;
+}
+
 async function call(method, path, body) {
   const headers = keyInput.value ? { Authorization: "Bearer " + keyInput.value } : {};
   const response = await fetch(path, { method, headers, body });
   let data = {};
   try { data = await response.json(); } catch (e) { /* empty body */ }
   if (!response.ok) {
-    const why = response.status === 401 ? "the server wants the right API key (top right)" : (data.error || response.statusText);
+    const why = response.status === 401 ? keyAdvice() : (data.error || response.statusText);
     const error = new Error(why + (data.error_id ? " (error id " + data.error_id + ")" : ""));
     error.status = response.status;
     throw error;
@@ -117,8 +131,9 @@ async function refreshPersons() {
       item.textContent = `${p.name} (${p.faces} face${p.faces === 1 ? "" : "s"})`;
       return item;
     }));
+    if (!persons.length) $("persons").replaceChildren(notice("No one enrolled yet: enroll a photo above."));
   } catch (error) {
-    $("persons").replaceChildren(Object.assign(document.createElement("li"), { textContent: error.message }));
+    $("persons").replaceChildren(notice(error.message, true));
   }
 }
 

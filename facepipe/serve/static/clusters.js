@@ -68,10 +68,13 @@ async function refreshClusters() {
   try {
     const { clusters } = await call("GET", "/v1/clusters");
     list.replaceChildren(...clusters.map(clusterCard));
-    if (!clusters.length) list.textContent = "No unnamed groups: run `facepipe cluster PHOTOS...` on the server's photos.";
+    if (!clusters.length) {
+      list.replaceChildren(Object.assign(document.createElement("p"), {
+        className: "notice", textContent: "No unnamed groups: run `facepipe cluster PATH...` on the server's photos." }));
+    }
     document.body.dataset.clusters = String(clusters.length);
   } catch (error) {
-    list.textContent = error.message;
+    list.replaceChildren(Object.assign(document.createElement("p"), { className: "notice error", textContent: error.message }));
   }
 }
 
