@@ -202,33 +202,38 @@ class Engine:
     def label(self, faces: list[Face], top_k: int = 3, threshold: float | None = None,
               photo: str | None = None) -> list[Face]:
         """Copy the gallery's answer onto faces that carry embeddings (in place). photo: the content hash of
-        the faces' image, so that "not this person" (`reject`) is respected face by face."""
+        the faces' image, so that "not this person" (`reject`) is respected face by face, and a face the cluster
+        store has decided is what the store says (facepipe.gallery.clusters.StoredFace.identity)."""
         if not faces:
             return faces
-        rejections = self._rejections() if photo is not None else None
+        record = self._cluster_record() if photo is not None else None
+        decided = record.decided_faces(photo) if record is not None else {}
         value = self.threshold(threshold).value
-        asked = top_k + (3 if rejections is not None else 0)  # room for the candidates a rejection removes
+        asked = top_k + (3 if record is not None else 0)  # room for the candidates a rejection removes
         for i, (face, m) in enumerate(zip(faces, self.match([f.embedding for f in faces], asked, threshold))):
-            identity, similarity, candidates, distance = m.identity, m.similarity, m.candidates, m.distance
-            rejected = rejections.rejected_persons(photo, i) if rejections is not None else set()
+            identity, candidates = m.identity, m.candidates
+            rejected = record.rejected_persons(photo, i) if record is not None else set()
             if rejected:
                 candidates, identity = _without_rejected(candidates, rejected, value)
-                best = candidates[0] if candidates else None
-                similarity = best.similarity if best is not None else similarity
-                distance = best.distance if best is not None else distance
-            face.identity, face.similarity, face.candidates, face.distance = \
-                identity, similarity, candidates[:top_k], distance
+            stored = decided.get(i)
+            if stored is not None and stored.same_face(face.box):
+                identity = stored.identity
+            best = next((c for c in candidates if c.identity == identity), candidates[0] if candidates else None)
+            face.identity, face.candidates = identity, candidates[:top_k]
+            face.similarity, face.distance = (best.similarity, best.distance) if best is not None else \
+                (m.similarity, m.distance)
         return faces
 
-    def _rejections(self):
-        """The gallery's cluster store when it holds "not this person" answers (SQLite only), else None."""
+    def _cluster_record(self):
+        """The gallery's cluster store when it has anything to say of a photo's faces (SQLite only): "not this
+        person" answers, or faces it has decided; else None."""
         from facepipe.gallery.clusters import ClusterStore
 
         target = self.gallery()._target
         if not ClusterStore.present(target):
             return None
         store = _Serialised(ClusterStore(target), self._lock)
-        return store if store.has_rejections() else None
+        return store if store.has_rejections() or store.has_faces() else None
 
     # -- identify --------------------------------------------------------------------------------------
     def identify(self, image: ImageLike, top_k: int = 3, threshold: float | None = None) -> list[Face]:
@@ -236,7 +241,7 @@ class Engine:
         self._checked_gallery()  # before any work: a missing or foreign gallery is the first thing to say
         rgb = load_image(image)
         faces = self.pipeline.embed(rgb, self._detect(rgb))
-        photo = content_hash(image) if faces and self._rejections() is not None else None
+        photo = content_hash(image) if faces and self._cluster_record() is not None else None
         return self.label(faces, top_k, threshold, photo)
 
     def identify_paths(self, paths: list[Path], top_k: int = 3, threshold: float | None = None, workers: int = 1,
@@ -245,10 +250,10 @@ class Engine:
         result with an error, never an exception."""
         self._checked_gallery()
         self.threshold(threshold)  # calibrate once, before the first result
-        rejections = self._rejections() is not None
+        recorded = self._cluster_record() is not None
         for result in run_images(paths, self.spec, "all", workers, keep_images, pipeline=self._local_pipeline(workers)):
             if not result.error:
-                self.label(result.faces, top_k, threshold, _file_hash(result.path) if rejections else None)
+                self.label(result.faces, top_k, threshold, _file_hash(result.path) if recorded else None)
             yield result
 
     def detect_paths(self, paths: list[Path], threshold: float | None = None, workers: int = 1,
@@ -422,7 +427,8 @@ class Engine:
                "embedding_size": store.embedding_size if faces else None, "search": store.search_kind,
                "calibrated_threshold": calibrated,
                "calibration": None if calibrated is not None else
-               f"n/a (fewer than {MIN_PERSONS} persons: the model default applies)",
+               f"n/a (fewer than {MIN_PERSONS} persons, and too few faces of theirs and of unnamed clusters to "
+               "bound each: the model default applies)",
                "threshold": None, "threshold_source": None}
         if faces and store.model == self.recognizer.fingerprint:
             th = self.threshold()

@@ -107,6 +107,10 @@ class GalleryBase:
         """The threshold from this gallery's own impostor scores (facepipe.openset.calibration), uncached."""
         raise NotImplementedError
 
+    def _strangers_version(self) -> str:
+        """Changes whenever the faces known to be nobody enrolled change (calibration.stranger_scores): none here."""
+        return ""
+
     def _remember(self, key: str, value: str) -> None:
         """Store a cached value in the metadata (a read-only gallery may pass over it)."""
         raise NotImplementedError
@@ -125,7 +129,7 @@ class GalleryBase:
                                                "in memory for this process")
 
         return cached_threshold(lambda key: unsaved.get(key) or self._meta(key), remember, self.changes,
-                                self.face_count(), target_fpir, self._calibrate)
+                                self.face_count(), target_fpir, self._calibrate, self._strangers_version())
 
     def __enter__(self):
         return self

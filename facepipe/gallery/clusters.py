@@ -9,6 +9,11 @@
 Naming a cluster enrolls its faces as a person of the gallery (`faces` rows keyed `<photo sha256>#<face>`, so
 two faces of one group photo may belong to two persons). Each step is one transaction: a killed run loses at
 most the photo it was writing. Milvus galleries hold no clusters (`ClusterStore` refuses them in one line).
+
+The faces of clusters nobody has named are the gallery's strangers while it has few persons
+(`unnamed_cluster_faces`, facepipe.openset.calibration.stranger_scores); every write that changes them bumps
+`cluster_revision` in `meta`, which the cached calibration is keyed by. What the store holds for a face (a person,
+or a cluster nobody has named) is what every view says of it (`StoredFace.identity`).
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import numpy as np
 
 from facepipe.errors import GalleryError
 from facepipe.gallery.sqlite import SqliteGallery
+from facepipe.openset.calibration import MAX_PROBES
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cluster_photos (
@@ -70,10 +76,37 @@ class StoredFace:
     cluster: int | None
     person: str | None
 
+    @property
+    def identity(self) -> str | None:
+        """What every view says of a decided face: its person, or nobody while its cluster has no name (naming or
+        merging the cluster is the user's to do; identify and a cluster rerun do not name it behind them)."""
+        return self.person
+
+    def same_face(self, box) -> bool:
+        """Whether a face detected in this photo again is this one (the same detector finds the same boxes)."""
+        a, b = np.asarray(self.box, np.float64), np.asarray(box, np.float64)
+        inter = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None))
+        union = np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter
+        return bool(union > 0 and inter / union >= 0.5)
+
 
 def face_key(photo: str, face_index: int) -> str:
     """The gallery's `faces.sha256` of a named cluster face: one photo may give several persons a face."""
     return f"{photo}#{face_index}"
+
+
+def unnamed_cluster_faces(gallery: SqliteGallery, limit: int = MAX_PROBES) -> tuple[np.ndarray, np.ndarray]:
+    """The faces of clusters nobody has named (a fixed sample of `limit`) and their clusters: people who are not any
+    enrolled person, as far as the user has said (a cluster may still be a named person's second look, which only
+    makes the calibration stricter). None in a gallery without cluster tables."""
+    size = gallery.embedding_size or 0
+    if not ClusterStore.present(gallery) or not size:
+        return np.zeros((0, size), np.float32), np.zeros(0, np.int64)
+    rows = gallery.db.execute("SELECT cluster, embedding FROM cluster_faces WHERE cluster IS NOT NULL AND person IS "
+                              "NULL AND length(embedding) = ? ORDER BY (id * 2654435761) % 4294967296 LIMIT ?",
+                              (4 * size, limit)).fetchall()
+    return (np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), size),
+            np.array([r[0] for r in rows], np.int64))
 
 
 class ClusterStore:
@@ -96,8 +129,15 @@ class ClusterStore:
     def _write(self, fn):
         return self.gallery._write(fn)
 
+    def _strangers_changed(self) -> None:
+        """Inside a write: the unnamed clusters changed, so the calibration that uses them as strangers is stale."""
+        self.gallery._set_meta("cluster_revision", str(int(self.gallery._meta("cluster_revision") or 0) + 1))
+
     def face_count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM cluster_faces").fetchone()[0]
+
+    def has_faces(self) -> bool:
+        return self.db.execute("SELECT 1 FROM cluster_faces LIMIT 1").fetchone() is not None
 
     # -- photos and faces -------------------------------------------------------------------------
     def has_photo(self, sha256: str) -> bool:
@@ -128,6 +168,13 @@ class ClusterStore:
 
     def photo_faces(self, sha256: str) -> list[StoredFace]:
         return self.faces("WHERE f.photo = ?", (sha256,))
+
+    def decided_faces(self, sha256: str) -> dict[int, StoredFace]:
+        """The photo's faces the store has said who they are, by face index: in a cluster (someone nobody has named
+        yet), or a person of the gallery (named, or identified by a run). A face alone is still open (each run
+        matches it against the persons again), and so is one whose person was removed since."""
+        return {f.face_index: f for f in self.faces("WHERE f.photo = ? AND (f.cluster IS NOT NULL OR f.person IN "
+                                                    "(SELECT name FROM persons))", (sha256,))}
 
     def embeddings(self, where: str = "", params: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
         """(face ids, N x D embeddings) of the cluster faces matching `where`."""
@@ -163,6 +210,8 @@ class ClusterStore:
             for face_id, name in persons.items():
                 self.db.execute("UPDATE cluster_faces SET person = ?, cluster = NULL WHERE id = ?", (name, face_id))
             self.gallery._set_meta("last_cluster_id", str(high))
+            if len(ids) or persons:
+                self._strangers_changed()
         self._write(write)
 
     # -- what people look at ----------------------------------------------------------------------
@@ -194,7 +243,10 @@ class ClusterStore:
             source = next(f.source for f in b if f.photo in shared)
             raise GalleryError(f"clusters {into} and {other} both hold a face of {source}: two faces of one photo "
                                "are two people (split one of them first)")
-        self._write(lambda: self.db.execute("UPDATE cluster_faces SET cluster = ? WHERE cluster = ?", (into, other)))
+        def write():
+            self.db.execute("UPDATE cluster_faces SET cluster = ? WHERE cluster = ?", (into, other))
+            self._strangers_changed()  # one person fewer among them
+        self._write(write)
         return len(b)
 
     def split(self, cluster: int, face_ids: list[int]) -> int | None:
@@ -217,6 +269,7 @@ class ClusterStore:
                 self.db.execute("INSERT OR IGNORE INTO cluster_exclusions VALUES (?, ?)", (face_id, cluster))
             if len(members) - len(set(face_ids)) == 1:  # the one face left is in no cluster of two any more
                 self.db.execute("UPDATE cluster_faces SET cluster = NULL WHERE cluster = ?", (cluster,))
+            self._strangers_changed()
             return new
         return self._write(write)
 
@@ -235,6 +288,7 @@ class ClusterStore:
                                           face.score, embedding)
                 self.db.execute("UPDATE cluster_faces SET cluster = NULL, person = ? WHERE id = ?", (person, face.id))
             self.db.execute("UPDATE cluster_faces SET cluster = NULL WHERE cluster = ?", (cluster,))
+            self._strangers_changed()  # its faces are a person's now, no longer strangers
         self._write(write)
         return len(keep)
 
@@ -250,6 +304,7 @@ class ClusterStore:
             self.db.execute("UPDATE cluster_faces SET person = NULL WHERE person = ? AND photo = ?"
                             + ("" if face_index == EVERY_FACE else " AND face_index = ?"),
                             (person, photo) if face_index == EVERY_FACE else (person, photo, face_index))
+            self._strangers_changed()
             return removed
         return self._write(write)
 

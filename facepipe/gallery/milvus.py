@@ -378,9 +378,10 @@ class MilvusGallery(GalleryBase):
             rows = [rows[i] for i in np.random.default_rng(0).choice(len(rows), MAX_PROBES, replace=False)]
         probes = np.array([r["embedding"] for r in rows], np.float32).reshape(len(rows), self.embedding_size or 0)
         persons = len({r["person"] for r in self._iterate(["person"])})
-        scores = shortlist_impostor_scores(probes, [r["person"] for r in rows], self._search_persons,
-                                           self.centroids_of, self.metric, shortlist=SHORTLIST_PERSONS)
-        return threshold_from_impostors(scores, persons, target_fpir)
+        owners = [r["person"] for r in rows]
+        scores = shortlist_impostor_scores(probes, owners, self._search_persons, self.centroids_of, self.metric,
+                                           shortlist=SHORTLIST_PERSONS)
+        return threshold_from_impostors(scores, persons, target_fpir, owners)
 
     def _remember(self, key: str, value: str) -> None:
         self._set_meta(key, value)

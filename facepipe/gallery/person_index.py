@@ -26,7 +26,7 @@ from facepipe.gallery.base import warn_once
 from facepipe.gallery.centroids import centroids
 from facepipe.gallery.ranking import SHORTLIST_PERSONS, Match, match_shortlist, shortlist_impostor_scores
 from facepipe.gallery.search import train_ivf
-from facepipe.openset.calibration import MAX_PROBES, threshold_from_impostors
+from facepipe.openset.calibration import MAX_PROBES, StrangerScores, threshold_from_impostors
 
 TAG = "person_index"
 TRIMMED = "persons_trimmed"
@@ -202,12 +202,14 @@ class PersonSearch:
         return match_shortlist(self.search, self.centroids_of, embeddings, threshold, top_k, self.metric,
                                name_of=lambda p: self.names[p], shortlist=SHORTLIST_PERSONS)
 
-    def calibrate(self, target_fpir: float) -> float | None:
-        """Strangers simulated by a fixed sample of enrolled faces, each through the same shortlist as a query."""
+    def calibrate(self, target_fpir: float, strangers: StrangerScores | None = None) -> float | None:
+        """Strangers simulated by a fixed sample of enrolled faces, each through the same shortlist as a query
+        (with `strangers` below MIN_PERSONS persons: calibration.threshold_from_impostors)."""
         total = self.db.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
         rows = self.db.execute("SELECT person_id, embedding FROM faces WHERE id IN (SELECT id FROM faces ORDER BY "
                                "(id * 2654435761) % 4294967296 LIMIT ?)", (min(total, MAX_PROBES),)).fetchall()
         probes = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.size)
-        scores = shortlist_impostor_scores(probes, [r[0] for r in rows], self.search, self.centroids_of, self.metric,
+        owners = [r[0] for r in rows]
+        scores = shortlist_impostor_scores(probes, owners, self.search, self.centroids_of, self.metric,
                                            shortlist=SHORTLIST_PERSONS)
-        return threshold_from_impostors(scores, self.n_persons, target_fpir)
+        return threshold_from_impostors(scores, self.n_persons, target_fpir, owners, strangers)

@@ -38,7 +38,7 @@ from facepipe.gallery.person_index import PersonIndexLifecycle, note_trimmed
 from facepipe.gallery.ranking import Match, PersonInfo, exact_scorer, match_exact
 from facepipe.gallery.search import EmbeddingIndex, ann_min
 from facepipe.gallery.sqlite_index import IndexLifecycle
-from facepipe.openset.calibration import open_set_threshold
+from facepipe.openset.calibration import StrangerScores, open_set_threshold, stranger_scores
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -418,7 +418,19 @@ class SqliteGallery(PersonIndexLifecycle, IndexLifecycle, GalleryBase):
 
     # -- matching ----------------------------------------------------------------------------------
     def _calibrate(self, target_fpir: float) -> float | None:
-        return self._searcher().calibrate(target_fpir)
+        """The threshold from the gallery's own impostors and, below MIN_PERSONS persons, the faces of its unnamed
+        clusters as strangers (facepipe.openset.calibration.stranger_scores)."""
+        searcher = self._searcher()
+        strangers = stranger_scores(searcher.n_persons, self._stranger_faces, searcher.match)
+        return searcher.calibrate(target_fpir, strangers)
+
+    def _stranger_faces(self) -> tuple[np.ndarray, np.ndarray]:
+        from facepipe.gallery.clusters import unnamed_cluster_faces  # the cluster tables build on this gallery
+
+        return unnamed_cluster_faces(self)
+
+    def _strangers_version(self) -> str:
+        return f"clusters:{self._meta('cluster_revision') or 0}"
 
     def _remember(self, key: str, value: str) -> None:
         try:
@@ -451,8 +463,8 @@ class ExactSearch:
     def match(self, embeddings, threshold: float, top_k: int) -> list[Match]:
         return match_exact(self.scorer, self.names, embeddings, threshold, top_k, self.metric)
 
-    def calibrate(self, target_fpir: float) -> float | None:
-        return open_set_threshold(self.matrix, self.labels, self.scorer, target_fpir)
+    def calibrate(self, target_fpir: float, strangers: StrangerScores | None = None) -> float | None:
+        return open_set_threshold(self.matrix, self.labels, self.scorer, target_fpir, strangers)
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[float, str]]:
         sims, idx = self.index.search(query[None], k)

@@ -16,7 +16,7 @@ from facepipe.gallery.base import warn_once
 from facepipe.gallery.centroids import centroids
 from facepipe.gallery.ranking import Match, match_shortlist, shortlist_impostor_scores
 from facepipe.gallery.search import exact_search, ivf_lists, train_ivf
-from facepipe.openset.calibration import MAX_PROBES, threshold_from_impostors
+from facepipe.openset.calibration import MAX_PROBES, StrangerScores, threshold_from_impostors
 
 READ_CHUNK = 20_000  # rows read from SQLite at a time (as sqlite.py)
 
@@ -208,18 +208,20 @@ class AnnSearch:
             return self.person_search.match(embeddings, threshold, top_k)
         return match_shortlist(self.search, self.faces_of, embeddings, threshold, top_k, self.metric)
 
-    def calibrate(self, target_fpir: float) -> float | None:
-        """Strangers simulated by a sample of enrolled faces, each scored through the same shortlist as a query."""
+    def calibrate(self, target_fpir: float, strangers: StrangerScores | None = None) -> float | None:
+        """Strangers simulated by a sample of enrolled faces, each scored through the same shortlist as a query
+        (with `strangers` below MIN_PERSONS persons: calibration.threshold_from_impostors)."""
         if self.person_search is not None:
-            return self.person_search.calibrate(target_fpir)
+            return self.person_search.calibrate(target_fpir, strangers)
         total = self.db.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
         rows = self.db.execute("SELECT p.name, f.embedding FROM faces f JOIN persons p ON p.id = f.person_id "
                                "WHERE f.id IN (SELECT id FROM faces ORDER BY (id * 2654435761) % 4294967296 LIMIT "
                                "?)",  # a fixed sample
                                (min(total, MAX_PROBES),)).fetchall()
         probes = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.tag.embedding_size)
-        scores = shortlist_impostor_scores(probes, [r[0] for r in rows], self.search, self.faces_of, self.metric)
-        return threshold_from_impostors(scores, self.n_persons, target_fpir)
+        owners = [r[0] for r in rows]
+        scores = shortlist_impostor_scores(probes, owners, self.search, self.faces_of, self.metric)
+        return threshold_from_impostors(scores, self.n_persons, target_fpir, owners, strangers)
 
     def search_ids(self, query: np.ndarray, k: int) -> list[tuple[float, int, str]]:
         """Up to k (similarity, face id, person) hits, best first, removed faces left out."""

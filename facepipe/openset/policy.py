@@ -2,8 +2,10 @@
 one person, and why (`Threshold.source`, in words for people).
 
 - identify (photos, HTTP, video tracks): a threshold the caller gives; else the gallery's calibration, the score
-  at which about TARGET_FPIR of strangers would be named (facepipe.openset.calibration, cached in the gallery);
-  else, below MIN_PERSONS persons, the recognizer's own default;
+  at which about TARGET_FPIR of strangers would be named (facepipe.openset.calibration, cached in the gallery; below
+  MIN_PERSONS persons, the highest of each known person's own bound: the enrolled persons and the clusters nobody
+  has named), never below the recognizer's own default (what the model itself calls one person); else, with too
+  few faces to say, the recognizer's default;
 - verify, and the video's "is this still the track's person": the caller's threshold, else the recognizer's
   default (a pair of faces has no gallery to calibrate against);
 - a video track's identity: each person's mean similarity over the track's embeddings; the best is named when
@@ -33,13 +35,17 @@ def given_by_caller(value: float) -> Threshold:
 
 
 def identify_threshold(recognizer, gallery, override: float | None = None) -> Threshold:
-    """The caller's threshold when given, else the gallery's calibration, else the recognizer's default."""
+    """The caller's threshold when given, else the gallery's calibration (never below the recognizer's default),
+    else the recognizer's default."""
     if override is not None:
         return given_by_caller(override)
     calibrated = gallery.open_set_threshold(TARGET_FPIR)
-    if calibrated is not None:
-        return Threshold(calibrated, f"gallery calibration ({TARGET_FPIR:.0%} strangers named)")
-    return model_default(recognizer)
+    default = model_default(recognizer)
+    if calibrated is None:
+        return default
+    if calibrated < default.value:
+        return Threshold(default.value, f"{default.source} (the gallery's calibration, {calibrated:.3f}, is laxer)")
+    return Threshold(calibrated, f"gallery calibration ({TARGET_FPIR:.0%} strangers named)")
 
 
 def verify_threshold(recognizer, override: float | None = None) -> Threshold:
