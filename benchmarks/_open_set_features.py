@@ -106,10 +106,11 @@ def recipe_embeddings(photos: list[Path], cache_name: str, refresh: bool = False
     return out
 
 
-def default_embeddings(photos: list[Path], cache_name: str, refresh: bool = False
+def default_embeddings(photos: list[Path], cache_name: str, refresh: bool = False, detector: str | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What facepipe's default pipeline (detect, then embed the largest face) stores for each photo, the
-    seconds each photo took, and which detector pass found that face ("" where none)."""
+    seconds each photo took, and which detector pass found that face ("" where none). detector: another
+    detector in front of the default recognizer (a --detector spec)."""
     from rich.progress import track
 
     from facepipe.errors import FacepipeError
@@ -122,7 +123,7 @@ def default_embeddings(photos: list[Path], cache_name: str, refresh: bool = Fals
         saved = np.load(cache)
         if saved["keys"].shape == keys.shape and (saved["keys"] == keys).all() and "passes" in saved:
             return saved["embeddings"], saved["seconds"], saved["passes"]
-    pipeline = build_pipeline(ModelSpec(threads=1))
+    pipeline = build_pipeline(ModelSpec(detector=detector, threads=1))
     out = np.full((len(photos), pipeline.recognizer.embedding_size), np.nan, np.float32)
     seconds = np.zeros(len(photos))
     passes = np.full(len(photos), "", dtype=object)

@@ -6,7 +6,10 @@ A photo where no face is found counts as "not named" (a miss for enrolled people
 are drawn among those where both pipelines find a face, so both galleries hold the same photos.
 
     nice -n 10 python benchmarks/open_set.py [--splits 10] [--variants] [--plot docs/open_set.png]
+        [--detector facepipe|dlib|FILE]
 
+--detector: the same splits with that detector in front of the default recognizer, as another row (the
+enrolled photos are then those where it finds a face too).
 Descriptors are computed once per photo and cached ($FACEPIPE_BENCH_CACHE or models/cache; --refresh
 recomputes), then reused by every split. "without the second chance": the same run, with the photos whose
 face only the detector's second chance found counted as "no face" (they are never enrolled). --variants
@@ -138,6 +141,7 @@ def main() -> None:
     parser.add_argument("--keep-duplicates", action="store_true", help="keep the CelebA ids that are one person apart")
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--timed", type=int, default=120, help="photos timed side by side (recipe vs facepipe)")
+    parser.add_argument("--detector", default=None, help="also measure this detector in front of the recognizer")
     args = parser.parse_args()
 
     names, photos, labels = celeba_dev(merge_same_person=not args.keep_duplicates)
@@ -149,6 +153,11 @@ def main() -> None:
     recognizer = load_recognizer()
     # Enrolled photos: where every pipeline compared finds a face, so that all galleries hold the same photos.
     enrollable = ~np.isnan(recipe[:, 0]) & ~np.isnan(without_second_chance[:, 0])
+    other = None
+    if args.detector:
+        other, other_seconds, _ = default_embeddings(photos, f"open_set-celeba-dev-{Path(args.detector).stem}",
+                                                     args.refresh, detector=args.detector)
+        enrollable &= ~np.isnan(other[:, 0])
     splits = [make_split(labels, len(names), enrollable, seed) for seed in range(args.splits)]
     print(f"{len(photos)} photos of {len(np.unique(labels))} identities; recognizer {recognizer.name}, "
           f"metric {recognizer.metric}; {args.splits} splits")
@@ -156,6 +165,12 @@ def main() -> None:
     fr = [recipe_split(recipe, labels, len(names), s) for s in splits]
     fp = [facepipe_split(emb, labels, names, s, recognizer) for s in splits]
     fp_off = [facepipe_split(without_second_chance, labels, names, s, recognizer) for s in splits]
+    rows = [("face_recognition recipe (HOG up 1, dlib, distance <= 0.6)", fr, recipe, None),
+            ("facepipe default without the second chance", fp_off, without_second_chance, None),
+            ("facepipe default", fp, emb, "facepipe")]
+    if other is not None:
+        rows.append((f"--detector {args.detector}", [facepipe_split(other, labels, names, s, recognizer)
+                                                      for s in splits], other, None))
     recipe_seconds, facepipe_seconds, recipe_cpu, facepipe_cpu = time_side_by_side(photos, args.timed)
 
     def no_face(x):
@@ -166,11 +181,10 @@ def main() -> None:
     for col in ("pipeline", "no face", "rank-1", "named @1% strangers", "default: named (mean / worst)",
                 "default: strangers named (mean / worst)", "best threshold (2%) names", "s/photo"):
         table.add_column(col)
-    for label, rows, x, secs in (
-            ("face_recognition recipe (HOG up 1, dlib, distance <= 0.6)", fr, recipe, f"{recipe_seconds:.3f}"),
-            ("facepipe default without the second chance", fp_off, without_second_chance, ""),
-            ("facepipe default", fp, emb, f"{facepipe_seconds:.3f}")):
-        r = [x[0] for x in rows]
+    timed = {None: "", "facepipe": f"{facepipe_seconds:.3f}"}
+    for label, results, x, timing in rows:
+        secs = f"{recipe_seconds:.3f}" if results is fr else timed[timing]
+        r = [x[0] for x in results]
         mean = lambda k: np.mean([x[k] for x in r])  # noqa: E731
         table.add_row(label, f"{no_face(x):.1%}", f"{mean('rank1'):.3f}", f"{mean('named_at_1pct'):.3f}",
                       f"{mean('named'):.3f} / {min(x['named'] for x in r):.3f}",

@@ -43,6 +43,23 @@ def _real_images(ckpt: dict, limit: int = 4) -> list[Path]:
     return []
 
 
+def training_provenance(ckpt: dict) -> dict:
+    """What made the weights, for the ONNX metadata and the model card: the run's config (name, network,
+    epochs trained, data entries) and `data_sha256`, a hash over the label files it trained on, in order
+    (None for a file not readable here)."""
+    import hashlib
+
+    config = ckpt.get("config") or {}
+    digest = hashlib.sha256()
+    for entry in config.get("train_data") or []:
+        labels = Path(str(entry["labels"] if isinstance(entry, dict) else entry)).expanduser()
+        digest.update(labels.read_bytes() if labels.is_file() else b"missing:" + str(labels).encode())
+    return {"run": config.get("name"), "arch": ckpt.get("arch"), "arch_args": ckpt.get("arch_args"),
+            "epochs": ckpt.get("epoch"), "input_size": config.get("input_size"),
+            "init_weights": Path(config["init_weights"]).name if config.get("init_weights") else None,
+            "train_data": config.get("train_data"), "data_sha256": digest.hexdigest()}
+
+
 def export_detector(checkpoint: str | Path, out_path: str | Path, check_images: list[str | Path] | None = None,
                     opset: int = OPSET, exporter: str = "auto", tolerance: float = 1e-3,
                     max_side: int | None = None, score_threshold: float | None = None) -> ExportReport:
@@ -70,7 +87,8 @@ def export_detector(checkpoint: str | Path, out_path: str | Path, check_images: 
         raise ModelError(f"{checkpoint}: no images to check the export on (pass some real photos)")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     used = _export(torch_det._net.cpu().eval(), out_path, exporter, opset)
-    add_metadata(out_path, {**torch_det.spec.to_metadata(), "source_checkpoint": checkpoint.name})
+    add_metadata(out_path, {**torch_det.spec.to_metadata(), "source_checkpoint": checkpoint.name,
+                            "training": training_provenance(load_checkpoint(checkpoint))})
 
     onnx_det = OnnxDetector(out_path, device="cpu")
     diffs = {name: 0.0 for name in OUTPUTS}

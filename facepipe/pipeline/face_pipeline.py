@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facepipe.runtime.align import align_face, dlib_face_chip, is_dlib_template
+from facepipe.runtime.align import align_face, dlib_face_chip, dlib_face_chip_5, is_dlib_template
 from facepipe.runtime.base import Detector, Recognizer
 from facepipe.types import Detection, Face
 
@@ -17,6 +17,11 @@ def landmarks_from_box(box: np.ndarray) -> np.ndarray:
     x1, y1, x2, y2 = box
     return _MEAN_LANDMARKS_IN_BOX * np.array([x2 - x1, y2 - y1], dtype=np.float32) + np.array([x1, y1],
                                                                                               dtype=np.float32)
+
+
+# dlib's ResNet behind a 5-point detector: its chip from dlib's 5-point predictor in the box (True) or from the
+# detector's own 5 points (False); measured with benchmarks/open_set.py --detector (docs/detector.md).
+DLIB_CHIP_FROM_BOX = True
 
 
 class FacePipeline:
@@ -33,14 +38,18 @@ class FacePipeline:
                      detector_pass=d.detector_pass) for d in self.detector.detect(image, threshold)]
 
     def chips(self, image: np.ndarray, faces: list[Detection]) -> np.ndarray:
-        """Aligned chips for the recognizer: dlib's own chip when the recognizer takes dlib chips and the
-        detector fitted 68 points, else the 5-point similarity onto the recognizer's template."""
+        """Aligned chips for the recognizer. A recognizer that takes dlib chips gets dlib's own chip: from the
+        detector's 68 points when it fitted them (dlib's HOG), else from dlib's 5-point predictor fitted in the
+        box (DLIB_CHIP_FROM_BOX). Any other recognizer: the 5-point similarity onto its template."""
         template = self.recognizer.template
         dlib_chips = is_dlib_template(template)
         out = np.empty((len(faces), template.size[1], template.size[0], 3), dtype=np.uint8)
         for i, face in enumerate(faces):
             if dlib_chips and face.landmarks68 is not None:
                 out[i] = dlib_face_chip(image, face.landmarks68, template.size[0])
+                continue
+            if dlib_chips and DLIB_CHIP_FROM_BOX:
+                out[i] = dlib_face_chip_5(image, face.box, template.size[0])
                 continue
             points = face.landmarks if face.landmarks is not None else landmarks_from_box(face.box)
             out[i] = align_face(image, points, template)
