@@ -134,3 +134,29 @@ def test_mosaic_moves_boxes_and_landmarks_with_the_pixels():
         inside = out[y1 + 2:y2 - 2, x1 + 2:x2 - 2]
         assert inside.size and (inside[..., 0] > 200).all(), "a box that does not sit on its face's pixels"
         assert (x1 <= pts[:, 0]).all() and (pts[:, 0] <= x2).all() and (y1 <= pts[:, 1]).all()
+
+
+def test_pseudo_label_cli_with_teachers_writes_labels_that_say_how_they_were_made(data_dir, tmp_path):
+    import subprocess
+    import sys
+
+    root = _teacher_files("face_detection_yunet_2023mar.onnx")
+    out = tmp_path / "labels.txt"
+    cmd = [sys.executable, "-m", "facepipe.cli", "pseudo-label", str(data_dir / "dlib-faces"), "--out", str(out),
+           "--teachers", "yunet", "--models", str(root)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    samples, _ = load_dataset(DataSpec(labels=str(out), images=str(data_dir / "dlib-faces"), ignore_below=0.45))
+    assert all(s.has_landmarks[~s.ignore].all() for s in samples)
+    labelled = {s.image.name: s for s in samples}
+    for known in parse_imglab(data_dir / "dlib-faces" / "training.xml", data_dir / "dlib-faces"):
+        faces = labelled[known.image.name]
+        ious = box_iou(known.boxes, faces.boxes[~faces.ignore])
+        assert (ious.max(axis=1) >= 0.4).mean() >= 0.8, f"{known.image.name}: hand-labelled faces left unlabelled"
+    # (teachers do label dogs' faces: dogs.jpg gets two "faces" even from all four; docs/detector.md)
+    note = (tmp_path / "labels.PSEUDO_LABELS.txt").read_text()
+    assert "PSEUDO-LABELS" in note and "yunet" in note and "ignore_below: 0.45" in note
+
+    bad = subprocess.run(cmd[:7] + ["--ground-truth", str(data_dir / "dlib-faces" / "training.xml")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "--ground-truth needs --teachers" in bad.stderr + bad.stdout

@@ -49,6 +49,10 @@ def pseudo_label(
     teachers: Optional[str] = typer.Option(None, help="comma-separated teachers to fuse (retinaface, yunet, "
                                                       "ultraface, dlib); default: dlib alone"),
     models: Optional[Path] = typer.Option(None, help="folder with the teachers' files (default $FACEPIPE_MODELS)"),
+    ground_truth: Optional[Path] = typer.Option(None, help="human boxes for PHOTOS (a label file): keep them, add "
+                                                           "the teachers' 5 landmarks (needs --teachers)"),
+    split: str = typer.Option("all", help="with --ground-truth: all | train | holdout of its images"),
+    holdout: float = typer.Option(0.0, help="with --ground-truth: fraction held out (as in training configs)"),
 ) -> None:
     """Label your own photos for detector training: PSEUDO-labels, marked as such. dlib alone (HOG + 68 points),
     or several teachers on flipped and upscaled views, fused by weighted box fusion (docs/detector.md)."""
@@ -66,12 +70,26 @@ def pseudo_label(
         raise FacepipeError(one_line(problems))
     if limit and limit < len(files):
         files = [files[i] for i in sorted(np.random.default_rng(seed).choice(len(files), limit, replace=False))]
+    if ground_truth is not None and not teachers:
+        raise FacepipeError("--ground-truth needs --teachers (whose landmarks to add)")
     if teachers:
-        from facepipe.detection.pseudo_labels import teacher_pseudo_labels
+        from facepipe.detection.pseudo_labels import ground_truth_with_teacher_landmarks, teacher_pseudo_labels
         from facepipe.detection.teachers import load_teachers
 
         folder = models or Path(os.environ.get("FACEPIPE_MODELS", "../shared/models"))
         chosen = load_teachers([t.strip() for t in teachers.split(",") if t.strip()], folder)
+        if ground_truth is not None:
+            from facepipe.detection.data import DataSpec, load_dataset
+
+            spec = DataSpec.parse({"labels": str(ground_truth), "images": str(photos), "split": split,
+                                   "holdout": holdout, "seed": seed}, "--ground-truth")
+            samples, summary = load_dataset(spec)
+            summary.report()
+            counts = ground_truth_with_teacher_landmarks(samples, photos, out, chosen)
+            console.print(f"{counts['faces']} human boxes in {counts['photos']} photos, {counts['with_landmarks']} "
+                          f"with the teachers' landmarks -> {out}")
+            console.print(f"use it as: train_data: [{{labels: {out}, images: {photos}, ignore_below: 0.5}}]")
+            return
         counts = teacher_pseudo_labels(files, photos, out, chosen)
         console.print(f"{counts['photos'] - counts['no_face'] - counts['unreadable']} of {counts['photos']} photos "
                       f"labelled ({counts['faces']} faces, {counts['ignore_regions']} ignore regions; "

@@ -136,3 +136,43 @@ def teacher_pseudo_labels(photos: list[Path], root: Path, out: Path, teachers, s
         f"Image paths are relative to: {root}\n"
         f"Counts: {counts}\n", encoding="utf-8")
     return counts
+
+
+def ground_truth_with_teacher_landmarks(samples, root: Path, out: Path, teachers, settings=None,
+                                        progress: bool = True) -> dict[str, int]:
+    """Human boxes (samples, e.g. WIDER's, which have no landmarks) + the fused teachers' 5 landmarks where a
+    fused face (agreement >= keep) overlaps the box (IoU >= 0.5): a RetinaFace label.txt, score 1.0 per box.
+    Boxes no teacher agrees on keep no landmarks; human ignore boxes are written with score 0 (ignore_below)."""
+    from facepipe.detection.fusion import FusionSettings, label_image
+    from facepipe.runtime.boxes import box_iou
+    from facepipe.runtime.image import read_image
+    from facepipe.train.progress import make_progress
+
+    settings = settings or FusionSettings()
+    counts = {"photos": len(samples), "faces": 0, "with_landmarks": 0}
+    lines: list[str] = []
+    with make_progress("img", disable=not progress) as bar:
+        task = bar.add_task("teacher landmarks", total=len(samples), status="")
+        for sample in samples:
+            bar.update(task, advance=1)
+            fused = [f for f in label_image(read_image(sample.image), teachers, settings)
+                     if f.score >= settings.keep and f.landmarks is not None]
+            ious = box_iou(sample.boxes, np.stack([f.box for f in fused])) if fused else np.zeros((len(sample.boxes),
+                                                                                                   0))
+            lines.append(f"# {Path(sample.image).relative_to(root).as_posix()}")
+            for i, box in enumerate(sample.boxes):
+                match = int(ious[i].argmax()) if ious.shape[1] else -1
+                landmarks = fused[match].landmarks if match >= 0 and ious[i, match] >= 0.5 else None
+                lines.append(_label_line(box, landmarks, 0.0 if sample.ignore[i] else 1.0))
+                counts["faces"] += 1
+                counts["with_landmarks"] += landmarks is not None
+    partial = out.with_name(out.name + ".partial")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    partial.replace(out)
+    out.with_name(out.stem + ".PSEUDO_LABELS.txt").write_text(
+        "Human boxes with PSEUDO-landmarks: the boxes are the source labels; the 5 landmarks are the fused teachers' "
+        f"({', '.join(t.name for t in teachers)}; photo, mirror, upscaled views) where a fused face with agreement "
+        f">= {settings.keep} overlaps the box at IoU >= 0.5 (-1: none). Score 1 = face, 0 = the source's ignore box.\n"
+        f"Image paths are relative to: {root}\nCounts: {counts}\n", encoding="utf-8")
+    return counts
