@@ -1,7 +1,7 @@
 """facepipe's released detector against every teacher it learned from, on the held-out widerface-dev images.
 
     nice python benchmarks/detector_release.py [--student models/facepipe_detector.onnx] [--threads 2]
-        [--plot docs/detector_pr.png] [--rounds 3]
+        [--plot docs/detector_pr.png] [--sheet docs/detector_sheet.jpg] [--rounds 3]
 
 Held out: widerface-dev split holdout 0.3 seed 0 (30 images, never trained on; configs/detector/release.yaml).
 Each detector runs at its own default input rule on the 416 x 416 images (facepipe's: long side <= 640, never
@@ -99,6 +99,39 @@ def letterboxed_640x480(image: np.ndarray) -> np.ndarray:
     return canvas
 
 
+def _drawn(image: np.ndarray, faces: list[Detection], threshold: float, title: str, width: int = 480) -> np.ndarray:
+    s = width / image.shape[1]
+    out = cv2.resize(image, (width, round(image.shape[0] * s)), interpolation=cv2.INTER_AREA).copy()
+    kept = [f for f in faces if f.score >= threshold]
+    for f in kept:
+        x1, y1, x2, y2 = (int(round(v * s)) for v in f.box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), (40, 255, 40), 2)
+    cv2.rectangle(out, (0, 0), (width, 22), (0, 0, 0), -1)
+    cv2.putText(out, f"{title}: {len(kept)} faces", (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
+                cv2.LINE_AA)
+    return out
+
+
+def contact_sheet(samples, images, dets, path: Path, threshold: float, rows: int = 4) -> None:
+    """Rows of (dlib HOG upsampled once | the student) at each one's default threshold (the student's: its
+    metadata's): the 3 held-out images with the most faces, then the scenes/ photos."""
+    student = next(d for d in dets if d.startswith("facepipe"))
+    order = np.argsort([-len(s.boxes) for s in samples])[:3]
+    photos = [images[i] for i in order]
+    scenes = sorted((data_root() / "scenes").glob("*.jpg"))
+    photos += [read_image(p) for p in scenes][: max(0, rows - len(photos))]
+    lines = []
+    for image in photos:
+        left = _drawn(image, dets["dlib HOG, upsampled once"](image), 0.0, "dlib HOG up 1")
+        right = _drawn(image, dets[student](image), threshold, "facepipe detector")
+        h = max(left.shape[0], right.shape[0])
+        pad = lambda x: np.pad(x, ((0, h - x.shape[0]), (0, 0), (0, 0)))  # noqa: E731
+        lines.append(np.concatenate([pad(left), np.full((h, 6, 3), 255, np.uint8), pad(right)], 1))
+    sheet = np.concatenate([np.pad(x, ((0, 6), (0, 0), (0, 0)), constant_values=255) for x in lines])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--student", type=Path, default=REPO / "facepipe" / "models" / "facepipe_detector.onnx")
@@ -106,6 +139,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--plot", type=Path, default=None, help="PR curves PNG (e.g. docs/detector_pr.png)")
     parser.add_argument("--no-fused", action="store_true", help="skip the fused teacher labels (slow)")
+    parser.add_argument("--sheet", type=Path, default=None, help="contact sheet JPEG: student against dlib HOG on "
+                                                                 "the held-out images with most faces, and scenes/")
     args = parser.parse_args()
     root = data_root() / "widerface-dev"
     samples = split_samples(parse_retinaface(root / "label.txt", root), "holdout", 0.3, 0)
@@ -148,6 +183,11 @@ def main() -> None:
         t = statistics.median(ms[student])
         print(f"target detect <= 8 ms per 640x480: {'met' if t <= 8 else 'NOT met'} ({t:.1f} ms); "
               f"YuNet {statistics.median(ms['YuNet 2023mar']):.1f} ms in the same run")
+    if args.sheet and "facepipe detector (student)" in dets:
+        from facepipe.runtime.detectors.onnx_detector import OnnxDetector
+
+        contact_sheet(samples, images, dets, args.sheet, OnnxDetector(args.student).spec.score_threshold)
+        print(f"contact sheet -> {args.sheet}")
     if args.plot:
         plot_pr({name: rep.curves["min16"] for name, rep in reports.items()}, args.plot,
                 title=f"widerface-dev held out ({len(samples)} images), faces >= 16 px, IoU 0.5")

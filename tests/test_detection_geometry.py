@@ -113,3 +113,15 @@ def test_resize_and_pad_never_enlarges_and_pads_to_the_multiple():
     assert small.shape == (64, 96, 3) and scale == (1.0, 1.0) and small[60, 90, 0] == 128
     big, scale = resize_and_pad(np.zeros((1000, 2000, 3), np.uint8), 640, 32, [0, 0, 0])
     assert big.shape == (320, 640, 3) and scale == (0.32, 0.32)
+
+
+def test_input_rule_enlarges_small_photos_only_when_asked():
+    from facepipe.runtime.preprocess import resize_and_pad
+
+    small = np.zeros((208, 312, 3), np.uint8)
+    kept, scale = resize_and_pad(small, 640, 32, [0, 0, 0])
+    assert kept.shape[:2] == (224, 320) and scale == (1.0, 1.0)  # padded to a multiple of 32, not enlarged
+    big, scale = resize_and_pad(small, 640, 32, [0, 0, 0], enlarge=True)
+    assert big.shape[:2] == (448, 640) and abs(scale[0] - 640 / 312) < 1e-6
+    large = np.zeros((960, 1280, 3), np.uint8)
+    assert resize_and_pad(large, 640, 32, [0, 0, 0], enlarge=True)[0].shape[:2] == (480, 640)

@@ -26,6 +26,11 @@ def export_command(
     check_images: Optional[List[Path]] = typer.Option(None, "--check-images",
                                                       help="Real images (detector) or face chips (recognizer) for the "
                                                            "parity check."),
+    score_threshold: Optional[float] = typer.Option(None, help="detector: the default score threshold to store "
+                                                               "(default: the checkpoint's)"),
+    enlarge: Optional[bool] = typer.Option(None, "--enlarge/--no-enlarge",
+                                           help="detector: enlarge photos smaller than the input rule's max_side "
+                                                "(default: the checkpoint's rule)"),
 ):
     """Export a trained detector or recognizer to ONNX with its metadata, and check ONNX Runtime against PyTorch."""
     try:
@@ -37,7 +42,8 @@ def export_command(
     if kind == "detector":
         from facepipe.detection.export import export_detector
 
-        report = export_detector(checkpoint, out, check_images or None)
+        report = export_detector(checkpoint, out, check_images or None, score_threshold=score_threshold,
+                                 enlarge=enlarge)
     else:
         from facepipe.recognition.export import export_recognizer
 

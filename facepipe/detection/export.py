@@ -62,11 +62,13 @@ def training_provenance(ckpt: dict) -> dict:
 
 def export_detector(checkpoint: str | Path, out_path: str | Path, check_images: list[str | Path] | None = None,
                     opset: int = OPSET, exporter: str = "auto", tolerance: float = 1e-3,
-                    max_side: int | None = None, score_threshold: float | None = None) -> ExportReport:
+                    max_side: int | None = None, score_threshold: float | None = None,
+                    enlarge: bool | None = None) -> ExportReport:
     """Write `out_path` (.onnx) from a detector checkpoint and verify it with ONNX Runtime on real images.
 
     check_images: photos to compare on (default: up to 4 from the checkpoint's validation data).
-    max_side, score_threshold: override the input size rule's longest side / the default threshold
+    max_side, score_threshold, enlarge: override the input size rule's longest side / the default threshold /
+    whether small photos are enlarged to max_side
     stored in the metadata (the checkpoint's values otherwise).
     Raises ModelError (and removes the file) when the outputs differ by more than `tolerance`.
     """
@@ -80,6 +82,8 @@ def export_detector(checkpoint: str | Path, out_path: str | Path, check_images: 
         torch_det.spec.max_side = int(max_side)
     if score_threshold is not None:
         torch_det.spec.score_threshold = float(score_threshold)
+    if enlarge is not None:
+        torch_det.spec.enlarge = bool(enlarge)
     from facepipe.train.checkpoint import load_checkpoint
 
     images = [Path(p) for p in check_images] if check_images else _real_images(load_checkpoint(checkpoint))
@@ -114,6 +118,7 @@ def export_detector(checkpoint: str | Path, out_path: str | Path, check_images: 
                           {"images": len(rows), "max_abs_diff": worst, **{f"max_abs_diff_{k}": v for k,
                                                                           v in diffs.items()},
                            "tolerance": tolerance},
-                          {"max_side": torch_det.spec.max_side, "score_threshold": torch_det.spec.score_threshold},
+                          {"max_side": torch_det.spec.max_side, "enlarge": torch_det.spec.enlarge,
+                           "score_threshold": torch_det.spec.score_threshold},
                           [f"  {Path(p).name}: {a} faces (PyTorch), {b} faces (ONNX Runtime)" for p, a, b in rows])
     return require_parity(report, worst <= tolerance, f"max abs difference {worst:.2e} > {tolerance:g}")

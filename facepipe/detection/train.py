@@ -39,6 +39,7 @@ class InferenceConfig:
     """Inference settings stored with the model (defaults: the runtime's DetectorSpec)."""
 
     max_side: int = DetectorSpec.max_side
+    enlarge: bool = DetectorSpec.enlarge
     score_threshold: float = DetectorSpec.score_threshold
     nms_iou: float = DetectorSpec.nms_iou
 
@@ -86,7 +87,7 @@ class DetectorConfig(RunConfig):
         return {k: getattr(self, k) for k in ARCH_KEYS}
 
     def spec(self) -> DetectorSpec:
-        return DetectorSpec(name=self.arch, max_side=self.inference.max_side,
+        return DetectorSpec(name=self.arch, max_side=self.inference.max_side, enlarge=self.inference.enlarge,
                             score_threshold=self.inference.score_threshold, nms_iou=self.inference.nms_iou)
 
 

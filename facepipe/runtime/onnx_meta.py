@@ -19,7 +19,9 @@ Recognizer keys:
                      (dlib's ResNet: raw descriptors, similarity = 1 - d^2/2)
 
 Detector keys:
-  input_rule         {"multiple_of": 32, "max_side": 640}: how to size the network input
+  input_rule         {"multiple_of": 32, "max_side": 640, "enlarge": false}: how to size the network input
+                     (long side shrunk to max_side; enlarge: small photos enlarged to it too)
+  training           facepipe's own releases: run, network, epochs, data entries, data_sha256
   strides            [4]: output stride(s)
   outputs            ["hm", "wh", "off", "lm"]: output names in order
   decode             "centernet"

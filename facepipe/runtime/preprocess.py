@@ -52,14 +52,15 @@ def pad_value(mean: list[float]) -> tuple[int, ...]:
     return tuple(int(round(m)) for m in mean)
 
 
-def resize_and_pad(image: np.ndarray, max_side: int, multiple_of: int, mean: list[float]
+def resize_and_pad(image: np.ndarray, max_side: int, multiple_of: int, mean: list[float], enlarge: bool = False
                    ) -> tuple[np.ndarray, tuple[float, float]]:
-    """Shrink so the long side is <= max_side (never enlarge), pad bottom/right to a multiple.
+    """Shrink so the long side is <= max_side (enlarge: make it max_side, small photos too), pad bottom/right
+    to a multiple.
 
     Returns the padded RGB uint8 image and (sx, sy), the factors from original to network pixels.
     """
     h, w = image.shape[:2]
-    s = min(1.0, max_side / max(h, w)) if max_side else 1.0
+    s = (max_side / max(h, w) if enlarge else min(1.0, max_side / max(h, w))) if max_side else 1.0
     nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
     if (nw, nh) != (w, h):
         image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)

@@ -30,6 +30,7 @@ class DetectorSpec:
     std: list[float] = field(default_factory=lambda: list(STD))
     multiple_of: int = 32
     max_side: int = 640
+    enlarge: bool = False  # small photos enlarged to max_side too (their faces are small)
     stride: int = 4
     score_threshold: float = 0.4
     nms_iou: float = 0.4
@@ -39,7 +40,7 @@ class DetectorSpec:
         """The detector keys of facepipe/onnx_meta.py."""
         return {
             "facepipe.kind": "detector", "name": self.name, "color": self.color, "mean": self.mean, "std": self.std,
-            "input_rule": {"multiple_of": self.multiple_of, "max_side": self.max_side},
+            "input_rule": {"multiple_of": self.multiple_of, "max_side": self.max_side, "enlarge": self.enlarge},
             "strides": [self.stride], "outputs": ["hm", "wh", "off", "lm"], "decode": "centernet",
             "score_threshold": self.score_threshold, "nms_iou": self.nms_iou, "top_k": self.top_k,
         }
@@ -56,6 +57,7 @@ class DetectorSpec:
             name=str(meta.get("name", "detector")), color=str(meta.get("color", "RGB")),
             mean=list(meta.get("mean", MEAN)), std=list(meta.get("std", STD)),
             multiple_of=int(rule.get("multiple_of", 32)), max_side=int(rule.get("max_side", 640)),
+            enlarge=bool(rule.get("enlarge", False)),
             stride=int(meta.get("strides", [4])[0]), score_threshold=float(meta.get("score_threshold", 0.4)),
             nms_iou=float(meta.get("nms_iou", 0.4)), top_k=int(meta.get("top_k", 200)),
         )
@@ -66,7 +68,7 @@ class DetectorSpec:
 
 def prepare_input(image: np.ndarray, spec: DetectorSpec) -> tuple[np.ndarray, tuple[float, float]]:
     """RGB uint8 image -> 1 x 3 x H x W float32 network input and the (sx, sy) scale."""
-    padded, scale = resize_and_pad(as_rgb_uint8(image), spec.max_side, spec.multiple_of, spec.mean)
+    padded, scale = resize_and_pad(as_rgb_uint8(image), spec.max_side, spec.multiple_of, spec.mean, spec.enlarge)
     return network_input(padded, spec.color, spec.mean, spec.std), scale
 
 

@@ -1,0 +1,63 @@
+"""facepipe's released detector: it ships in the package, loads by name, finds faces, and its card tells the truth
+about it (the card's figures are checked against the file's own metadata, not typed twice)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from facepipe.runtime.hashing import file_sha256
+from facepipe.runtime.loader import RELEASED, load_detector, released_file
+
+REPO = Path(__file__).resolve().parents[1]
+CARD = REPO / "models" / "MODEL_CARD.md"
+
+
+def _metadata(path: Path) -> dict:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: json.loads(p.value) for p in model.metadata_props}
+
+
+def test_released_detector_is_package_data_and_loads_by_name():
+    path = released_file("facepipe")
+    assert path.is_file() and path.stat().st_size <= 3 * 1024 * 1024, f"{path}: over 3 MB"
+    assert RELEASED["facepipe"][0] == "detector"
+    detector = load_detector("facepipe")
+    assert detector.spec.name == "centerface_mnet025"
+    image = np.zeros((480, 640, 3), np.uint8)
+    assert detector.detect(image) == []  # nothing in a black frame
+
+
+def test_released_detector_finds_the_faces_of_a_real_photo(data_dir):
+    from facepipe.detection.data import parse_imglab
+    from facepipe.runtime.boxes import box_iou
+    from facepipe.runtime.image import read_image
+
+    detector = load_detector("facepipe")
+    found = total = 0
+    for sample in parse_imglab(data_dir / "dlib-faces" / "testing.xml", data_dir / "dlib-faces"):
+        faces = detector.detect(read_image(sample.image))
+        total += len(sample.boxes)
+        if faces:
+            found += int((box_iou(sample.boxes, np.stack([f.box for f in faces])).max(axis=1) >= 0.4).sum())
+            assert all(f.landmarks is not None and f.landmarks.shape == (5, 2) for f in faces)
+    assert found >= 0.8 * total, f"found {found} of {total} hand-labelled faces at the default threshold"
+
+
+def test_the_card_matches_the_file():
+    path = released_file("facepipe")
+    meta = _metadata(path)
+    card = CARD.read_text(encoding="utf-8")
+    assert file_sha256(path) in card, "the card names another file (sha256)"
+    training = meta["training"]
+    assert training["data_sha256"] in card, "the card's data hash is not the file's"
+    assert f"`{training['run']}`" in card and training["arch"] in card
+    assert re.search(rf"score threshold[^\n]*{meta['score_threshold']}", card), "default threshold differs"
+    assert re.search(rf"max_side[^\n]*{meta['input_rule']['max_side']}", card), "input rule differs"
+    assert f"{training['epochs']} epochs" in card
+    config = REPO / "configs" / "detector" / f"{training['run']}.yaml"
+    assert config.is_file(), f"the recipe {config} that made the release is missing"
