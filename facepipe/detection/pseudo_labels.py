@@ -30,19 +30,14 @@ def box_from_68(points: np.ndarray, offsets=WIDER_STYLE) -> np.ndarray:
     return np.array([x1 + offsets[0] * w, top + offsets[2] * h, x2 + offsets[1] * w, chin + offsets[3] * h], np.float32)
 
 
-def dlib_pseudo_labels(photos: list[Path], root: Path, out: Path, upsample: int = 1, min_score: float = 0.0,
-                       progress: bool = True) -> dict[str, int]:
-    """Label `photos` (paths under `root`) with dlib; write RetinaFace label.txt `out`. Returns counts."""
+def _readable_photos(photos: list[Path], counts: dict[str, int], title: str, progress: bool):
+    """(path, RGB image) for each photo that can be read, with a progress bar; unreadable ones are counted."""
     from facepipe.errors import ImageError
-    from facepipe.runtime.detectors.dlib_detector import DlibDetector
     from facepipe.runtime.image import read_image
     from facepipe.train.progress import make_progress
 
-    detector = DlibDetector(detect_size=1 << 30, upsample=upsample)  # the full image, as many passes as asked
-    counts = {"photos": len(photos), "labelled": 0, "faces": 0, "no_face": 0, "unreadable": 0}
-    lines: list[str] = []
     with make_progress("img", disable=not progress) as bar:
-        task = bar.add_task("dlib pseudo-labels", total=len(photos), status="")
+        task = bar.add_task(title, total=len(photos), status="")
         for path in photos:
             bar.update(task, advance=1)
             try:
@@ -50,20 +45,32 @@ def dlib_pseudo_labels(photos: list[Path], root: Path, out: Path, upsample: int 
             except ImageError:
                 counts["unreadable"] += 1
                 continue
-            faces = detector.detect(image, min_score)
-            if not faces:
-                counts["no_face"] += 1
-                continue
-            h, w = image.shape[:2]
-            lines.append(f"# {Path(path).relative_to(root).as_posix()}")
-            for face in faces:
-                pts = face.landmarks68
-                box = np.clip(box_from_68(pts), 0, [w, h, w, h])
-                five = reduce_68_to_5(pts)
-                lms = " ".join(f"{x:.1f} {y:.1f} 1.0" for x, y in five)
-                lines.append(f"{box[0]:.1f} {box[1]:.1f} {box[2] - box[0]:.1f} {box[3] - box[1]:.1f} {lms}")
-                counts["faces"] += 1
-            counts["labelled"] += 1
+            yield path, image
+
+
+def dlib_pseudo_labels(photos: list[Path], root: Path, out: Path, upsample: int = 1, min_score: float = 0.0,
+                       progress: bool = True) -> dict[str, int]:
+    """Label `photos` (paths under `root`) with dlib; write RetinaFace label.txt `out`. Returns counts."""
+    from facepipe.runtime.detectors.dlib_detector import DlibDetector
+
+    detector = DlibDetector(detect_size=1 << 30, upsample=upsample)  # the full image, as many passes as asked
+    counts = {"photos": len(photos), "labelled": 0, "faces": 0, "no_face": 0, "unreadable": 0}
+    lines: list[str] = []
+    for path, image in _readable_photos(photos, counts, "dlib pseudo-labels", progress):
+        faces = detector.detect(image, min_score)
+        if not faces:
+            counts["no_face"] += 1
+            continue
+        h, w = image.shape[:2]
+        lines.append(f"# {Path(path).relative_to(root).as_posix()}")
+        for face in faces:
+            pts = face.landmarks68
+            box = np.clip(box_from_68(pts), 0, [w, h, w, h])
+            five = reduce_68_to_5(pts)
+            lms = " ".join(f"{x:.1f} {y:.1f} 1.0" for x, y in five)
+            lines.append(f"{box[0]:.1f} {box[1]:.1f} {box[2] - box[0]:.1f} {box[3] - box[1]:.1f} {lms}")
+            counts["faces"] += 1
+        counts["labelled"] += 1
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     note = out.with_name(out.stem + ".PSEUDO_LABELS.txt")
@@ -95,30 +102,19 @@ def teacher_pseudo_labels(photos: list[Path], root: Path, out: Path, teachers, s
     `keep` are left out (a face all teachers missed would train as background). The label file is written once, at
     the end, under a temporary name then renamed: a killed run leaves none."""
     from facepipe.detection.fusion import FusionSettings, label_image
-    from facepipe.errors import ImageError
-    from facepipe.runtime.image import read_image
-    from facepipe.train.progress import make_progress
 
     settings = settings or FusionSettings()
     counts = {"photos": len(photos), "faces": 0, "ignore_regions": 0, "no_face": 0, "unreadable": 0}
     lines: list[str] = []
-    with make_progress("img", disable=not progress) as bar:
-        task = bar.add_task("teacher pseudo-labels", total=len(photos), status="")
-        for path in photos:
-            bar.update(task, advance=1)
-            try:
-                image = read_image(path)
-            except ImageError:
-                counts["unreadable"] += 1
-                continue
-            faces = label_image(image, teachers, settings)
-            if not any(f.score >= settings.keep for f in faces):
-                counts["no_face"] += 1
-                continue
-            lines.append(f"# {Path(path).relative_to(root).as_posix()}")
-            for face in faces:
-                lines.append(_label_line(face.box, face.landmarks, face.score))
-                counts["faces" if face.score >= settings.keep else "ignore_regions"] += 1
+    for path, image in _readable_photos(photos, counts, "teacher pseudo-labels", progress):
+        faces = label_image(image, teachers, settings)
+        if not any(f.score >= settings.keep for f in faces):
+            counts["no_face"] += 1
+            continue
+        lines.append(f"# {Path(path).relative_to(root).as_posix()}")
+        for face in faces:
+            lines.append(_label_line(face.box, face.landmarks, face.score))
+            counts["faces" if face.score >= settings.keep else "ignore_regions"] += 1
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
