@@ -113,7 +113,10 @@ def released_file(name: str) -> Path:
     from importlib.resources import files
 
     what, filename = RELEASED[name]
-    path = Path(str(files("facepipe.released") / filename))
+    try:
+        path = Path(str(files("facepipe.released") / filename))
+    except ModuleNotFoundError:  # run from a source tree that is not installed
+        path = Path(__file__).resolve().parents[2] / "models" / filename
     if not path.is_file():
         raise ModelError(f"{name}: the released {what} {filename} is missing from this installation of facepipe")
     return path
