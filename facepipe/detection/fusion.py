@@ -2,7 +2,8 @@
 
 Views (test-time augmentation): the photo, its mirror, and copies upscaled 1.5x and 2x (so small faces reach the
 sizes each teacher was trained on; a fully convolutional teacher runs on the whole upscaled copy, which is the
-same as running it on tiles of it). Teachers with a fixed input (UltraFace) see the photo and its mirror only.
+same as running it on tiles of it). Teachers with a fixed input (UltraFace: `fixed_input`) see the photo and its
+mirror only.
 
 Fusion (weighted box fusion, Solovyev et al. 2021, with votes per teacher): every detection above a teacher's
 floor joins the cluster of fused boxes it overlaps most (IoU >= `iou`), else starts one; a fused box is the
@@ -63,7 +64,7 @@ def views(image: np.ndarray, teacher: Teacher, settings: FusionSettings) -> list
     out = [("image", teacher.detect(image))]
     if settings.flip:
         out.append(("mirror", [_unflip(d, w) for d in teacher.detect(np.ascontiguousarray(image[:, ::-1]))]))
-    if teacher.name != "ultraface":
+    if not teacher.fixed_input:
         for s in settings.upscales:
             if max(h, w) * s > MAX_UPSCALED_SIDE:
                 continue

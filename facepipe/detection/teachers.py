@@ -34,6 +34,7 @@ class Teacher:
     vote: float  # a detection at or above this counts as a face
     floor: float  # the lowest score it reports (they still refine fused boxes)
     has_landmarks: bool
+    fixed_input: bool = False  # its network input has one size: upscaled views would be shrunk back (no gain)
 
 
 def _retinaface(models: Path, max_side: int) -> Teacher:
@@ -80,7 +81,8 @@ class UltraFace:
 
 def _ultraface(models: Path, max_side: int) -> Teacher:
     det = UltraFace(models / "ultraface_rfb_640.onnx")
-    return Teacher("ultraface", lambda image: det.detect(image, 0.3), vote=0.7, floor=0.3, has_landmarks=False)
+    return Teacher("ultraface", lambda image: det.detect(image, 0.3), vote=0.7, floor=0.3, has_landmarks=False,
+                   fixed_input=True)
 
 
 def _dlib(models: Path, max_side: int) -> Teacher:
