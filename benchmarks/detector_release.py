@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import data_root  # noqa: E402
+from widerface_ap import SCORE_FLOOR, hog_upsampled_once  # noqa: E402
 
 from facepipe.detection.data import parse_retinaface, split_samples  # noqa: E402
 from facepipe.detection.evaluate import evaluate, plot_pr  # noqa: E402
@@ -51,6 +52,7 @@ def detectors(student: Path, threads: int) -> dict:
     from facepipe.runtime.detectors.yunet import YunetDetector
 
     torch.set_num_threads(threads)
+    hog = hog_upsampled_once()
     root = models_root()
     yunet = YunetDetector(root / "face_detection_yunet_2023mar.onnx", threads=threads)
     retina = RetinaFaceDetector(root / "retinaface_mnet025.pth")
@@ -63,21 +65,9 @@ def detectors(student: Path, threads: int) -> dict:
         "YuNet 2023mar": lambda im: yunet.detect(im, FLOORS["yunet"]),
         "RetinaFace-MobileNet-0.25": lambda im: retina.detect(im, FLOORS["retinaface"]),
         "UltraFace RFB-640": lambda im: ultra.detect(im, FLOORS["ultraface"]),
-        "dlib HOG, upsampled once": hog_upsampled_once(),
+        "dlib HOG, upsampled once": lambda im: hog(im, SCORE_FLOOR),
     })
     return out
-
-
-def hog_upsampled_once():
-    import dlib
-
-    hog = dlib.get_frontal_face_detector()
-
-    def detect(image: np.ndarray) -> list[Detection]:
-        rects, scores, _ = hog.run(image, 1, -0.5)
-        return [Detection(np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], np.float32), float(s))
-                for r, s in zip(rects, scores)]
-    return detect
 
 
 def fused_labels(samples) -> list[list[Detection]]:
