@@ -105,6 +105,20 @@ def eval_recognizer(
         console.print(f"ROC curves and results.json in {out}")
 
 
+def teacher_embed(
+    prepared: Path = typer.Argument(..., help="a set made by `facepipe prepare SRC DST` (its DST)"),
+    source: Path = typer.Option(..., "--source", help="the SRC photos the set was prepared from"),
+    no_mirror: bool = typer.Option(False, "--no-mirror", help="the chip alone, not averaged with its mirror"),
+) -> None:
+    """Teacher vectors (dlib's ResNet on its own chip) for every chip of a prepared set: distillation targets."""
+    from facepipe.recognition.teacher import build_teacher_embeddings
+
+    out, count = build_teacher_embeddings(prepared, source, mirror=not no_mirror)
+    console.print(f"{count} teacher vectors -> {out}")
+    console.print(f"  train with: facepipe train-recognizer ... teacher={out}")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("teacher-embed")(teacher_embed)
     app.command("train-recognizer")(train_recognizer)
     app.command("eval-recognizer")(eval_recognizer)

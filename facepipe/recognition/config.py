@@ -44,6 +44,11 @@ class RecognizerConfig(RunConfig):
     softmax_loss: str = "ce"  # ce | focal
     focal_gamma: float = 2.0
     sample_rate: float = 1.0  # Partial FC: fraction of each rank's class centres used per step
+    # distillation: a teacher's vector per chip (`facepipe teacher-embed`), learnt beside the margin loss
+    teacher: str = ""  # DST/teacher_<name>.npz; "" = no distillation
+    distill_weight: float = 1.0  # weight of 1 - cos(student, teacher), per image
+    relation_weight: float = 0.0  # weight of the mean squared gap between the batch's two similarity matrices
+    margin_weight: float = 1.0  # weight of the margin loss (0: learn from the teacher alone)
     triplet_margin: float = 0.2
     triplet_mining: str = "semi-hard"  # hard | semi-hard
     identities_per_batch: int = 16  # triplet batches: P identities x K images

@@ -78,7 +78,7 @@ class RecordIOSource:
 
 def open_source(path: str | Path, kind: str = "auto") -> FolderSource | RecordIOSource:
     """A folder of identity folders, or a RecordIO prefix / .rec / folder holding train.rec."""
-    p = Path(path)
+    p = Path(path).expanduser()
     if kind == "auto":
         if p.suffix in (".rec", ".idx") or p.with_name(p.name + ".rec").is_file():
             kind = "recordio"
@@ -164,12 +164,16 @@ def load_mask_transform() -> Callable:
 
 
 class FaceDataset(Dataset):
-    """A subset of an image source as training tensors; labels optionally re-numbered (split by identity)."""
+    """A subset of an image source as training tensors; labels optionally re-numbered (split by identity).
 
-    def __init__(self, source, indices: np.ndarray, transform: FaceTransform, label_map: dict[int, int] | None = None):
+    With `targets` (one teacher vector per image of the subset) an item is (image, label, target)."""
+
+    def __init__(self, source, indices: np.ndarray, transform: FaceTransform, label_map: dict[int, int] | None = None,
+                 targets: np.ndarray | None = None):
         self.source, self.indices, self.transform = source, np.asarray(indices, dtype=np.int64), transform
         labels = source.labels[self.indices]
         self.labels = np.array([label_map[int(v)] for v in labels], dtype=np.int64) if label_map else labels
+        self.targets = None if targets is None else torch.from_numpy(np.asarray(targets, dtype=np.float32))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -178,12 +182,15 @@ class FaceDataset(Dataset):
         """The same images and labels with another transform (e.g. no augmentation for evaluation)."""
         other = FaceDataset.__new__(FaceDataset)
         other.source, other.indices, other.labels, other.transform = self.source, self.indices, self.labels, transform
+        other.targets = None  # evaluation datasets yield (image, label)
         return other
 
-    def __getitem__(self, key) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key) -> tuple:
         i, seed = key if isinstance(key, tuple) else (key, 0)
         image = self.source.load(int(self.indices[i]))
-        return self.transform(image, seed), int(self.labels[i])
+        if self.targets is None:
+            return self.transform(image, seed), int(self.labels[i])
+        return self.transform(image, seed), int(self.labels[i]), self.targets[i]
 
 
 class SyntheticDataset(Dataset):

@@ -40,6 +40,7 @@ from facepipe.recognition.data import (
 from facepipe.recognition.losses import TripletLoss
 from facepipe.recognition.margins import CombinedMargin
 from facepipe.recognition.partial_fc import PartialFC
+from facepipe.recognition.teacher import TeacherTargets
 from facepipe.recognition.sampler import EpochBatchSampler, IdentityBalancedBatchSampler
 from facepipe.recognition.verification import (
     PairSet,
@@ -81,6 +82,8 @@ def check_config(cfg: RecognizerConfig) -> None:
         raise ConfigError("config key 'data' is empty: give a folder of identity folders or a RecordIO prefix")
     if cfg.split != "none" and not 0 < cfg.val_fraction < 1:
         raise ConfigError(f"split={cfg.split} needs 0 < val_fraction < 1 (got {cfg.val_fraction})")
+    if not cfg.margin_weight and not cfg.teacher:
+        raise ConfigError("margin_weight=0 leaves nothing to learn from: give a teacher (teacher=DST/teacher_dlib.npz)")
     if cfg.gradient_acc < 1:
         raise ConfigError(f"gradient_acc must be >= 1 (got {cfg.gradient_acc})")
     if not 0 < cfg.sample_rate <= 1:
@@ -123,6 +126,7 @@ class Data:
     num_classes: int
     val: FaceDataset | None = None  # split by image: classification accuracy on held-out images
     pair_sets: list[PairSet] = dataclasses.field(default_factory=list)
+    heldout: list[str] = dataclasses.field(default_factory=list)  # split by identity: the identities never trained on
 
 
 def build_data(cfg: RecognizerConfig, evaluates: bool = True) -> Data:
@@ -137,7 +141,15 @@ def build_data(cfg: RecognizerConfig, evaluates: bool = True) -> Data:
     train_tf = FaceTransform(size, cfg.color, cfg.mean, cfg.std, True, cfg.flip, cfg.color_jitter, cfg.mask_prob,
                              TEMPLATES[cfg.template])
     eval_tf = FaceTransform(size, cfg.color, cfg.mean, cfg.std, train=False)
-    data = Data(FaceDataset(source, train_idx, train_tf, label_map), len(label_map))
+    targets = None
+    if cfg.teacher:
+        teacher = TeacherTargets(cfg.teacher)
+        if teacher.dim != cfg.embedding_size:
+            raise ConfigError(f"teacher {cfg.teacher} gives {teacher.dim}-d vectors: set embedding_size={teacher.dim}")
+        targets = teacher.for_paths([source.describe(int(i)) for i in train_idx], cfg.teacher)
+    data = Data(FaceDataset(source, train_idx, train_tf, label_map, targets), len(label_map))
+    if cfg.split == "identity":
+        data.heldout = sorted({source.classes[int(v)] for v in source.labels[val_idx]})
     if len(val_idx):
         if cfg.split == "image":
             data.val = FaceDataset(source, val_idx, eval_tf, label_map)
@@ -195,6 +207,19 @@ class TrainForward(torch.nn.Module):
             features = self.backbone.neck[:self.split](self.backbone.body(x))
         with torch.autocast(x.device.type, enabled=False):
             return self.backbone.neck[self.split:](features.float())
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, weight: float, relation_weight: float
+                      ) -> torch.Tensor:
+    """weight * mean(1 - cos(student, teacher)) + relation_weight * mean((S - T)^2), S and T the batch's cosine
+    similarity matrices: the first pulls each vector onto the teacher's, the second keeps who-resembles-whom
+    (relational knowledge distillation, Park et al. 2019) even where the vectors themselves cannot match."""
+    s = torch.nn.functional.normalize(student.float(), dim=1)
+    t = torch.nn.functional.normalize(teacher.float(), dim=1)
+    loss = weight * (1.0 - (s * t).sum(1)).mean()
+    if relation_weight:
+        loss = loss + relation_weight * ((s @ s.T - t @ t.T) ** 2).mean()
+    return loss
 
 
 class Trainer:
@@ -405,12 +430,17 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total_loss = torch.zeros((), device=self.device)
         total_acc = torch.zeros((), device=self.device)
-        for k, (x, y) in enumerate(micro_batches):
+        for k, (x, y, *target) in enumerate(micro_batches):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             last = k == len(micro_batches) - 1
             sync = self.model.no_sync() if self.dist.distributed and not last else contextlib.nullcontext()
             with sync:  # DDP all-reduces the accumulated backbone gradient once, on the last micro-batch
-                loss = self.head(self.model(x), y) / len(micro_batches)
+                embeddings = self.model(x)
+                loss = self.head(embeddings, y) * cfg.margin_weight if cfg.margin_weight else 0.0
+                if target:
+                    loss = loss + distillation_loss(embeddings, target[0].to(self.device, non_blocking=True),
+                                                    cfg.distill_weight, cfg.relation_weight)
+                loss = loss / len(micro_batches)
                 self.scaler.scale(loss).backward()
             total_loss += loss.detach()
             acc = self.head.last_accuracy if isinstance(self.head, PartialFC) else self.head.last_active
@@ -429,6 +459,8 @@ class Trainer:
         cfg, d = self.cfg, self.dist
         if self.run:
             self.run.save_config(cfg)
+            if self.data.heldout:
+                (self.run_path / "heldout_identities.txt").write_text("\n".join(self.data.heldout) + "\n")
         eval_every = cfg.eval_every or self.steps_per_epoch
         ckpt_every = cfg.checkpoint_every or self.steps_per_epoch
         global_batch = self.sampler.batch_size * d.world_size * cfg.gradient_acc

@@ -105,7 +105,8 @@ def _load_file(path: Path, what: str, device: str, threads: int | None):
 
 
 # facepipe's own models, shipped in the package (models/ in the repository, facepipe.released when installed)
-RELEASED = {"facepipe": ("detector", "facepipe_detector.onnx")}
+RELEASED = {"facepipe": ("detector", "facepipe_detector.onnx"),
+            "facepipe-mbf": ("recognizer", "facepipe_recognizer.onnx")}
 
 
 def released_file(name: str) -> Path:
@@ -133,6 +134,8 @@ def load_detector(spec: str | Path | None = None, device: str = "cpu", threads: 
 
 
 def load_recognizer(spec: str | Path | None = None, device: str = "cpu", threads: int | None = None) -> Recognizer:
+    if spec is not None and str(spec) in RELEASED:
+        return _load_file(released_file(str(spec)), "recognizer", device, threads)
     if spec is None or str(spec) == "dlib":
         from facepipe.runtime.recognizers.dlib_resnet import ensure_dlib_resnet_onnx
         from facepipe.runtime.recognizers.onnx_recognizer import OnnxRecognizer
