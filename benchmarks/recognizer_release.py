@@ -54,7 +54,8 @@ def features(photos: list[Path], cache_name: str, specs: dict[str, str], refresh
     from facepipe.runtime.loader import load_recognizer
 
     detector = build_pipeline(ModelSpec(threads=1), with_recognizer=False)
-    pipelines = {name: FacePipeline(detector.detector, load_recognizer(spec, threads=1)) for name, spec in specs.items()}
+    pipelines = {name: FacePipeline(detector.detector, load_recognizer(spec, threads=1))
+                 for name, spec in specs.items()}
     stamp = json.dumps({name: p.recognizer.fingerprint for name, p in pipelines.items()}, sort_keys=True)
     cache = cache_dir() / f"{cache_name}.npz"
     keys = np.array([str(p) for p in photos])

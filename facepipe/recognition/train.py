@@ -40,8 +40,8 @@ from facepipe.recognition.data import (
 from facepipe.recognition.losses import TripletLoss
 from facepipe.recognition.margins import CombinedMargin
 from facepipe.recognition.partial_fc import PartialFC
-from facepipe.recognition.teacher import TeacherTargets
 from facepipe.recognition.sampler import EpochBatchSampler, IdentityBalancedBatchSampler
+from facepipe.recognition.teacher import TeacherTargets
 from facepipe.recognition.verification import (
     PairSet,
     VerificationSetError,
