@@ -41,46 +41,72 @@ PAIRS_PER_IDENTITY = 20
 MAX_POSITIVES = 3000
 
 
-def features(photos: list[Path], cache_name: str, specs: dict[str, str], refresh: bool = False
-             ) -> dict[str, np.ndarray]:
-    """{"<model>/clean" | "<model>/masked": N x D embeddings (NaN rows: no face)} for the largest face of each photo."""
+def detections(photos: list[Path], cache_name: str, refresh: bool = False) -> dict[str, np.ndarray]:
+    """The default detector's largest face per photo, once: box, 5 and 68 points (NaN where no face), score."""
     from rich.progress import track
 
     from facepipe.errors import FacepipeError
     from facepipe.pipeline.batch import ModelSpec, build_pipeline
+    from facepipe.runtime.image import read_image
+
+    cache = cache_dir() / f"{cache_name}-detections.npz"
+    keys = np.array([str(p) for p in photos])
+    if cache.exists() and not refresh:
+        saved = dict(np.load(cache))
+        if saved["keys"].shape == keys.shape and (saved["keys"] == keys).all():
+            return saved
+    detector = build_pipeline(ModelSpec(threads=1), with_recognizer=False)
+    out = {"box": np.full((len(photos), 4), np.nan, np.float32), "score": np.full(len(photos), np.nan, np.float32),
+           "landmarks": np.full((len(photos), 5, 2), np.nan, np.float32),
+           "landmarks68": np.full((len(photos), 68, 2), np.nan, np.float32)}
+    for i, path in enumerate(track(photos, description=f"detections {cache_name}")):
+        try:
+            faces = detector.detect(read_image(path))
+        except FacepipeError:
+            continue
+        if faces:
+            face = max(faces, key=lambda f: f.area)
+            out["box"][i], out["score"][i], out["landmarks"][i] = face.box, face.score, face.landmarks
+            if face.landmarks68 is not None:
+                out["landmarks68"][i] = face.landmarks68
+    saved = {"keys": keys, **out}
+    np.savez(cache, **saved)
+    return saved
+
+
+def features(photos: list[Path], dets: dict[str, np.ndarray], cache_name: str, spec: str, refresh: bool = False
+             ) -> dict[str, np.ndarray]:
+    """{"clean" | "masked": N x D embeddings (NaN rows: no face)} of one model on the cached detections, cached
+    per model fingerprint."""
+    from rich.progress import track
+
     from facepipe.pipeline.face_pipeline import FacePipeline
     from facepipe.prepare.masks import add_mask
     from facepipe.runtime.image import read_image
     from facepipe.runtime.loader import load_recognizer
+    from facepipe.types import Face
 
-    detector = build_pipeline(ModelSpec(threads=1), with_recognizer=False)
-    pipelines = {name: FacePipeline(detector.detector, load_recognizer(spec, threads=1))
-                 for name, spec in specs.items()}
-    stamp = json.dumps({name: p.recognizer.fingerprint for name, p in pipelines.items()}, sort_keys=True)
-    cache = cache_dir() / f"{cache_name}.npz"
+    pipeline = FacePipeline(None, load_recognizer(spec, threads=1))
+    fingerprint = pipeline.recognizer.fingerprint
+    cache = cache_dir() / f"{cache_name}-{fingerprint.replace('/', '_')[:60]}.npz"
     keys = np.array([str(p) for p in photos])
     if cache.exists() and not refresh:
         saved = dict(np.load(cache))
-        if saved["keys"].shape == keys.shape and (saved["keys"] == keys).all() and str(saved["models"]) == stamp:
+        if saved["keys"].shape == keys.shape and (saved["keys"] == keys).all():
             return saved
-    out = {f"{name}/{view}": np.full((len(photos), p.recognizer.embedding_size), np.nan, np.float32)
-           for name, p in pipelines.items() for view in ("clean", "masked")}
-    for i, path in enumerate(track(photos, description=f"embeddings {cache_name}")):
-        try:
-            image = read_image(path)
-        except FacepipeError:
-            continue
-        faces = detector.detect(image)
-        if not faces:
-            continue
-        face = max(faces, key=lambda f: f.area)
+    out = {view: np.full((len(photos), pipeline.recognizer.embedding_size), np.nan, np.float32)
+           for view in ("clean", "masked")}
+    for i in track(np.flatnonzero(~np.isnan(dets["score"])), description=f"{pipeline.recognizer.name} {cache_name}"):
+        image = read_image(photos[i])
+        has68 = not np.isnan(dets["landmarks68"][i, 0, 0])
+        face = Face(box=dets["box"][i], score=float(dets["score"][i]), landmarks=dets["landmarks"][i],
+                    landmarks68=dets["landmarks68"][i] if has68 else None)
         rng = np.random.default_rng(i)
-        masked = (add_mask(image, points68=face.landmarks68, rng=rng) if face.landmarks68 is not None
+        masked = (add_mask(image, points68=face.landmarks68, rng=rng) if has68
                   else add_mask(image, landmarks5=face.landmarks, rng=rng)).image
-        for name, p in pipelines.items():
-            out[f"{name}/clean"][i] = p.embed(image, [face])[0].embedding
-            out[f"{name}/masked"][i] = p.embed(masked, [face])[0].embedding
-    saved = {"keys": keys, "models": np.array(stamp), **out}
+        out["clean"][i] = pipeline.embed(image, [face])[0].embedding
+        out["masked"][i] = pipeline.embed(masked, [face])[0].embedding
+    saved = {"keys": keys, **out}
     np.savez(cache, **saved)
     return saved
 
@@ -132,14 +158,22 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def pair_scores(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """Higher is more alike: the cosine, or minus the euclidean distance (dlib's raw vectors, as it is matched)."""
+    return (unit(a) * unit(b)).sum(1) if metric == "cosine" else -np.linalg.norm(a - b, axis=1)
+
+
 def lfw(feats, specs, labels, roc: Path | None) -> tuple[dict, int, int]:
+    from facepipe.runtime.loader import load_recognizer
+
     valid = ~np.isnan(feats[f"{next(iter(specs))}/clean"][:, 0])
     left, right, same = lfw_pairs(labels, valid)
     results, curves = {}, {}
-    for name in specs:
-        clean, masked = unit(feats[f"{name}/clean"]), unit(feats[f"{name}/masked"])
+    for name, spec in specs.items():
+        metric = load_recognizer(spec, threads=1).metric
+        clean, masked = feats[f"{name}/clean"], feats[f"{name}/masked"]
         for view, other in (("clean", clean), ("masked", masked)):
-            scores = (clean[left] * other[right]).sum(1)
+            scores = pair_scores(clean[left], other[right], metric)
             r = evaluate_scores(scores, same)
             results.setdefault(name, {})[view] = {"accuracy": r["accuracy"], "accuracy_std": r["accuracy_std"],
                                                   "tar@far1e-3": r["tar_at_far"]["0.001"]}
@@ -205,6 +239,8 @@ def main() -> None:
     parser.add_argument("--timed", type=int, default=100, help="photos timed for identify s/photo")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--refresh", action="store_true")
+    parser.add_argument("--only-baseline", action="store_true", help="cache the detections and dlib's embeddings, "
+                        "then stop (while the model trains)")
     args = parser.parse_args()
     specs = {**MODELS, f"{Path(args.model).stem}": args.model}
 
@@ -214,8 +250,17 @@ def main() -> None:
     lfw_photos = [p for ident in heldout for p in sorted((lfw_root / ident).glob("*.jpg"))]
     lfw_labels = np.array([k for k, ident in enumerate(heldout) for _ in sorted((lfw_root / ident).glob("*.jpg"))])
     tag = Path(args.model).stem
-    celeba = features(celeba_photos, f"release-celeba-{tag}", specs, args.refresh)
-    lfw_feats = features(lfw_photos, f"release-lfw-{tag}", specs, args.refresh)
+    if args.only_baseline:
+        specs = dict(MODELS)
+    celeba, lfw_feats = {}, {}
+    for feats, photos, name in ((celeba, celeba_photos, "release-celeba"), (lfw_feats, lfw_photos, "release-lfw")):
+        dets = detections(photos, name, args.refresh)
+        for model, spec in specs.items():
+            for view, x in features(photos, dets, name, spec, args.refresh).items():
+                if view != "keys":
+                    feats[f"{model}/{view}"] = x
+    if args.only_baseline:
+        return
 
     os_results = open_set(celeba, specs, args.splits)
     lfw_results, n_pos, n_neg = lfw(lfw_feats, specs, lfw_labels, args.roc)

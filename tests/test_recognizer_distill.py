@@ -90,6 +90,8 @@ def test_a_student_learns_the_teachers_vectors(prepared, tmp_path):
     trainer.fit()
     after = _agreement(trainer)
     assert before < 0.3 and after > before + 0.4, (before, after)
+    logged = [r["teacher_cos"] for r in trainer.run.read_metrics() if "teacher_cos" in r]
+    assert len(logged) == 4 and logged[-1] > logged[0] + 0.2, logged  # the run log shows it too
 
 
 def test_distillation_loss_is_zero_only_when_the_student_matches():

@@ -61,3 +61,4 @@ def test_the_card_matches_the_file():
     assert f"{training['epochs']} epochs" in card
     config = REPO / "configs" / "detector" / f"{training['run']}.yaml"
     assert config.is_file(), f"the recipe {config} that made the release is missing"
+

@@ -43,6 +43,29 @@ def recognizer_metadata(state: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def training_provenance(state: dict[str, Any]) -> dict[str, Any]:
+    """What made the weights, for the ONNX metadata and the model card: the run's recipe keys and `data_sha256`,
+    a hash over the prepared set's manifest (every source photo's own sha256 and what was kept) and the
+    teacher's vectors (None where a file is not readable here)."""
+    import hashlib
+
+    config = state.get("config") or {}
+    digest = hashlib.sha256()
+    data = Path(str(config.get("data", ""))).expanduser()
+    for part in (data / "manifest.jsonl", Path(str(config.get("teacher") or "")).expanduser()):
+        if part.is_file():
+            digest.update(part.read_bytes())
+        elif str(part) not in ("", "."):
+            digest.update(b"missing:" + str(part).encode())
+    keys = ("name", "backbone", "embedding_size", "split", "val_fraction", "split_seed", "distill_weight",
+            "relation_weight", "margin_weight", "margin_m2", "margin_m3", "scale", "mask_prob", "batch_size",
+            "optimizer", "lr")
+    return {**{k: config.get(k) for k in keys}, "epochs": round(float(state.get("epoch") or 0), 3),
+            "steps": int(state.get("step") or 0), "data": data.name, "num_classes": state.get("num_classes"),
+            "teacher": Path(str(config["teacher"])).name if config.get("teacher") else None,
+            "data_sha256": digest.hexdigest()}
+
+
 def _load_check_images(check_images, size: tuple[int, int], limit: int = 32) -> tuple[np.ndarray, str]:
     if check_images is None:
         rng = np.random.default_rng(0)
@@ -92,7 +115,7 @@ def export_recognizer(checkpoint: str | Path, out_path: str | Path | None = None
     used = export_onnx(model, torch.zeros(2, channels, size[1], size[0]), out_path, ["embedding"],
                        {"input": {0: "batch"}, "embedding": {0: "batch"}}, ({0: Dim("batch")},), exporter, opset)
     meta = recognizer_metadata(state)
-    add_metadata(out_path, meta)
+    add_metadata(out_path, {**meta, "training": training_provenance(state)})
 
     chips, source = _load_check_images(check_images, size)
     with torch.no_grad():

@@ -277,6 +277,7 @@ class Trainer:
         self.total_steps = cfg.max_steps or max(1, int(math.ceil(cfg.epochs * self.steps_per_epoch)))
         self.step = 0
         self.verification: dict[str, Any] | None = None
+        self.window_teacher_cos = torch.zeros((), device=self.device)  # summed over the logging window's steps
         self._resume()
 
     # --- set-up -------------------------------------------------------------------------------------
@@ -438,8 +439,10 @@ class Trainer:
                 embeddings = self.model(x)
                 loss = self.head(embeddings, y) * cfg.margin_weight if cfg.margin_weight else 0.0
                 if target:
-                    loss = loss + distillation_loss(embeddings, target[0].to(self.device, non_blocking=True),
-                                                    cfg.distill_weight, cfg.relation_weight)
+                    teacher = target[0].to(self.device, non_blocking=True)
+                    loss = loss + distillation_loss(embeddings, teacher, cfg.distill_weight, cfg.relation_weight)
+                    self.window_teacher_cos += torch.nn.functional.cosine_similarity(
+                        embeddings.detach().float(), teacher, dim=1).mean() / len(micro_batches)
                 loss = loss / len(micro_batches)
                 self.scaler.scale(loss).backward()
             total_loss += loss.detach()
@@ -495,6 +498,9 @@ class Trainer:
                                 "loss": float(window_loss) / window_steps,
                                 "train_acc": float(window_acc) / window_steps,
                                 "lr": self.optimizer.param_groups[-1]["lr"], "samples_per_s": round(rate, 1)}
+                        if cfg.teacher:  # how close the student's vectors are to the teacher's, augmented batches
+                            last["teacher_cos"] = float(self.window_teacher_cos) / window_steps
+                        self.window_teacher_cos.zero_()
                         window_loss.zero_(), window_acc.zero_()
                         window_steps, t_window, n_window = 0, time.perf_counter(), 0
                         progress.update(task, status=f"epoch {last['epoch']:.2f} loss {last['loss']:.3f} "
@@ -539,7 +545,8 @@ class Trainer:
         plot_metrics(records, "step", [["loss"], ["lr"]], self.run_path / "loss.png", title=f"{self.cfg.name}: loss")
         acc_keys = sorted({k for r in records for k in r if k.endswith("_acc")} - {"train_acc"})
         tar_keys = sorted({k for r in records for k in r if "tar@" in k})
-        panels = [["train_acc", *[k for k in acc_keys if k.startswith("train_")]]]
+        panels = [["train_acc", *[k for k in acc_keys if k.startswith("train_")],
+                   *(["teacher_cos"] if any("teacher_cos" in r for r in records) else [])]]
         if [k for k in acc_keys if not k.startswith("train_")]:
             panels.append([k for k in acc_keys if not k.startswith("train_")])
         if tar_keys:
