@@ -25,6 +25,15 @@ def cache_dir() -> Path:
     return path
 
 
+def cached_for(cache: Path, photos: list[Path], refresh: bool = False) -> dict[str, np.ndarray] | None:
+    """The arrays saved in `cache` when it was made for exactly these photos (its "keys"), else None."""
+    if refresh or not cache.exists():
+        return None
+    saved = dict(np.load(cache))
+    keys = np.array([str(p) for p in photos])
+    return saved if saved["keys"].shape == keys.shape and (saved["keys"] == keys).all() else None
+
+
 def identity_photos(folder: Path, min_photos: int = 1) -> dict[str, list[Path]]:
     out = {}
     for person in sorted(p for p in folder.iterdir() if p.is_dir()):

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import cache_dir, celeba_dev, data_root
+from _common import cache_dir, cached_for, celeba_dev, data_root
 from open_set import facepipe_split, make_split
 from rich.console import Console
 from rich.table import Table
@@ -50,11 +50,9 @@ def detections(photos: list[Path], cache_name: str, refresh: bool = False) -> di
     from facepipe.runtime.image import read_image
 
     cache = cache_dir() / f"{cache_name}-detections.npz"
-    keys = np.array([str(p) for p in photos])
-    if cache.exists() and not refresh:
-        saved = dict(np.load(cache))
-        if saved["keys"].shape == keys.shape and (saved["keys"] == keys).all():
-            return saved
+    saved = cached_for(cache, photos, refresh)
+    if saved is not None:
+        return saved
     detector = build_pipeline(ModelSpec(threads=1), with_recognizer=False)
     out = {"box": np.full((len(photos), 4), np.nan, np.float32), "score": np.full(len(photos), np.nan, np.float32),
            "landmarks": np.full((len(photos), 5, 2), np.nan, np.float32),
@@ -69,7 +67,7 @@ def detections(photos: list[Path], cache_name: str, refresh: bool = False) -> di
             out["box"][i], out["score"][i], out["landmarks"][i] = face.box, face.score, face.landmarks
             if face.landmarks68 is not None:
                 out["landmarks68"][i] = face.landmarks68
-    saved = {"keys": keys, **out}
+    saved = {"keys": np.array([str(p) for p in photos]), **out}
     np.savez(cache, **saved)
     return saved
 
@@ -89,11 +87,9 @@ def features(photos: list[Path], dets: dict[str, np.ndarray], cache_name: str, s
     pipeline = FacePipeline(None, load_recognizer(spec, threads=1))
     fingerprint = pipeline.recognizer.fingerprint
     cache = cache_dir() / f"{cache_name}-{fingerprint.replace('/', '_')[:60]}.npz"
-    keys = np.array([str(p) for p in photos])
-    if cache.exists() and not refresh:
-        saved = dict(np.load(cache))
-        if saved["keys"].shape == keys.shape and (saved["keys"] == keys).all():
-            return saved
+    saved = cached_for(cache, photos, refresh)
+    if saved is not None:
+        return saved
     out = {view: np.full((len(photos), pipeline.recognizer.embedding_size), np.nan, np.float32)
            for view in ("clean", "masked")}
     for i in track(np.flatnonzero(~np.isnan(dets["score"])), description=f"{pipeline.recognizer.name} {cache_name}"):
@@ -106,7 +102,7 @@ def features(photos: list[Path], dets: dict[str, np.ndarray], cache_name: str, s
                   else add_mask(image, landmarks5=face.landmarks, rng=rng)).image
         out["clean"][i] = pipeline.embed(image, [face])[0].embedding
         out["masked"][i] = pipeline.embed(masked, [face])[0].embedding
-    saved = {"keys": keys, **out}
+    saved = {"keys": np.array([str(p) for p in photos]), **out}
     np.savez(cache, **saved)
     return saved
 
