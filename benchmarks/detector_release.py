@@ -67,6 +67,13 @@ def detectors(student: Path, threads: int) -> dict:
         "UltraFace RFB-640": lambda im: ultra.detect(im, FLOORS["ultraface"]),
         "dlib HOG, upsampled once": lambda im: hog(im, SCORE_FLOOR),
     })
+    try:  # a teacher facepipe can use but the release did not: it did not improve the fused labels
+        from facepipe.detection.mtcnn import MtcnnDetector
+
+        mtcnn = MtcnnDetector(min_size=10)
+        out["MTCNN (facenet-pytorch's weights)"] = lambda im: mtcnn.detect(im, 0.05)
+    except FileNotFoundError as exc:
+        print(f"MTCNN skipped: {exc}")
     return out
 
 

@@ -74,17 +74,15 @@ def test_fused_faces_below_keep_are_ignore_regions_in_the_label_file(tmp_path):
     assert plain[0].ignore.tolist() == [False, False]
 
 
-def test_retinaface_written_from_its_keys_finds_dlibs_labelled_faces(data_dir):
-    from facepipe.detection.retinaface import RetinaFaceDetector
+def _check_on_dlibs_labelled_faces(name: str, detect, data_dir: Path) -> None:
+    """At least 80 % of dlib-faces' hand-labelled faces found, 5 landmarks within 10 % of the face's size."""
     from facepipe.runtime.image import read_image
 
-    root = _teacher_files(RETINAFACE)
-    det = RetinaFaceDetector(root / RETINAFACE)
     samples = parse_imglab(data_dir / "dlib-faces" / "testing_with_face_landmarks.xml", data_dir / "dlib-faces")
     found = total = 0
     errors = []
     for sample in samples:
-        faces = det.detect(read_image(sample.image), 0.5)
+        faces = detect(read_image(sample.image))
         if not faces:
             total += len(sample.boxes)
             continue
@@ -96,8 +94,27 @@ def test_retinaface_written_from_its_keys_finds_dlibs_labelled_faces(data_dir):
                 f = faces[int(row.argmax())]
                 size = np.sqrt(np.prod(sample.boxes[i, 2:] - sample.boxes[i, :2]))
                 errors.append(np.linalg.norm(f.landmarks - sample.landmarks[i], axis=1).mean() / size)
-    assert found / total >= 0.8, f"RetinaFace found {found} of {total} labelled faces"
-    assert np.mean(errors) < 0.1, f"landmark error {np.mean(errors):.3f} of the face size"
+    assert found / total >= 0.8, f"{name} found {found} of {total} labelled faces"
+    assert np.mean(errors) < 0.1, f"{name}: landmark error {np.mean(errors):.3f} of the face size"
+
+
+def test_retinaface_written_from_its_keys_finds_dlibs_labelled_faces(data_dir):
+    from facepipe.detection.retinaface import RetinaFaceDetector
+
+    det = RetinaFaceDetector(_teacher_files(RETINAFACE) / RETINAFACE)
+    _check_on_dlibs_labelled_faces("RetinaFace", lambda image: det.detect(image, 0.5), data_dir)
+
+
+def test_mtcnn_written_from_its_keys_finds_dlibs_labelled_faces(data_dir):
+    from facepipe.detection.mtcnn import MtcnnDetector, weights_dir
+
+    try:
+        weights = weights_dir()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    det = MtcnnDetector(weights)
+    _check_on_dlibs_labelled_faces("MTCNN", lambda image: det.detect(image), data_dir)
+    assert det.detect(np.zeros((240, 320, 3), np.uint8)) == []  # nothing in a black frame
 
 
 def test_fused_teachers_label_a_photo_whose_faces_are_known(data_dir):

@@ -47,7 +47,7 @@ def pseudo_label(
     seed: int = typer.Option(0, help="seed of that sample"),
     upsample: int = typer.Option(1, help="dlib HOG upsampling passes (dlib alone)"),
     teachers: Optional[str] = typer.Option(None, help="comma-separated teachers to fuse (retinaface, yunet, "
-                                                      "ultraface, dlib); default: dlib alone"),
+                                                      "ultraface, dlib, mtcnn); default: dlib alone"),
     models: Optional[Path] = typer.Option(None, help="folder with the teachers' files (default $FACEPIPE_MODELS)"),
     ground_truth: Optional[Path] = typer.Option(None, help="human boxes for PHOTOS (a label file): keep them, add "
                                                            "the teachers' 5 landmarks (needs --teachers)"),

@@ -6,6 +6,10 @@
 | yunet       | YuNet 2023mar (face_detection_yunet_2023mar.onnx)  | MIT     | 5         | 0.417 (measured)  |
 | ultraface   | Ultra-Light RFB-640 (ultraface_rfb_640.onnx)       | MIT     | none      | 0.7               |
 | dlib        | dlib HOG + 68 points (face_recognition_models)     | CC0     | 5 from 68 | 0.0 (SVM margin)  |
+| mtcnn       | MTCNN (pnet/rnet/onet.pt in the facenet-pytorch wheel) | MIT | 5         | 0.3 (measured)    |
+
+MTCNN's vote is its best-F1 score on widerface-dev's training split (faces >= 16 px): its O-Net scores are
+precise down to the floor, so the vote sits low.
 
 A teacher's `vote` threshold is where its detections count as a face in the fusion (facepipe.detection.fusion);
 lower ones still pull the fused box but do not make a face on their own. Teachers run at the image's own size,
@@ -101,10 +105,17 @@ def _dlib(models: Path, max_side: int) -> Teacher:
     return Teacher("dlib", detect, vote=0.0, floor=-0.3, has_landmarks=True)
 
 
+def _mtcnn(models: Path, max_side: int) -> Teacher:
+    from facepipe.detection.mtcnn import MtcnnDetector
+
+    det = MtcnnDetector(max_side=max_side)  # its weights come with the facenet-pytorch wheel, not from `models`
+    return Teacher("mtcnn", lambda image: det.detect(image, 0.1), vote=0.3, floor=0.1, has_landmarks=True)
+
+
 TEACHERS: dict[str, Callable[[Path, int], Teacher]] = {
-    "retinaface": _retinaface, "yunet": _yunet, "ultraface": _ultraface, "dlib": _dlib,
+    "retinaface": _retinaface, "yunet": _yunet, "ultraface": _ultraface, "dlib": _dlib, "mtcnn": _mtcnn,
 }
-DEFAULT_TEACHERS = ("retinaface", "yunet", "ultraface", "dlib")
+DEFAULT_TEACHERS = ("retinaface", "yunet", "ultraface", "dlib")  # the released detector's (MODEL_CARD.md)
 
 
 def load_teachers(names, models: str | Path, max_side: int = 1280) -> list[Teacher]:
