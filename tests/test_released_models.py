@@ -1,5 +1,5 @@
-"""facepipe's released detector: it ships in the package, loads by name, finds faces, and its card tells the truth
-about it (the card's figures are checked against the file's own metadata, not typed twice)."""
+"""facepipe's released detector and recognizer: they ship in the package, load by name, work on real photos, and
+their card tells the truth about them (its figures are checked against each file's own metadata, not typed twice)."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from facepipe.runtime.hashing import file_sha256
 from facepipe.runtime.loader import RELEASED, load_detector, released_file
@@ -62,3 +63,55 @@ def test_the_card_matches_the_file():
     config = REPO / "configs" / "detector" / f"{training['run']}.yaml"
     assert config.is_file(), f"the recipe {config} that made the release is missing"
 
+
+
+def test_released_recognizer_is_package_data_and_loads_by_name():
+    from facepipe.runtime.loader import load_recognizer
+
+    path = released_file("facepipe-mbf")
+    assert path.is_file() and path.stat().st_size <= 5 * 1024 * 1024, f"{path}: over 5 MB"
+    assert RELEASED["facepipe-mbf"][0] == "recognizer"
+    recognizer = load_recognizer("facepipe-mbf")
+    assert (recognizer.name, recognizer.metric, recognizer.embedding_size) == ("mobilefacenet", "cosine", 128)
+    chips = np.random.default_rng(0).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
+    emb = recognizer.embed(chips)
+    assert emb.shape == (2, 128) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-4)
+
+
+def test_released_recognizer_tells_johns_apart(data_dir):
+    """The default detector, then the released recognizer, over the johns photos (5 people, none of them in LFW):
+    each photo's nearest other photo is the same person."""
+    from facepipe.pipeline.batch import ModelSpec, build_pipeline
+    from facepipe.runtime.image import read_image
+
+    paths = sorted((data_dir / "johns").glob("*/*.jpg"))
+    if not paths:
+        pytest.skip(f"no johns photos under {data_dir}")
+    pipeline = build_pipeline(ModelSpec(recognizer="facepipe-mbf", threads=2))
+    people, embeddings = [], []
+    for path in paths:
+        faces = pipeline.analyze(read_image(path))
+        if faces:
+            people.append(path.parent.name)
+            embeddings.append(max(faces, key=lambda f: f.area).embedding)
+    assert len(people) >= 0.9 * len(paths), f"faces found in {len(people)} of {len(paths)} photos"
+    emb, people = np.stack(embeddings), np.array(people)
+    similarity = emb @ emb.T
+    np.fill_diagonal(similarity, -np.inf)
+    accuracy = float((people[similarity.argmax(1)] == people).mean())
+    assert accuracy >= 0.8, f"leave-one-out accuracy {accuracy:.3f} over {len(people)} photos"
+
+
+def test_the_recognizer_card_matches_the_file():
+    path = released_file("facepipe-mbf")
+    meta = _metadata(path)
+    card = CARD.read_text(encoding="utf-8")
+    section = card[card.index("## `facepipe_recognizer.onnx`"):]
+    assert file_sha256(path) in section, "the card names another file (sha256)"
+    training = meta["training"]
+    assert training["data_sha256"] in section, "the card's data hash is not the file's"
+    assert f"`{training['name']}`" in section and training["backbone"] in section
+    assert f"{training['epochs']:g} epochs" in section and f"{training['steps']:,} steps" in section
+    assert re.search(rf"threshold[^\n]*{meta['threshold']:.3f}", section), "verify threshold differs"
+    assert f"color {meta['color']}" in section, "input colour differs"
+    assert (REPO / "configs" / "recognizer" / "release.yaml").is_file(), "the recipe that made the release is missing"
