@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facepipe.runtime.boxes import nms
+from facepipe.runtime.preprocess import shrink_to
 from facepipe.types import Detection
 
 FACTOR = 0.709  # the paper's pyramid step
@@ -176,8 +177,7 @@ class MtcnnDetector:
     def detect(self, image: np.ndarray, threshold: float | None = None) -> list[Detection]:
         threshold = self.default_threshold if threshold is None else float(threshold)
         h, w = image.shape[:2]
-        s = min(1.0, self.max_side / max(h, w))
-        small = cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA) if s < 1 else image
+        small, s = shrink_to(image, self.max_side)
         boxes = self._propose(small)
         if len(boxes):
             prob, offsets = self._score(self.rnet, small, boxes, 24)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facepipe.runtime.boxes import nms
+from facepipe.runtime.preprocess import shrink_to
 from facepipe.types import Detection
 
 MIN_SIZES = ((10, 20), (32, 64), (128, 256))
@@ -154,12 +155,9 @@ class RetinaFaceDetector:
 
     @torch.no_grad()
     def detect(self, image: np.ndarray, threshold: float | None = None) -> list[Detection]:
-        import cv2
-
         threshold = self.default_threshold if threshold is None else float(threshold)
         h, w = image.shape[:2]
-        s = min(1.0, self.max_side / max(h, w))
-        small = cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA) if s < 1 else image
+        small, s = shrink_to(image, self.max_side)
         x = small[..., ::-1].astype(np.float32) - np.array(BGR_MEAN, np.float32)
         loc, conf, lms = self.model(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None])
         sh, sw = small.shape[:2]

@@ -52,6 +52,15 @@ def pad_value(mean: list[float]) -> tuple[int, ...]:
     return tuple(int(round(m)) for m in mean)
 
 
+def shrink_to(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """The image with its long side at most max_side (never enlarged), and the factor applied."""
+    h, w = image.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    if s == 1.0:
+        return image, s
+    return cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA), s
+
+
 def resize_and_pad(image: np.ndarray, max_side: int, multiple_of: int, mean: list[float], enlarge: bool = False
                    ) -> tuple[np.ndarray, tuple[float, float]]:
     """Shrink so the long side is <= max_side (enlarge: make it max_side, small photos too), pad bottom/right
