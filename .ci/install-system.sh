@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # System packages the test suite needs that pip cannot bring: Debian's chromium for the web-page test of
 # `facepipe serve` (tests/test_serve_page.py) and the mosquitto MQTT broker for the video event tests
-# (tests/test_video_events.py); each test is skipped, with a reason, when its program is absent.
-# Called from .ci/run before pytest. Idempotent: does nothing when both are already there.
+# (tests/test_video_events.py); strace, which watches which model files a chain opens (tests/test_released_models.py);
+# each test is skipped, with a reason, when its program is absent.
+# Called from .ci/run before pytest. Idempotent: does nothing when all are already there.
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi

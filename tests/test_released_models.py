@@ -115,3 +115,43 @@ def test_the_recognizer_card_matches_the_file():
     assert re.search(rf"threshold[^\n]*{meta['threshold']:.3f}", section), "verify threshold differs"
     assert f"color {meta['color']}" in section, "input colour differs"
     assert (REPO / "configs" / "recognizer" / "release.yaml").is_file(), "the recipe that made the release is missing"
+
+
+
+_IDENTIFY_ONE = """
+import sys
+from facepipe.pipeline.batch import ModelSpec, build_pipeline
+from facepipe.runtime.image import read_image
+
+faces = build_pipeline(ModelSpec(detector=sys.argv[1] or None, threads=1)).analyze(read_image(sys.argv[2]))
+assert faces and faces[0].embedding is not None
+"""
+
+
+def _files_opened_to_identify(detector: str, photo: Path, tmp_path: Path) -> set[str]:
+    """Every file the process (and its threads) opened, seen by strace: it watches dlib's C++ reads too."""
+    import subprocess
+    import sys
+
+    trace = tmp_path / f"trace-{detector or 'default'}.txt"
+    subprocess.run(["strace", "-f", "-qq", "-e", "trace=openat", "-o", str(trace), sys.executable, "-c",
+                    _IDENTIFY_ONE, detector, str(photo)], capture_output=True, timeout=120, check=True)
+    return set(re.findall(r'openat\([^,]*, "([^"]+)"', trace.read_text()))
+
+
+def test_the_facepipe_detector_chain_never_opens_the_68_point_file(data_dir, tmp_path):
+    """dlib's 68-point model is 100 MB, 0.6 s to load, and trained on non-commercial data (iBUG 300-W): behind
+    facepipe's detector the chip comes from the 5-point predictor, so that chain never opens it; the default
+    chain (dlib HOG + 68 points) does."""
+    import shutil
+
+    from facepipe.runtime.dlib_files import LANDMARKS_68, dlib_model_path
+
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed (apt-get install strace; .ci/install-system.sh does)")
+    file68 = str(dlib_model_path(LANDMARKS_68))
+    photo = sorted((data_dir / "people").glob("*/*.jpg"))[0]
+    assert file68 in _files_opened_to_identify("", photo, tmp_path)
+    opened = _files_opened_to_identify("facepipe", photo, tmp_path)
+    assert any(path.endswith("facepipe_detector.onnx") for path in opened)
+    assert file68 not in opened
