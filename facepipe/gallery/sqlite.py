@@ -96,9 +96,27 @@ class SqliteGallery(PersonIndexLifecycle, IndexLifecycle, GalleryBase):
                 _create_private(self.path)
             except OSError as exc:
                 raise GalleryError(f"{self.path}: cannot create gallery ({exc.strerror})") from None
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self._connect_and_set_up()
+                break
+            except sqlite3.OperationalError as exc:
+                # Two processes creating one gallery at once: SQLite answers "locked" to the loser's switch to
+                # WAL at once, without waiting its busy timeout. The winner is done in milliseconds: try again.
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise GalleryError(f"{self.path}: not a facepipe gallery ({exc})") from None
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as exc:
+                raise GalleryError(f"{self.path}: not a facepipe gallery ({exc})") from None
+        self._cache: tuple[int, object] | None = None
+        self.index_builds = 0
+        self.index_folds = 0
+
+    def _connect_and_set_up(self) -> None:
+        # One connection may serve several threads (the engine serialises the calls).
+        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         try:
-            # One connection may serve several threads (the engine serialises the calls).
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA busy_timeout = 60000")
             if os.path.getsize(self.path) == 0:
                 # A face row is ~2.2 kB (512 floats): 16 kB pages hold 7 of them, 4 kB pages one (half empty).
@@ -115,11 +133,9 @@ class SqliteGallery(PersonIndexLifecycle, IndexLifecycle, GalleryBase):
                                    f"({FORMAT}); upgrade facepipe")
             elif int(found) < int(FORMAT):
                 self._upgrade()
-        except sqlite3.DatabaseError as exc:
-            raise GalleryError(f"{self.path}: not a facepipe gallery ({exc})") from None
-        self._cache: tuple[int, object] | None = None
-        self.index_builds = 0
-        self.index_folds = 0
+        except BaseException:
+            self.db.close()  # the next try, or the caller's error, starts from no connection
+            raise
 
     # -- low level ---------------------------------------------------------------------------------
     def _upgrade(self) -> None:
